@@ -929,8 +929,8 @@ FJORD_CRC32C_INLINE uint32_t crc32c_shift(const uint32_t table[4][256], uint32_t
 }
 
 /* Fewer than 8 bytes, 1 then 2 then 4 at a time (so it also aligns a pointer to 8). */
-FJORD_CRC32C_INLINE FJORD_CRC32C_TARGET uint32_t crc32c_hw_upto7(uint32_t reg, const unsigned char *p,
-                                                           size_t n) {
+FJORD_CRC32C_INLINE FJORD_CRC32C_TARGET uint32_t crc32c_hw_upto7(uint32_t reg,
+                                                                const unsigned char *p, size_t n) {
     if (n & 1) {
         reg = crc32c_hw8(reg, *p);
         p += 1;
@@ -946,8 +946,9 @@ FJORD_CRC32C_INLINE FJORD_CRC32C_TARGET uint32_t crc32c_hw_upto7(uint32_t reg, c
 }
 
 /* One block of three adjacent n-byte streams at p, folded into `reg` with the n-byte table. */
-FJORD_CRC32C_INLINE FJORD_CRC32C_TARGET uint32_t crc32c_hw_block(uint32_t reg, const unsigned char *p,
-                                                           size_t n, const uint32_t shift[4][256]) {
+FJORD_CRC32C_INLINE FJORD_CRC32C_TARGET uint32_t crc32c_hw_block(uint32_t reg,
+                                                                const unsigned char *p, size_t n,
+                                                                const uint32_t shift[4][256]) {
     crc32c_chain c0 = 0, c1 = 0, c2 = 0;
     const unsigned char *end = p + n;
     do {
