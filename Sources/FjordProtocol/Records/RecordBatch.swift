@@ -142,7 +142,12 @@ public struct RecordBatch: Sendable, Equatable {
 
     // MARK: In-place updates
 
-    /// Sets `baseOffset` (outside the CRC): how the log assigns offsets without re-encoding.
+    /// Sets `baseOffset` (outside the CRC): how a batch gets its offsets without re-encoding.
+    ///
+    /// `ByteBuffer` is copy-on-write: this writes 8 bytes in place only while the batch's storage
+    /// is uniquely referenced. A batch sliced from a request frame that is still alive shares the
+    /// frame's storage, so the log does not call this on the produce path; it writes a patched
+    /// copy of the first 16 bytes followed by the untouched rest (see `LogSegment`).
     public mutating func setBaseOffset(_ offset: Int64) {
         bytes.setInteger(offset, at: bytes.readerIndex, endianness: .big)
     }
