@@ -16,9 +16,11 @@ let package = Package(
     products: [
         .library(name: "FjordProtocol", targets: ["FjordProtocol"]),
         .library(name: "FjordCompression", targets: ["FjordCompression"]),
+        .library(name: "FjordStorage", targets: ["FjordStorage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -39,6 +41,26 @@ let package = Package(
                 "CFjordCRC32C",
                 "FjordCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FjordStorage",
+            dependencies: [
+                "FjordProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordStorageTests",
+            dependencies: [
+                "FjordStorage",
+                "FjordCompression",
+                "FjordProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings
         ),

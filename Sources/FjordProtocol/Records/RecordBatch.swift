@@ -125,18 +125,8 @@ public struct RecordBatch: Sendable, Equatable {
     /// Throws `ProtocolError.corruptRecord` naming the first problem: wrong magic, a CRC mismatch,
     /// a negative record count, a last offset delta that does not fit the count, an unknown codec.
     public func validate() throws(ProtocolError) {
-        guard magic == Self.currentMagic else { throw ProtocolError.corruptRecord("unsupported magic \(magic)") }
-        let actual = computeChecksum()
-        guard actual == crc else {
-            throw ProtocolError.corruptRecord("CRC mismatch: stored \(crc), computed \(actual)")
-        }
-        let count = recordCount
-        guard count >= 0 else { throw ProtocolError.corruptRecord("negative record count \(count)") }
-        guard lastOffsetDelta >= 0, count == 0 || lastOffsetDelta >= count - 1 || attributes.isControl else {
-            throw ProtocolError.corruptRecord("last offset delta \(lastOffsetDelta) does not fit \(count) records")
-        }
-        guard attributes.compressionRawValue <= CompressionCodec.zstd.rawValue else {
-            throw ProtocolError.corruptRecord("unknown compression codec \(attributes.compressionRawValue)")
+        try bytes.withUnsafeReadableBytes { (raw) throws(ProtocolError) in
+            try RecordBatchHeader(parsing: raw).validate(batch: raw)
         }
     }
 
