@@ -146,16 +146,32 @@ final class LogSegment {
     }
 
     /// The first batch whose last offset is ≥ `offset`, scanning headers from the index's hint.
+    ///
+    /// If the hint does not land on a batch (a damaged index that passed the open-time sanity
+    /// check), the index is dropped and the scan restarts from the segment's first byte, so a
+    /// bad index costs time, never data.
     func translateOffset(_ offset: Int64, startingAtPosition start: Int64 = 0) throws(StorageError) -> BatchPosition? {
         let hint = offsetIndex.lookup(offset)
         var position = Swift.max(start, hint.position)
-        while let header = try readHeader(at: position) {
+        var trusted = position == start
+        while true {
+            let header: RecordBatchHeader?
+            do {
+                header = try readHeader(at: position)
+            } catch let error {
+                guard case .corruptRecord = error, !trusted else { throw error }
+                offsetIndex.reset()
+                timeIndex.reset()
+                position = start
+                trusted = true
+                continue
+            }
+            guard let header else { return nil }
             if header.lastOffset >= offset {
                 return BatchPosition(baseOffset: header.baseOffset, lastOffset: header.lastOffset, position: position, size: header.sizeInBytes)
             }
             position += Int64(header.sizeInBytes)
         }
-        return nil
     }
 
     /// A slice of the log from the batch holding `startOffset`, at most `maxSize` bytes and ending
@@ -200,7 +216,10 @@ final class LogSegment {
     /// Rebuilds the indexes by scanning every batch from position 0, checking each batch's length
     /// and CRC, and truncates the file at the first bad or incomplete batch. `onBatch` sees each
     /// valid batch's header in order (for producer state and leader epochs).
-    func recover(maxBatchSize: Int, onBatch: (RecordBatchHeader) -> Void) throws(StorageError) -> RecoveryResult {
+    /// With `contiguousOffsets` (logs that are never compacted) each batch must start exactly
+    /// where the previous one ended, which also catches damage to the base offset, a field the
+    /// CRC does not cover.
+    func recover(maxBatchSize: Int, contiguousOffsets: Bool, onBatch: (RecordBatchHeader) -> Void) throws(StorageError) -> RecoveryResult {
         offsetIndex.reset()
         timeIndex.reset()
         bytesSinceLastIndexEntry = 0
@@ -229,8 +248,11 @@ final class LogSegment {
                     guard header.sizeInBytes <= rest.count else {
                         throw ProtocolError.truncated(need: header.sizeInBytes, have: rest.count)
                     }
-                    guard header.baseOffset >= expectedNext else {
+                    guard header.baseOffset >= expectedNext, !contiguousOffsets || header.baseOffset == expectedNext || position == 0 else {
                         throw ProtocolError.corruptRecord("offset \(header.baseOffset) does not follow \(expectedNext - 1)")
+                    }
+                    guard position > 0 || !contiguousOffsets || header.baseOffset == baseOffset else {
+                        throw ProtocolError.corruptRecord("first offset \(header.baseOffset) is not the segment's base offset \(baseOffset)")
                     }
                     try header.validate(batch: rest)
                 } catch {
