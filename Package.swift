@@ -53,6 +53,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The child process of the storage crash test: appends with fsync until SIGKILLed.
+        .executableTarget(
+            name: "fjord-log-crash-writer",
+            dependencies: [
+                "FjordStorage",
+                "FjordProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "FjordStorageTests",
             dependencies: [

@@ -409,7 +409,7 @@ public final class LocalLog: Sendable {
             var header = batch.header
             header.baseOffset = base
             header.partitionLeaderEpoch = epoch
-            try maybeRoll(&s, incomingSize: batch.sizeInBytes, lastOffset: header.lastOffset, nowMs: nowMs)
+            try maybeRoll(&s, incomingSize: batch.sizeInBytes, lastOffset: header.lastOffset, maxTimestamp: header.maxTimestamp, nowMs: nowMs)
             try s.active.append(batch, assignedBaseOffset: base, leaderEpoch: epoch)
             if s.leaderEpochCache.assign(epoch: epoch, startOffset: base) {
                 try s.leaderEpochCache.flush()
@@ -433,11 +433,21 @@ public final class LocalLog: Sendable {
 
     /// Rolls to a new active segment when the incoming batch would overflow it, its index is
     /// full, it is older than `segment.ms`, or the offset no longer fits a relative offset.
-    private static func maybeRoll(_ s: inout State, incomingSize: Int, lastOffset: Int64, nowMs: Int64) throws(StorageError) {
+    ///
+    /// Age is measured as Kafka's `timeWaitedForRoll`: the incoming batch's max timestamp minus
+    /// the segment's first batch timestamp, or wall-clock time since creation when batches carry
+    /// no timestamps, so producers with old CreateTime timestamps do not roll every batch.
+    private static func maybeRoll(_ s: inout State, incomingSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) throws(StorageError) {
         let active = s.active
         guard active.size > 0 else { return }
         let full = active.size + Int64(incomingSize) > Int64(s.config.segmentBytes)
-        let aged = nowMs - (active.rollingBasedTimestamp ?? active.createdMs) > s.config.segmentMs
+        let waited: Int64
+        if let first = active.rollingBasedTimestamp, first >= 0, maxTimestamp >= 0 {
+            waited = maxTimestamp - first
+        } else {
+            waited = nowMs - active.createdMs
+        }
+        let aged = waited > s.config.segmentMs
         guard full || aged || active.isIndexFull || !active.canHold(offset: lastOffset) else { return }
         try roll(&s, nowMs: nowMs)
     }

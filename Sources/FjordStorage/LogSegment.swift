@@ -33,7 +33,7 @@ final class LogSegment {
     private(set) var maxTimestampSoFar: Int64 = RecordBatch.noTimestamp
     private(set) var offsetOfMaxTimestampSoFar: Int64 = -1
     /// The first batch's max timestamp, which `segment.ms` rolling is measured from (Kafka's
-    /// `rollingBasedTimestamp`); the creation time when the first batch has no timestamp.
+    /// `rollingBasedTimestamp`); nil when it has none (then creation time is used).
     private(set) var rollingBasedTimestamp: Int64?
     let createdMs: Int64
 
@@ -90,14 +90,13 @@ final class LogSegment {
         }
         size += Int64(batch.sizeInBytes)
         nextOffset = lastOffset + 1
-        let timestamp = header.attributes.timestampType == .logAppendTime ? header.maxTimestamp : header.maxTimestamp
-        noteBatch(lastOffset: lastOffset, maxTimestamp: timestamp, position: position, size: batch.sizeInBytes)
+        noteBatch(lastOffset: lastOffset, maxTimestamp: header.maxTimestamp, position: position, size: batch.sizeInBytes)
     }
 
     /// Index bookkeeping shared by append, recovery and rebuilds.
     private func noteBatch(lastOffset: Int64, maxTimestamp: Int64, position: Int64, size batchSize: Int) {
         if rollingBasedTimestamp == nil {
-            rollingBasedTimestamp = maxTimestamp >= 0 ? maxTimestamp : createdMs
+            rollingBasedTimestamp = maxTimestamp >= 0 ? maxTimestamp : nil
         }
         if maxTimestamp > maxTimestampSoFar {
             maxTimestampSoFar = maxTimestamp
@@ -301,7 +300,7 @@ final class LogSegment {
             offsetOfMaxTimestampSoFar = lastHeader.lastOffset
         }
         if size > 0, let first = try? readHeader(at: 0) {
-            rollingBasedTimestamp = first.maxTimestamp >= 0 ? first.maxTimestamp : createdMs
+            rollingBasedTimestamp = first.maxTimestamp >= 0 ? first.maxTimestamp : nil
         }
         return true
     }
@@ -330,7 +329,7 @@ final class LogSegment {
         var next = baseOffset
         rollingBasedTimestamp = nil
         while let header = try readHeader(at: position) {
-            if rollingBasedTimestamp == nil { rollingBasedTimestamp = header.maxTimestamp >= 0 ? header.maxTimestamp : createdMs }
+            if rollingBasedTimestamp == nil { rollingBasedTimestamp = header.maxTimestamp >= 0 ? header.maxTimestamp : nil }
             if header.maxTimestamp > maxTimestampSoFar {
                 maxTimestampSoFar = header.maxTimestamp
                 offsetOfMaxTimestampSoFar = header.lastOffset
