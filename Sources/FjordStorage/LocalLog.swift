@@ -147,6 +147,11 @@ public final class LocalLog: Sendable {
         let names = try listDirectory(directory)
         var baseOffsets: [Int64] = []
         for name in names {
+            if name == "cleaning" {
+                // Scratch space of a compaction that did not finish: its output was never swapped in.
+                LogCleaner.removeDirectory(directory.appending(name))
+                continue
+            }
             if name.hasSuffix(".deleted") || name.hasSuffix(".cleaned") || name.hasSuffix(".tmp") {
                 unlink(directory.appending(name).string)
                 continue
@@ -776,6 +781,72 @@ public final class LocalLog: Sendable {
                 if let failure { continuation.resume(throwing: failure) } else { continuation.resume() }
             }
             if again { scheduleFlush(runFlush) }
+        }
+    }
+
+    // MARK: Compaction support
+
+    /// A closed segment as the cleaner sees it: immutable facts and a file to read.
+    struct SegmentSnapshot: Sendable {
+        var baseOffset: Int64
+        var nextOffset: Int64
+        var size: Int64
+        var largestTimestamp: Int64
+        var file: SegmentFile
+    }
+
+    /// The closed segments (never the active one) below the high watermark, and the config.
+    func closedSegmentsForCleaning() -> ([SegmentSnapshot], LogConfig) {
+        state.withLock { s in
+            let closed = s.segments.dropLast().filter { $0.nextOffset <= s.highWatermark }
+            return (closed.map {
+                SegmentSnapshot(baseOffset: $0.baseOffset, nextOffset: $0.nextOffset, size: $0.size,
+                                largestTimestamp: $0.largestTimestamp(), file: $0.file)
+            }, s.config)
+        }
+    }
+
+    /// Swaps in cleaned segments written in `cleanedDirectory` (same file names) for the
+    /// segments whose files are `originals`, crash-safely: cleaned files are renamed `<name>.swap`
+    /// into the partition directory, the old files removed, then the `.swap` files renamed to
+    /// their final names (`open` completes a swap interrupted by a crash). Segments that retention
+    /// deleted meanwhile are skipped. Returns how many segments were replaced.
+    func swapInCleanedSegments(_ originals: [SegmentSnapshot], cleanedDirectory: FilePath, nowMs: Int64) throws(StorageError) -> Int {
+        try state.withLock { (s) throws(StorageError) -> Int in
+            guard !s.closed else { return 0 }
+            var replaced = 0
+            for original in originals {
+                guard let index = s.segments.firstIndex(where: { $0.file === original.file }), index < s.segments.count - 1 else {
+                    continue
+                }
+                let old = s.segments[index]
+                let names = [".log", ".index", ".timeindex"].map { LogSegment.fileName(original.baseOffset, $0) }
+                for name in names {
+                    let from = cleanedDirectory.appending(name).string
+                    let to = directory.appending(name + ".swap").string
+                    guard rename(from, to) == 0 else {
+                        throw StorageError.io(operation: "rename", path: from, errno: Errno(rawValue: errno))
+                    }
+                }
+                CheckpointFile.syncDirectory(directory)
+                old.close()
+                for name in names {
+                    let final = directory.appending(name).string
+                    guard rename(final + ".swap", final) == 0 else {
+                        throw StorageError.io(operation: "rename", path: final + ".swap", errno: Errno(rawValue: errno))
+                    }
+                }
+                CheckpointFile.syncDirectory(directory)
+                let segment = try LogSegment(directory: directory, baseOffset: original.baseOffset, config: s.config,
+                                             nowMs: nowMs, preallocateIndexes: false)
+                let maxBatch = Swift.max(s.config.maxMessageBytes, s.config.segmentBytes) + RecordBatch.logOverhead
+                if try !segment.loadAfterCleanShutdown(maxBatchSize: maxBatch) {
+                    _ = try segment.recover(maxBatchSize: maxBatch, contiguousOffsets: false) { _ in }
+                }
+                s.segments[index] = segment
+                replaced += 1
+            }
+            return replaced
         }
     }
 

@@ -13,6 +13,9 @@ public struct RecordBatchBuilder: Sendable {
     public var producerID: Int64 = RecordBatch.noProducerID
     public var producerEpoch: Int16 = RecordBatch.noProducerEpoch
     public var baseSequence: Int32 = RecordBatch.noSequence
+    /// Overrides the last offset delta (≥ the last record's). The log cleaner keeps a batch's
+    /// original last offset when it drops records, as Kafka does, so producer state stays valid.
+    public var lastOffsetDeltaOverride: Int32? = nil
 
     private var records: ByteBuffer
     private(set) public var recordCount: Int32 = 0
@@ -59,7 +62,7 @@ public struct RecordBatchBuilder: Sendable {
         out.writeInteger(RecordBatch.currentMagic)
         out.writeInteger(UInt32(0), endianness: .big)  // CRC, patched below
         out.writeInteger(attributes.rawValue, endianness: .big)
-        out.writeInteger(lastOffsetDelta, endianness: .big)
+        out.writeInteger(Swift.max(lastOffsetDelta, lastOffsetDeltaOverride ?? lastOffsetDelta), endianness: .big)
         out.writeInteger(baseTimestamp, endianness: .big)
         out.writeInteger(maxTimestamp, endianness: .big)
         out.writeInteger(producerID, endianness: .big)
