@@ -12,6 +12,7 @@ let package = Package(
         .package(name: "fjord", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         // Plain executable for tools/bench crc32c (throughput in GB/s, compared with Python's crc32c).
@@ -19,6 +20,18 @@ let package = Package(
             name: "fjord-crc32c-bench",
             dependencies: [.product(name: "FjordProtocol", package: "fjord")],
             path: "Tools/crc32c-bench"
+        ),
+        .executableTarget(
+            name: "StorageBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "FjordProtocol", package: "fjord"),
+                .product(name: "FjordStorage", package: "fjord"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Benchmarks/StorageBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .executableTarget(
             name: "ProtocolBenchmarks",

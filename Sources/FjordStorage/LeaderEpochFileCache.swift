@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SystemPackage
 
 /// Which leader epoch began at which offset (Kafka's `LeaderEpochFileCache`), persisted in the
@@ -16,7 +21,11 @@ final class LeaderEpochFileCache {
     }
 
     let path: FilePath
-    private(set) var entries: [Entry] = []
+    private(set) var entries: [Entry] = [] {
+        didSet { if entries != oldValue { dirty = true } }
+    }
+    /// True when `entries` differ from the file.
+    private var dirty = false
 
     init(path: FilePath) throws(StorageError) {
         self.path = path
@@ -28,6 +37,7 @@ final class LeaderEpochFileCache {
                     }
                     entries.append(Entry(epoch: epoch, startOffset: start))
                 }
+                dirty = false
             } catch {
                 // A damaged checkpoint is rebuilt from the batches' leader epochs during recovery.
                 entries = []
@@ -86,7 +96,10 @@ final class LeaderEpochFileCache {
 
     func clear() { entries = [] }
 
+    /// Writes the checkpoint if it changed since the last write.
     func flush() throws(StorageError) {
+        guard dirty || access(path.string, F_OK) != 0 else { return }
+        dirty = false
         try CheckpointFile.writeAtomically(CheckpointFile.format(entries.map { "\($0.epoch) \($0.startOffset)" }), to: path)
     }
 }

@@ -116,6 +116,9 @@ public final class LocalLog: Sendable {
         var unflushedMessages: Int64 = 0
         var lastFlushMs: Int64
         var closed = false
+        /// Runs fsyncs of rolled segments off the append path (set by the LogManager); nil runs
+        /// them inline.
+        var backgroundRunner: (@Sendable (@escaping @Sendable () -> Void) -> Void)? = nil
 
         var active: LogSegment { segments[segments.count - 1] }
         var logEndOffset: Int64 { active.nextOffset }
@@ -356,7 +359,7 @@ public final class LocalLog: Sendable {
         }
         return try state.withLock { (s) throws(StorageError) -> LogAppendInfo in
             guard !s.closed else { throw StorageError.logClosed("\(topicPartition)") }
-            return try Self.appendLocked(&s, batches: batches, leaderEpoch: leaderEpoch, origin: origin, nowMs: nowMs)
+            return try Self.appendLocked(&s, log: self, batches: batches, leaderEpoch: leaderEpoch, origin: origin, nowMs: nowMs)
         }
     }
 
@@ -376,7 +379,7 @@ public final class LocalLog: Sendable {
     }
 
     private static func appendLocked(
-        _ s: inout State, batches: [RecordBatch], leaderEpoch: Int32, origin: AppendOrigin, nowMs: Int64
+        _ s: inout State, log: LocalLog, batches: [RecordBatch], leaderEpoch: Int32, origin: AppendOrigin, nowMs: Int64
     ) throws(StorageError) -> LogAppendInfo {
         // Idempotence: a single retried batch is answered with its original offsets.
         if origin == .client {
@@ -414,7 +417,7 @@ public final class LocalLog: Sendable {
             var header = batch.header
             header.baseOffset = base
             header.partitionLeaderEpoch = epoch
-            try maybeRoll(&s, incomingSize: batch.sizeInBytes, lastOffset: header.lastOffset, maxTimestamp: header.maxTimestamp, nowMs: nowMs)
+            try log.maybeRoll(&s, incomingSize: batch.sizeInBytes, lastOffset: header.lastOffset, maxTimestamp: header.maxTimestamp, nowMs: nowMs)
             try s.active.append(batch, assignedBaseOffset: base, leaderEpoch: epoch)
             if s.leaderEpochCache.assign(epoch: epoch, startOffset: base) {
                 try s.leaderEpochCache.flush()
@@ -442,7 +445,7 @@ public final class LocalLog: Sendable {
     /// Age is measured as Kafka's `timeWaitedForRoll`: the incoming batch's max timestamp minus
     /// the segment's first batch timestamp, or wall-clock time since creation when batches carry
     /// no timestamps, so producers with old CreateTime timestamps do not roll every batch.
-    private static func maybeRoll(_ s: inout State, incomingSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) throws(StorageError) {
+    private func maybeRoll(_ s: inout State, incomingSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) throws(StorageError) {
         let active = s.active
         guard active.size > 0 else { return }
         let full = active.size + Int64(incomingSize) > Int64(s.config.segmentBytes)
@@ -454,24 +457,39 @@ public final class LocalLog: Sendable {
         }
         let aged = waited > s.config.segmentMs
         guard full || aged || active.isIndexFull || !active.canHold(offset: lastOffset) else { return }
-        try roll(&s, nowMs: nowMs)
+        try self.roll(&s, nowMs: nowMs)
     }
 
-    private static func roll(_ s: inout State, nowMs: Int64) throws(StorageError) {
+    private func roll(_ s: inout State, nowMs: Int64) throws(StorageError) {
         let newBase = s.logEndOffset
-        try s.active.onBecomeInactive()
-        try s.active.flush()
-        s.recoveryPoint = Swift.max(s.recoveryPoint, newBase)
-        let directory = s.active.directory
+        let old = s.active
+        try old.onBecomeInactive()
+        let directory = old.directory
         let segment = try LogSegment(directory: directory, baseOffset: newBase, config: s.config, nowMs: nowMs, preallocateIndexes: true)
         s.segments.append(segment)
         try s.producerState.takeSnapshot()
+        // Flush the rolled segment off the append path (Kafka's scheduled "flush-log"), then
+        // advance the recovery point past it.
+        let files = s.segments.filter { $0.baseOffset < newBase && $0.nextOffset > s.recoveryPoint }.map(\.file)
+        let flush: @Sendable () -> Void = { [self] in
+            for file in files { try? file.sync() }
+            state.withLock { $0.recoveryPoint = Swift.max($0.recoveryPoint, newBase) }
+        }
+        if let runner = s.backgroundRunner { runner(flush) } else {
+            for file in files { try file.sync() }
+            s.recoveryPoint = Swift.max(s.recoveryPoint, newBase)
+        }
+    }
+
+    /// Lets the log flush rolled segments on `runner` instead of inline.
+    public func setBackgroundRunner(_ runner: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
+        state.withLock { $0.backgroundRunner = runner }
     }
 
     /// Forces a roll (for tests and `segment.ms` checks by the log manager).
     public func roll(nowMs: Int64) throws(StorageError) {
         try state.withLock { (s) throws(StorageError) in
-            if s.active.size > 0 { try Self.roll(&s, nowMs: nowMs) }
+            if s.active.size > 0 { try self.roll(&s, nowMs: nowMs) }
         }
     }
 

@@ -75,6 +75,7 @@ public final class LogManager: Sendable {
         unlink(marker.string)
         CheckpointFile.syncDirectory(directory)
         let manager = LogManager(directory: directory, logs: opened, deletes: deletes)
+        for log in opened.values { log.setBackgroundRunner(manager.flushRunner) }
         return (manager, loaded.sorted { $0.topicPartition < $1.topicPartition })
     }
 
@@ -107,6 +108,7 @@ public final class LogManager: Sendable {
         let (log, _) = try LocalLog.open(directory: path, topicPartition: partition, config: config, recoveryPoint: 0,
                                          logStartOffset: 0, cleanShutdown: true, nowMs: nowMs)
         try Self.writePartitionMetadata(path, topicID: topicID)
+        log.setBackgroundRunner(flushRunner)
         return logs.withLock { logs in
             if let raced = logs[partition] { return raced }
             logs[partition] = log

@@ -1,0 +1,163 @@
+public import FjordProtocol
+import Synchronization
+
+/// Why a metadata change was refused; each maps to one Kafka error code.
+public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
+    case topicAlreadyExists(String)
+    case unknownTopic(String)
+    case invalidTopic(String)
+    case invalidPartitions(String)
+    case invalidReplicationFactor(String)
+    case invalidConfig(String)
+    case persistenceFailed(String)
+
+    public var kafkaError: KafkaError {
+        switch self {
+        case .topicAlreadyExists: return .topicAlreadyExists
+        case .unknownTopic: return .unknownTopicOrPartition
+        case .invalidTopic: return .invalidTopicException
+        case .invalidPartitions: return .invalidPartitions
+        case .invalidReplicationFactor: return .invalidReplicationFactor
+        case .invalidConfig: return .invalidConfig
+        case .persistenceFailed: return .kafkaStorageError
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .topicAlreadyExists(let m), .unknownTopic(let m), .invalidTopic(let m), .invalidPartitions(let m),
+            .invalidReplicationFactor(let m), .invalidConfig(let m), .persistenceFailed(let m):
+            return m
+        }
+    }
+}
+
+/// The one seam between the broker and wherever cluster metadata lives.
+///
+/// The single-node default is `LocalMetadataStore` (an image persisted in the data directory);
+/// a cluster puts the same image on etcd behind this protocol. Changes are linearisable: each
+/// returns after the new image is durable and visible through `image`.
+public protocol MetadataStore: Sendable {
+    /// The current image.
+    var image: MetadataImage { get }
+    func createTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) throws(MetadataError) -> TopicMetadata
+    func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata
+    func createPartitions(topic: String, totalCount: Int32) throws(MetadataError) -> TopicMetadata
+    /// Sets (non-nil) or removes (nil) topic config overrides.
+    func alterTopicConfigs(topic: String, changes: [String: String?]) throws(MetadataError) -> TopicMetadata
+    /// Sets (non-nil) or removes (nil) dynamic broker config overrides.
+    func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError)
+    /// Registers a callback run after every change with the new image.
+    func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void)
+}
+
+/// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+public func validateTopicName(_ name: String) throws(MetadataError) {
+    guard !name.isEmpty else { throw MetadataError.invalidTopic("topic name is empty") }
+    guard name != "." && name != ".." else { throw MetadataError.invalidTopic("topic name cannot be '.' or '..'") }
+    guard name.utf8.count <= 249 else { throw MetadataError.invalidTopic("topic name \(name) is longer than 249 characters") }
+    for byte in name.utf8 {
+        let ok = (byte >= 97 && byte <= 122) || (byte >= 65 && byte <= 90) || (byte >= 48 && byte <= 57) || byte == 46 || byte == 95 || byte == 45
+        guard ok else {
+            throw MetadataError.invalidTopic("topic name \(name) is illegal: it may only contain ASCII alphanumerics, '.', '_' and '-'")
+        }
+    }
+}
+
+/// The embedded, single-node metadata store: the image in memory, persisted through `persist`
+/// (the broker wires it to an atomic file write in the data directory) before a change is
+/// visible. Changes are serialised by one mutex.
+public final class LocalMetadataStore: MetadataStore {
+    private struct State {
+        var image: MetadataImage
+        var callbacks: [@Sendable (MetadataImage) -> Void] = []
+    }
+
+    private let state: Mutex<State>
+    private let persist: @Sendable (MetadataImage) throws -> Void
+
+    public init(image: MetadataImage, persist: @escaping @Sendable (MetadataImage) throws -> Void) {
+        self.state = Mutex(State(image: image))
+        self.persist = persist
+    }
+
+    public var image: MetadataImage { state.withLock { $0.image } }
+
+    public func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void) {
+        state.withLock { $0.callbacks.append(callback) }
+    }
+
+    /// Applies `change` to a copy of the image, persists it, then publishes it.
+    private func update<T>(_ change: (inout MetadataImage) throws(MetadataError) -> T) throws(MetadataError) -> T {
+        let (result, image, callbacks) = try state.withLock { (s) throws(MetadataError) -> (T, MetadataImage, [@Sendable (MetadataImage) -> Void]) in
+            var next = s.image
+            let result = try change(&next)
+            next.epoch += 1
+            do {
+                try persist(next)
+            } catch {
+                throw MetadataError.persistenceFailed("cannot persist metadata: \(error)")
+            }
+            s.image = next
+            return (result, next, s.callbacks)
+        }
+        for callback in callbacks { callback(image) }
+        return result
+    }
+
+    public func createTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) throws(MetadataError) -> TopicMetadata {
+        try validateTopicName(name)
+        guard partitions > 0 else { throw MetadataError.invalidPartitions("number of partitions must be larger than 0") }
+        guard replicationFactor > 0 else { throw MetadataError.invalidReplicationFactor("replication factor must be larger than 0") }
+        return try update { (image) throws(MetadataError) -> TopicMetadata in
+            guard image.topics[name] == nil else { throw MetadataError.topicAlreadyExists("topic '\(name)' already exists") }
+            guard Int(replicationFactor) <= Swift.max(1, image.brokers.count) else {
+                throw MetadataError.invalidReplicationFactor(
+                    "replication factor: \(replicationFactor) larger than available brokers: \(Swift.max(1, image.brokers.count))")
+            }
+            var id = KafkaUUID.random()
+            while image.topic(id: id) != nil { id = KafkaUUID.random() }
+            let topic = TopicMetadata(name: name, topicID: id, partitionCount: partitions, replicationFactor: replicationFactor, configs: configs)
+            image.topics[name] = topic
+            return topic
+        }
+    }
+
+    public func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata {
+        try update { (image) throws(MetadataError) -> TopicMetadata in
+            guard let topic = image.topics.removeValue(forKey: name) else {
+                throw MetadataError.unknownTopic("topic '\(name)' does not exist")
+            }
+            return topic
+        }
+    }
+
+    public func createPartitions(topic: String, totalCount: Int32) throws(MetadataError) -> TopicMetadata {
+        try update { (image) throws(MetadataError) -> TopicMetadata in
+            guard var existing = image.topics[topic] else { throw MetadataError.unknownTopic("topic '\(topic)' does not exist") }
+            guard totalCount > existing.partitionCount else {
+                throw MetadataError.invalidPartitions("topic currently has \(existing.partitionCount) partitions, \(totalCount) would not be an increase")
+            }
+            existing.partitionCount = totalCount
+            image.topics[topic] = existing
+            return existing
+        }
+    }
+
+    public func alterTopicConfigs(topic: String, changes: [String: String?]) throws(MetadataError) -> TopicMetadata {
+        try update { (image) throws(MetadataError) -> TopicMetadata in
+            guard var existing = image.topics[topic] else { throw MetadataError.unknownTopic("topic '\(topic)' does not exist") }
+            for (key, value) in changes {
+                existing.configs[key] = value
+            }
+            image.topics[topic] = existing
+            return existing
+        }
+    }
+
+    public func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError) {
+        try update { (image) throws(MetadataError) in
+            for (key, value) in changes { image.brokerConfigs[key] = value }
+        }
+    }
+}
