@@ -17,10 +17,17 @@ let package = Package(
         .library(name: "FjordProtocol", targets: ["FjordProtocol"]),
         .library(name: "FjordCompression", targets: ["FjordCompression"]),
         .library(name: "FjordStorage", targets: ["FjordStorage"]),
+        .library(name: "FjordMetadata", targets: ["FjordMetadata"]),
+        .library(name: "FjordBroker", targets: ["FjordBroker"]),
+        .library(name: "FjordServer", targets: ["FjordServer"]),
+        .executable(name: "fjord", targets: ["fjord"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -49,6 +56,53 @@ let package = Package(
             dependencies: [
                 "FjordProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FjordMetadata",
+            dependencies: ["FjordProtocol"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FjordBroker",
+            dependencies: [
+                "FjordProtocol",
+                "FjordStorage",
+                "FjordMetadata",
+                "FjordCompression",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FjordServer",
+            dependencies: [
+                "FjordBroker",
+                "FjordProtocol",
+                "FjordStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "fjord",
+            dependencies: [
+                "FjordServer",
+                "FjordBroker",
+                "FjordStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings

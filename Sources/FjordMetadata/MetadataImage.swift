@@ -49,6 +49,8 @@ public struct MetadataImage: Sendable, Equatable, Codable {
     public var topics: [String: TopicMetadata]
     /// Dynamic broker-level config overrides (`AlterConfigs` on the broker resource).
     public var brokerConfigs: [String: String]
+    /// The first producer id not yet handed out (Kafka's producer-id block allocation).
+    public var nextProducerID: Int64?
 
     public init(clusterID: String, controllerID: Int32, epoch: Int64 = 0, brokers: [BrokerRegistration] = [],
                 topics: [String: TopicMetadata] = [:], brokerConfigs: [String: String] = [:]) {

@@ -47,6 +47,8 @@ public protocol MetadataStore: Sendable {
     func alterTopicConfigs(topic: String, changes: [String: String?]) throws(MetadataError) -> TopicMetadata
     /// Sets (non-nil) or removes (nil) dynamic broker config overrides.
     func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError)
+    /// Reserves `count` producer ids that no broker of the cluster hands out again.
+    func allocateProducerIDs(count: Int64) throws(MetadataError) -> ClosedRange<Int64>
     /// Registers a callback run after every change with the new image.
     func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void)
 }
@@ -158,6 +160,14 @@ public final class LocalMetadataStore: MetadataStore {
     public func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError) {
         try update { (image) throws(MetadataError) in
             for (key, value) in changes { image.brokerConfigs[key] = value }
+        }
+    }
+
+    public func allocateProducerIDs(count: Int64) throws(MetadataError) -> ClosedRange<Int64> {
+        try update { (image) throws(MetadataError) -> ClosedRange<Int64> in
+            let first = image.nextProducerID ?? 0
+            image.nextProducerID = first + count
+            return first...(first + count - 1)
         }
     }
 }

@@ -254,6 +254,20 @@ def int_literal(value: str) -> str:
     return str(int(v))
 
 
+def has_records(s: "Struct", seen=None) -> bool:
+    """True when the struct (transitively) holds a `records` field, which may be sent zero-copy."""
+    seen = seen or set()
+    if s.name in seen:
+        return False
+    seen.add(s.name)
+    for f in s.fields:
+        if f.element == "records":
+            return True
+        if f.is_struct and has_records(f.struct, seen):
+            return True
+    return False
+
+
 class Emitter:
     def __init__(self, msg: Message):
         self.msg = msg
@@ -333,6 +347,9 @@ class Emitter:
                 conformances = "KafkaRequest"
             elif m.kind == "response":
                 conformances = "KafkaResponse"
+                ec = [f for f in s.fields if f.name == "ErrorCode" and f.type == "int16" and f.tagged.empty]
+                if ec and ec[0].versions.contains_all(m.valid):
+                    conformances = "KafkaResponse, KafkaTopLevelErrorResponse"
             else:
                 conformances = "KafkaMessage"
             desc = f"Kafka's `{m.name}`"
@@ -361,6 +378,10 @@ class Emitter:
         for f in s.fields:
             self.emit_doc(f.about.replace("\n", " "))
             self.w(f"public var {f.swift_name}: {self.swift_type(f)} = {self.default_value(f)}")
+            if f.element == "records" and not f.is_array:
+                self.w(f"/// When set, `{f.swift_name.strip('`')}` is sent from outside the encoded buffer (a file region):")
+                self.w("/// `write(to:version:splices:)` writes its length prefix and reports where the bytes go.")
+                self.w(f"public var {f.swift_name.strip('`')}Region: ZeroCopyRegion? = nil")
         self.w("/// Tagged fields read from the wire that this schema does not define, in wire order.")
         self.w("public var unknownTaggedFields: [TaggedField] = []")
         self.w()
@@ -515,7 +536,21 @@ class Emitter:
     def emit_encode(self, s: Struct, is_root: bool) -> None:
         m = self.msg
         within = self.within(s, is_root)
-        self.w("public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {")
+        self.splicing = has_records(s)
+        if self.splicing:
+            self.w("public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {")
+            self.w("    var splices: [ZeroCopySplice] = []")
+            self.w("    try self.write(to: &buffer, version: version, splices: &splices)")
+            self.w("    guard splices.isEmpty else {")
+            self.w(f"        throw ProtocolError.fieldNotSupported(field: \"{s.name} zero-copy records (use write(to:version:splices:))\", version: version)")
+            self.w("    }")
+            self.w("}")
+            self.w()
+            self.w("/// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their")
+            self.w("/// length prefix is written and `splices` records where their bytes belong, in order.")
+            self.w("public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {")
+        else:
+            self.w("public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {")
         self.indent += 1
         if is_root:
             self.w("guard Self.validVersions.contains(version) else {")
@@ -598,7 +633,7 @@ class Emitter:
             self.w("for item in items {")
             self.indent += 1
             if f.is_struct:
-                self.w(f"try item.write(to: &{buffer}, version: version)")
+                self.w(f"try item.write(to: &{buffer}, version: version{self.splice_arg(f)})")
             else:
                 self.emit_write_scalar(f, "item", buffer, compact, optional=False)
             self.indent -= 1
@@ -616,16 +651,30 @@ class Emitter:
                 self.w(f"if let item: {f.struct.name} = {value} {{")
                 if nullable_cond != "false":
                     self.w(f"    if {nullable_cond} {{ {buffer}.writeKafkaInt8(1) }}")
-                self.w(f"    try item.write(to: &{buffer}, version: version)")
+                self.w(f"    try item.write(to: &{buffer}, version: version{self.splice_arg(f)})")
                 self.w(f"}} else if {nullable_cond} {{")
                 self.w(f"    {buffer}.writeKafkaInt8(-1)")
                 self.w("} else {")
                 self.w(f"    throw ProtocolError.nullNotAllowed(field: \"{name}\", version: version)")
                 self.w("}")
             else:
-                self.w(f"try {value}.write(to: &{buffer}, version: version)")
+                self.w(f"try {value}.write(to: &{buffer}, version: version{self.splice_arg(f)})")
+            return
+        if f.element == "records" and getattr(self, "splicing", False) and buffer == "buffer":
+            region = f"self.{f.swift_name.strip('`')}Region"
+            self.w(f"if let region: ZeroCopyRegion = {region} {{")
+            self.w(f"    {buffer}.writeKafkaBytesLength(region.length, compact: {compact})")
+            self.w(f"    splices.append(ZeroCopySplice(position: {buffer}.writerIndex, region: region))")
+            self.w("} else {")
+            self.indent += 1
+            self.emit_write_scalar(f, value, buffer, compact, optional, nullable_cond)
+            self.indent -= 1
+            self.w("}")
             return
         self.emit_write_scalar(f, value, buffer, compact, optional, nullable_cond)
+
+    def splice_arg(self, f: Field) -> str:
+        return ", splices: &splices" if getattr(self, "splicing", False) and f.is_struct and has_records(f.struct) else ""
 
     def emit_write_scalar(self, f: Field, value: str, buffer: str, compact: str, optional: bool,
                           nullable_cond: str = "false") -> None:
@@ -734,6 +783,15 @@ def generate_api_keys(messages: list[Message]) -> str:
     lines.append("        switch self {")
     for m in reqs:
         lines.append(f"        case .{api_case(m.name)}: return try {m.name}(from: &buffer, version: version)")
+    lines.append("        }")
+    lines.append("    }")
+    lines.append("")
+    lines.append("    /// The generated response type of this API.")
+    lines.append("    public var responseType: any KafkaResponse.Type {")
+    lines.append("        switch self {")
+    for m in reqs:
+        r = resps[m.api_key]
+        lines.append(f"        case .{api_case(m.name)}: return {r.name}.self")
     lines.append("        }")
     lines.append("    }")
     lines.append("")

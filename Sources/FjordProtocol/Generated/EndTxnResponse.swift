@@ -8,7 +8,7 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct EndTxnResponse: KafkaResponse {
+public struct EndTxnResponse: KafkaResponse, KafkaTopLevelErrorResponse {
     public static let apiKey: APIKey = .endTxn
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let firstFlexibleVersion: Int16? = 3

@@ -177,6 +177,9 @@ public struct FetchResponse: KafkaResponse {
         public var preferredReadReplica: Int32 = -1
         /// The record data.
         public var records: ByteBuffer? = nil
+        /// When set, `records` is sent from outside the encoded buffer (a file region):
+        /// `write(to:version:splices:)` writes its length prefix and reports where the bytes go.
+        public var recordsRegion: ZeroCopyRegion? = nil
         /// Tagged fields read from the wire that this schema does not define, in wire order.
         public var unknownTaggedFields: [TaggedField] = []
 
@@ -234,6 +237,16 @@ public struct FetchResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "PartitionData zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             let flexible: Bool = version >= 12
             buffer.writeKafkaInt32(self.partitionIndex)
             buffer.writeKafkaInt16(self.errorCode)
@@ -270,7 +283,12 @@ public struct FetchResponse: KafkaResponse {
             } else if self.preferredReadReplica != -1 {
                 throw ProtocolError.fieldNotSupported(field: "PartitionData.PreferredReadReplica", version: version)
             }
-            buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            if let region: ZeroCopyRegion = self.recordsRegion {
+                buffer.writeKafkaBytesLength(region.length, compact: flexible)
+                splices.append(ZeroCopySplice(position: buffer.writerIndex, region: region))
+            } else {
+                buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            }
             if flexible {
                 var tagged: [TaggedField] = self.unknownTaggedFields
                 if version >= 12 && self.divergingEpoch != EpochEndOffset() {
@@ -336,6 +354,16 @@ public struct FetchResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "FetchableTopicResponse zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             let flexible: Bool = version >= 12
             if version <= 12 {
                 buffer.writeKafkaString(self.topic, compact: flexible)
@@ -347,7 +375,7 @@ public struct FetchResponse: KafkaResponse {
                 let items: [PartitionData] = self.partitions
                 buffer.writeKafkaArrayCount(items.count, compact: flexible)
                 for item in items {
-                    try item.write(to: &buffer, version: version)
+                    try item.write(to: &buffer, version: version, splices: &splices)
                 }
             }
             if flexible {
@@ -444,6 +472,16 @@ public struct FetchResponse: KafkaResponse {
     }
 
     public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+        var splices: [ZeroCopySplice] = []
+        try self.write(to: &buffer, version: version, splices: &splices)
+        guard splices.isEmpty else {
+            throw ProtocolError.fieldNotSupported(field: "FetchResponse zero-copy records (use write(to:version:splices:))", version: version)
+        }
+    }
+
+    /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+    /// length prefix is written and `splices` records where their bytes belong, in order.
+    public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
         guard Self.validVersions.contains(version) else {
             throw ProtocolError.unsupportedVersion(message: "FetchResponse", version: version)
         }
@@ -463,7 +501,7 @@ public struct FetchResponse: KafkaResponse {
             let items: [FetchableTopicResponse] = self.responses
             buffer.writeKafkaArrayCount(items.count, compact: flexible)
             for item in items {
-                try item.write(to: &buffer, version: version)
+                try item.write(to: &buffer, version: version, splices: &splices)
             }
         }
         if !(version >= 16) && self.nodeEndpoints != [] {

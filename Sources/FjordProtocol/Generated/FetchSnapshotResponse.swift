@@ -8,7 +8,7 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct FetchSnapshotResponse: KafkaResponse {
+public struct FetchSnapshotResponse: KafkaResponse, KafkaTopLevelErrorResponse {
     public static let apiKey: APIKey = .fetchSnapshot
     public static let validVersions: ClosedRange<Int16> = 0...1
     public static let firstFlexibleVersion: Int16? = 0
@@ -101,6 +101,9 @@ public struct FetchSnapshotResponse: KafkaResponse {
         public var position: Int64 = 0
         /// Snapshot data in records format which may not be aligned on an offset boundary
         public var unalignedRecords: ByteBuffer? = nil
+        /// When set, `unalignedRecords` is sent from outside the encoded buffer (a file region):
+        /// `write(to:version:splices:)` writes its length prefix and reports where the bytes go.
+        public var unalignedRecordsRegion: ZeroCopyRegion? = nil
         /// Tagged fields read from the wire that this schema does not define, in wire order.
         public var unknownTaggedFields: [TaggedField] = []
 
@@ -129,15 +132,30 @@ public struct FetchSnapshotResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "PartitionSnapshot zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             buffer.writeKafkaInt32(self.index)
             buffer.writeKafkaInt16(self.errorCode)
             try self.snapshotId.write(to: &buffer, version: version)
             buffer.writeKafkaInt64(self.size)
             buffer.writeKafkaInt64(self.position)
-            if let value: ByteBuffer = self.unalignedRecords {
-                buffer.writeKafkaBytes(value, compact: true)
+            if let region: ZeroCopyRegion = self.unalignedRecordsRegion {
+                buffer.writeKafkaBytesLength(region.length, compact: true)
+                splices.append(ZeroCopySplice(position: buffer.writerIndex, region: region))
             } else {
-                throw ProtocolError.nullNotAllowed(field: "UnalignedRecords", version: version)
+                if let value: ByteBuffer = self.unalignedRecords {
+                    buffer.writeKafkaBytes(value, compact: true)
+                } else {
+                    throw ProtocolError.nullNotAllowed(field: "UnalignedRecords", version: version)
+                }
             }
             var tagged: [TaggedField] = self.unknownTaggedFields
             if self.currentLeader != LeaderIdAndEpoch() {
@@ -182,12 +200,22 @@ public struct FetchSnapshotResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "TopicSnapshot zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             buffer.writeKafkaString(self.name, compact: true)
             do {
                 let items: [PartitionSnapshot] = self.partitions
                 buffer.writeKafkaArrayCount(items.count, compact: true)
                 for item in items {
-                    try item.write(to: &buffer, version: version)
+                    try item.write(to: &buffer, version: version, splices: &splices)
                 }
             }
             buffer.writeKafkaTaggedFields(self.unknownTaggedFields)
@@ -268,6 +296,16 @@ public struct FetchSnapshotResponse: KafkaResponse {
     }
 
     public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+        var splices: [ZeroCopySplice] = []
+        try self.write(to: &buffer, version: version, splices: &splices)
+        guard splices.isEmpty else {
+            throw ProtocolError.fieldNotSupported(field: "FetchSnapshotResponse zero-copy records (use write(to:version:splices:))", version: version)
+        }
+    }
+
+    /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+    /// length prefix is written and `splices` records where their bytes belong, in order.
+    public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
         guard Self.validVersions.contains(version) else {
             throw ProtocolError.unsupportedVersion(message: "FetchSnapshotResponse", version: version)
         }
@@ -277,7 +315,7 @@ public struct FetchSnapshotResponse: KafkaResponse {
             let items: [TopicSnapshot] = self.topics
             buffer.writeKafkaArrayCount(items.count, compact: true)
             for item in items {
-                try item.write(to: &buffer, version: version)
+                try item.write(to: &buffer, version: version, splices: &splices)
             }
         }
         if !(version >= 1) && self.nodeEndpoints != [] {

@@ -33,6 +33,9 @@ public struct ProduceRequest: KafkaRequest {
         public var index: Int32 = 0
         /// The record data to be produced.
         public var records: ByteBuffer? = nil
+        /// When set, `records` is sent from outside the encoded buffer (a file region):
+        /// `write(to:version:splices:)` writes its length prefix and reports where the bytes go.
+        public var recordsRegion: ZeroCopyRegion? = nil
         /// Tagged fields read from the wire that this schema does not define, in wire order.
         public var unknownTaggedFields: [TaggedField] = []
 
@@ -55,9 +58,24 @@ public struct ProduceRequest: KafkaRequest {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "PartitionProduceData zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             let flexible: Bool = version >= 9
             buffer.writeKafkaInt32(self.index)
-            buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            if let region: ZeroCopyRegion = self.recordsRegion {
+                buffer.writeKafkaBytesLength(region.length, compact: flexible)
+                splices.append(ZeroCopySplice(position: buffer.writerIndex, region: region))
+            } else {
+                buffer.writeKafkaNullableBytes(self.records, compact: flexible)
+            }
             if flexible {
                 buffer.writeKafkaTaggedFields(self.unknownTaggedFields)
             }
@@ -100,13 +118,23 @@ public struct ProduceRequest: KafkaRequest {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "TopicProduceData zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             let flexible: Bool = version >= 9
             buffer.writeKafkaString(self.name, compact: flexible)
             do {
                 let items: [PartitionProduceData] = self.partitionData
                 buffer.writeKafkaArrayCount(items.count, compact: flexible)
                 for item in items {
-                    try item.write(to: &buffer, version: version)
+                    try item.write(to: &buffer, version: version, splices: &splices)
                 }
             }
             if flexible {
@@ -147,6 +175,16 @@ public struct ProduceRequest: KafkaRequest {
     }
 
     public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+        var splices: [ZeroCopySplice] = []
+        try self.write(to: &buffer, version: version, splices: &splices)
+        guard splices.isEmpty else {
+            throw ProtocolError.fieldNotSupported(field: "ProduceRequest zero-copy records (use write(to:version:splices:))", version: version)
+        }
+    }
+
+    /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+    /// length prefix is written and `splices` records where their bytes belong, in order.
+    public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
         guard Self.validVersions.contains(version) else {
             throw ProtocolError.unsupportedVersion(message: "ProduceRequest", version: version)
         }
@@ -162,7 +200,7 @@ public struct ProduceRequest: KafkaRequest {
             let items: [TopicProduceData] = self.topicData
             buffer.writeKafkaArrayCount(items.count, compact: flexible)
             for item in items {
-                try item.write(to: &buffer, version: version)
+                try item.write(to: &buffer, version: version, splices: &splices)
             }
         }
         if flexible {

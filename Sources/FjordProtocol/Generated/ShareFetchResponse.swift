@@ -8,7 +8,7 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct ShareFetchResponse: KafkaResponse {
+public struct ShareFetchResponse: KafkaResponse, KafkaTopLevelErrorResponse {
     public static let apiKey: APIKey = .shareFetch
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let firstFlexibleVersion: Int16? = 0
@@ -109,6 +109,9 @@ public struct ShareFetchResponse: KafkaResponse {
         public var currentLeader: LeaderIdAndEpoch = LeaderIdAndEpoch()
         /// The record data.
         public var records: ByteBuffer? = nil
+        /// When set, `records` is sent from outside the encoded buffer (a file region):
+        /// `write(to:version:splices:)` writes its length prefix and reports where the bytes go.
+        public var recordsRegion: ZeroCopyRegion? = nil
         /// The acquired records.
         public var acquiredRecords: [AcquiredRecords] = []
         /// Tagged fields read from the wire that this schema does not define, in wire order.
@@ -144,13 +147,28 @@ public struct ShareFetchResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "PartitionData zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             buffer.writeKafkaInt32(self.partitionIndex)
             buffer.writeKafkaInt16(self.errorCode)
             buffer.writeKafkaNullableString(self.errorMessage, compact: true)
             buffer.writeKafkaInt16(self.acknowledgeErrorCode)
             buffer.writeKafkaNullableString(self.acknowledgeErrorMessage, compact: true)
             try self.currentLeader.write(to: &buffer, version: version)
-            buffer.writeKafkaNullableBytes(self.records, compact: true)
+            if let region: ZeroCopyRegion = self.recordsRegion {
+                buffer.writeKafkaBytesLength(region.length, compact: true)
+                splices.append(ZeroCopySplice(position: buffer.writerIndex, region: region))
+            } else {
+                buffer.writeKafkaNullableBytes(self.records, compact: true)
+            }
             do {
                 let items: [AcquiredRecords] = self.acquiredRecords
                 buffer.writeKafkaArrayCount(items.count, compact: true)
@@ -195,12 +213,22 @@ public struct ShareFetchResponse: KafkaResponse {
         }
 
         public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+            var splices: [ZeroCopySplice] = []
+            try self.write(to: &buffer, version: version, splices: &splices)
+            guard splices.isEmpty else {
+                throw ProtocolError.fieldNotSupported(field: "ShareFetchableTopicResponse zero-copy records (use write(to:version:splices:))", version: version)
+            }
+        }
+
+        /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+        /// length prefix is written and `splices` records where their bytes belong, in order.
+        public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
             buffer.writeKafkaUUID(self.topicId)
             do {
                 let items: [PartitionData] = self.partitions
                 buffer.writeKafkaArrayCount(items.count, compact: true)
                 for item in items {
-                    try item.write(to: &buffer, version: version)
+                    try item.write(to: &buffer, version: version, splices: &splices)
                 }
             }
             buffer.writeKafkaTaggedFields(self.unknownTaggedFields)
@@ -282,6 +310,16 @@ public struct ShareFetchResponse: KafkaResponse {
     }
 
     public func write(to buffer: inout ByteBuffer, version: Int16) throws(ProtocolError) {
+        var splices: [ZeroCopySplice] = []
+        try self.write(to: &buffer, version: version, splices: &splices)
+        guard splices.isEmpty else {
+            throw ProtocolError.fieldNotSupported(field: "ShareFetchResponse zero-copy records (use write(to:version:splices:))", version: version)
+        }
+    }
+
+    /// Encodes like `write(to:version:)`; records given as `ZeroCopyRegion`s are not copied: their
+    /// length prefix is written and `splices` records where their bytes belong, in order.
+    public func write(to buffer: inout ByteBuffer, version: Int16, splices: inout [ZeroCopySplice]) throws(ProtocolError) {
         guard Self.validVersions.contains(version) else {
             throw ProtocolError.unsupportedVersion(message: "ShareFetchResponse", version: version)
         }
@@ -292,7 +330,7 @@ public struct ShareFetchResponse: KafkaResponse {
             let items: [ShareFetchableTopicResponse] = self.responses
             buffer.writeKafkaArrayCount(items.count, compact: true)
             for item in items {
-                try item.write(to: &buffer, version: version)
+                try item.write(to: &buffer, version: version, splices: &splices)
             }
         }
         do {

@@ -88,6 +88,18 @@ public enum ResponseFrame {
         try response.write(to: &buffer, version: version)
     }
 
+    /// Encodes a Fetch response whose records may be `ZeroCopyRegion`s: `splices` tells where
+    /// each region's bytes belong in `buffer`.
+    public static func encode(
+        _ response: FetchResponse, version: Int16, correlationID: Int32, into buffer: inout ByteBuffer,
+        splices: inout [ZeroCopySplice]
+    ) throws(ProtocolError) {
+        var header = ResponseHeader()
+        header.correlationId = correlationID
+        try header.write(to: &buffer, version: APIKey.fetch.responseHeaderVersion(apiVersion: version))
+        try response.write(to: &buffer, version: version, splices: &splices)
+    }
+
     /// Decodes a response frame payload of `apiKey` at `version`.
     public static func decode(
         _ frame: ByteBuffer, apiKey: APIKey, version: Int16

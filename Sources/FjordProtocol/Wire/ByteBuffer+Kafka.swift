@@ -352,6 +352,16 @@ extension ByteBuffer {
         self.writeBuffer(&copy)
     }
 
+    /// Writes only the length prefix of a BYTES/COMPACT_BYTES value whose bytes follow elsewhere.
+    @inlinable
+    public mutating func writeKafkaBytesLength(_ length: Int, compact: Bool) {
+        if compact {
+            self.writeKafkaUnsignedVarint(UInt32(truncatingIfNeeded: length + 1))
+        } else {
+            self.writeInteger(Int32(truncatingIfNeeded: length), endianness: .big)
+        }
+    }
+
     @inlinable
     public mutating func writeKafkaNullableBytes(_ value: ByteBuffer?, compact: Bool) {
         guard let value else {

@@ -34,3 +34,43 @@ public protocol KafkaRequest: KafkaMessage {
 public protocol KafkaResponse: KafkaMessage {
     static var apiKey: APIKey { get }
 }
+
+/// Record bytes that live outside the encoded buffer (a log segment region the server sends
+/// with `sendfile`), standing in for a `records` field's value.
+public struct ZeroCopyRegion: Sendable, Equatable {
+    /// The number of bytes the region will supply.
+    public var length: Int
+    /// The caller's handle for the region (e.g. an index into its list of file slices).
+    public var token: Int
+
+    public init(length: Int, token: Int) {
+        self.length = length
+        self.token = token
+    }
+}
+
+/// Where a `ZeroCopyRegion`'s bytes belong in an encoded buffer: at `position` (a writer index),
+/// between the bytes written before and after it.
+public struct ZeroCopySplice: Sendable, Equatable {
+    public var position: Int
+    public var region: ZeroCopyRegion
+
+    public init(position: Int, region: ZeroCopyRegion) {
+        self.position = position
+        self.region = region
+    }
+}
+
+/// A response whose schema has an `ErrorCode` at the top level in every version, so an error
+/// response (e.g. UNSUPPORTED_VERSION for an API a broker does not serve) can be built generically.
+public protocol KafkaTopLevelErrorResponse: KafkaResponse {
+    var errorCode: Int16 { get set }
+}
+
+extension KafkaTopLevelErrorResponse {
+    /// A response with every field at its default and `errorCode` set.
+    public init(topLevelError code: Int16) {
+        self.init()
+        self.errorCode = code
+    }
+}

@@ -1,0 +1,121 @@
+import FjordMetadata
+public import FjordProtocol
+public import FjordStorage
+import Foundation
+public import Logging
+import SystemPackage
+
+/// One broker: storage, metadata and request handlers wired together, without any socket.
+///
+/// `start` opens (and recovers) the data directory, loads the metadata image from
+/// `fjord-metadata.json` (created with a new cluster id on first start), makes this broker the
+/// leader of every partition, and starts retention/compaction in the background. `shutdown`
+/// closes every log and writes the clean-shutdown marker. The server feeds `apis` frames.
+public final class Broker: Sendable {
+    public static let metadataFileName = "fjord-metadata.json"
+    public let config: BrokerConfig
+    public let apis: KafkaAPIs
+    public let logManager: LogManager
+    public let replicaManager: ReplicaManager
+    let metadata: LocalMetadataStore
+    let logger: Logger
+
+    /// Milliseconds since the epoch.
+    public static let systemClock: @Sendable () -> Int64 = {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    init(config: BrokerConfig, apis: KafkaAPIs, logManager: LogManager, replicaManager: ReplicaManager,
+         metadata: LocalMetadataStore, logger: Logger) {
+        self.config = config
+        self.apis = apis
+        self.logManager = logManager
+        self.replicaManager = replicaManager
+        self.metadata = metadata
+        self.logger = logger
+    }
+
+    public static func start(config: BrokerConfig, logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock) throws -> Broker {
+        let directory = FilePath(config.logDirs[0])
+        if config.logDirs.count > 1 {
+            logger.warning("several log.dirs given; Fjord uses the first", metadata: ["log.dirs": "\(config.logDirs)"])
+        }
+        let metadataPath = directory.appending(metadataFileName)
+        var image: MetadataImage
+        // LogManager.open creates the directory; the metadata file may not exist yet.
+        if let text = try? CheckpointFile.read(metadataPath), let data = text.data(using: .utf8) {
+            do {
+                image = try JSONDecoder().decode(MetadataImage.self, from: data)
+            } catch {
+                throw ConfigError("\(metadataPath): cannot read the metadata image: \(error)")
+            }
+        } else {
+            image = MetadataImage(clusterID: KafkaUUID.random().description, controllerID: config.nodeID)
+        }
+        let advertised = config.advertised
+        image.brokers = [BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port))]
+        image.controllerID = config.nodeID
+
+        let now = clock()
+        let snapshot = image
+        let (logManager, loaded) = try LogManager.open(directory: directory, nowMs: now) { topic in
+            config.logConfig(dynamicBrokerConfigs: snapshot.brokerConfigs, topicConfigs: snapshot.topics[topic]?.configs ?? [:])
+        }
+        for log in loaded where !log.report.problems.isEmpty || log.report.truncatedBytes > 0 {
+            for problem in log.report.problems {
+                logger.warning("log recovery", metadata: ["partition": "\(log.topicPartition)", "problem": "\(problem)"])
+            }
+        }
+        logger.info("opened log directory", metadata: [
+            "dir": "\(directory)", "partitions": "\(loaded.count)",
+            "recovered_segments": "\(loaded.reduce(0) { $0 + $1.report.recoveredSegments })",
+        ])
+
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let store = LocalMetadataStore(image: image) { next in
+            let data = try encoder.encode(next)
+            try CheckpointFile.writeAtomically(String(decoding: data, as: UTF8.self), to: metadataPath)
+        }
+        // Persist the (possibly new) image now, so the cluster id is stable from the first start.
+        try store.alterBrokerConfigs(changes: [:])
+
+        let replicaManager = ReplicaManager(logManager: logManager, nodeID: config.nodeID)
+        // Partitions of topics deleted while the broker was down are removed; the rest are led here.
+        let topics = store.image.topics
+        for log in loaded {
+            let topic = topics[log.topicPartition.topic]
+            if topic == nil || log.topicPartition.partition >= topic!.partitionCount
+                || (log.topicID != nil && log.topicID != topic!.topicID)
+            {
+                logger.info("removing partition of a deleted topic", metadata: ["partition": "\(log.topicPartition)"])
+                try logManager.deleteLog(log.topicPartition, nowMs: now)
+            }
+        }
+        let apis = KafkaAPIs(config: config, metadata: store, replicaManager: replicaManager, logger: logger, clock: clock)
+        for topic in topics.values.sorted(by: { $0.name < $1.name }) {
+            try replicaManager.becomeLeader(topic: topic, config: apis.logConfig(for: topic), nowMs: now)
+        }
+        logManager.startBackgroundTasks(intervalMs: Int(config.retentionCheckIntervalMs), clock: clock) { report in
+            for (partition, count) in report.deletedSegments {
+                logger.info("retention deleted segments", metadata: ["partition": "\(partition)", "segments": "\(count)"])
+            }
+            for (partition, stats) in report.cleaned {
+                logger.info("compacted", metadata: [
+                    "partition": "\(partition)", "segments": "\(stats.segmentsCleaned)",
+                    "bytes_before": "\(stats.bytesBefore)", "bytes_after": "\(stats.bytesAfter)",
+                ])
+            }
+            for error in report.errors { logger.error("log maintenance failed", metadata: ["error": "\(error)"]) }
+        }
+        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager,
+                      metadata: store, logger: logger)
+    }
+
+    /// Closes every log (flush, trim indexes, snapshot producer state) and writes the
+    /// clean-shutdown marker.
+    public func shutdown() throws {
+        try logManager.shutdown(nowMs: Self.systemClock())
+        logger.info("log directory closed cleanly")
+    }
+}

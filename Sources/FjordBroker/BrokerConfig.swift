@@ -1,0 +1,234 @@
+public import FjordStorage
+
+/// Why a configuration was refused: the message names the key and what was expected.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A listener: Kafka's `NAME://host:port`.
+public struct Listener: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var host: String
+    public var port: Int
+
+    public var description: String { "\(name)://\(host):\(port)" }
+
+    /// Parses `PLAINTEXT://host:port` (also `host:port`, meaning PLAINTEXT).
+    public init(parsing text: String) throws(ConfigError) {
+        var rest = text.trimmingCharacters()
+        var name = "PLAINTEXT"
+        let parts = rest.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        if parts.count == 2 {
+            name = String(parts[0])
+            rest = String(parts[1])
+        }
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ConfigError("listener '\(text)': expected NAME://host:port")
+        }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.name = name
+        self.host = host.isEmpty ? "0.0.0.0" : host
+        self.port = port
+    }
+
+    public init(name: String, host: String, port: Int) {
+        self.name = name
+        self.host = host
+        self.port = port
+    }
+}
+
+/// The broker's configuration with Kafka's `server.properties` key names.
+///
+/// Built from a properties text and `--set key=value` overrides; every known key is validated
+/// and a bad value refuses to start with a message naming the key. Unknown keys are kept in
+/// `unknownKeys` for a warning. Topic-level defaults (`log.*`) are exposed as `logConfig`, which
+/// topic overrides are applied on top of.
+public struct BrokerConfig: Sendable, Equatable {
+    public var nodeID: Int32 = 1
+    public var listeners: [Listener] = [Listener(name: "PLAINTEXT", host: "127.0.0.1", port: 9092)]
+    public var advertisedListeners: [Listener]? = nil
+    public var logDirs: [String] = ["./fjord-data"]
+    public var numPartitions: Int32 = 1
+    public var defaultReplicationFactor: Int16 = 1
+    public var autoCreateTopicsEnable = true
+    public var socketRequestMaxBytes = 104_857_600
+    public var connectionsMaxIdleMs: Int64 = 600_000
+    /// Bytes of requests in flight per connection before the server stops reading it.
+    public var queuedMaxRequestBytes: Int64 = -1
+    public var retentionCheckIntervalMs: Int64 = 300_000
+    public var deleteTopicEnable = true
+    /// `log.*` defaults for every topic.
+    public var logConfig = LogConfig()
+    public var unknownKeys: [String] = []
+    /// Every key as given (for DescribeConfigs on the broker).
+    public var raw: [String: String] = [:]
+
+    public init() {}
+
+    /// The listener clients are told to connect to (the first advertised, else the first listener).
+    public var advertised: Listener {
+        let chosen = advertisedListeners?.first ?? listeners[0]
+        if chosen.host == "0.0.0.0" || chosen.host == "::" {
+            return Listener(name: chosen.name, host: "127.0.0.1", port: chosen.port)
+        }
+        return chosen
+    }
+
+    /// Keys Kafka brokers accept that Fjord reads elsewhere or that have no effect on one node;
+    /// they are accepted without a warning.
+    static let acceptedKeys: Set<String> = [
+        "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
+        "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr", "group.initial.rebalance.delay.ms", "process.roles", "controller.quorum.voters",
+        "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
+        "offsets.topic.num.partitions", "offsets.retention.minutes", "group.min.session.timeout.ms",
+        "group.max.session.timeout.ms", "group.max.size", "min.insync.replicas", "unclean.leader.election.enable",
+        "compression.type", "broker.rack", "cluster.id",
+    ]
+
+    /// Builds a config from `server.properties` text, then `overrides` (`--set`), in that order.
+    public static func parse(properties: String = "", overrides: [String: String] = [:]) throws(ConfigError) -> BrokerConfig {
+        var values = parseProperties(properties)
+        for (key, value) in overrides { values[key] = value }
+        var config = BrokerConfig()
+        config.raw = values
+        var logKeys: [String: String] = [:]
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) {
+            switch key {
+            case "node.id", "broker.id": config.nodeID = Int32(try int(key, value, min: 0, max: Int(Int32.max)))
+            case "listeners": config.listeners = try listeners(key, value)
+            case "advertised.listeners": config.advertisedListeners = try listeners(key, value)
+            case "log.dirs", "log.dir":
+                config.logDirs = value.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
+                guard !config.logDirs.isEmpty else { throw ConfigError("\(key): expected at least one directory") }
+            case "num.partitions": config.numPartitions = Int32(try int(key, value, min: 1, max: 1_000_000))
+            case "default.replication.factor": config.defaultReplicationFactor = Int16(try int(key, value, min: 1, max: 32767))
+            case "auto.create.topics.enable": config.autoCreateTopicsEnable = try bool(key, value)
+            case "delete.topic.enable": config.deleteTopicEnable = try bool(key, value)
+            case "socket.request.max.bytes": config.socketRequestMaxBytes = try int(key, value, min: 1024, max: Int(Int32.max))
+            case "connections.max.idle.ms": config.connectionsMaxIdleMs = Int64(try int(key, value, min: -1, max: Int.max))
+            case "queued.max.request.bytes": config.queuedMaxRequestBytes = Int64(try int(key, value, min: -1, max: Int.max))
+            case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
+            case "log.retention.hours": logKeys["retention.ms.hours"] = value
+            case "log.retention.minutes": logKeys["retention.ms.minutes"] = value
+            case "log.retention.ms": logKeys["retention.ms"] = value
+            case "log.retention.bytes": logKeys["retention.bytes"] = value
+            case "log.segment.bytes": logKeys["segment.bytes"] = value
+            case "log.roll.hours": logKeys["segment.ms.hours"] = value
+            case "log.roll.ms": logKeys["segment.ms"] = value
+            case "log.index.size.max.bytes": logKeys["segment.index.bytes"] = value
+            case "log.index.interval.bytes": logKeys["index.interval.bytes"] = value
+            case "log.cleanup.policy": logKeys["cleanup.policy"] = value
+            case "log.cleaner.delete.retention.ms": logKeys["delete.retention.ms"] = value
+            case "log.cleaner.min.compaction.lag.ms": logKeys["min.compaction.lag.ms"] = value
+            case "log.cleaner.min.cleanable.ratio": logKeys["min.cleanable.dirty.ratio"] = value
+            case "log.flush.interval.messages": logKeys["flush.messages"] = value
+            case "log.flush.interval.ms": logKeys["flush.ms"] = value
+            case "log.flush.on.ack": logKeys["log.flush.on.ack"] = value
+            case "log.message.timestamp.type": logKeys["message.timestamp.type"] = value
+            case "log.segment.delete.delay.ms": logKeys["file.delete.delay.ms"] = value
+            case "log.preallocate": logKeys["preallocate"] = value
+            case "message.max.bytes": logKeys["max.message.bytes"] = value
+            default:
+                if !acceptedKeys.contains(key) { config.unknownKeys.append(key) }
+            }
+        }
+        // Kafka's precedence: ms over minutes over hours.
+        if logKeys["retention.ms"] == nil {
+            if let minutes = logKeys["retention.ms.minutes"] {
+                logKeys["retention.ms"] = String(try int("log.retention.minutes", minutes, min: -1, max: Int.max / 60_000) * 60_000)
+            } else if let hours = logKeys["retention.ms.hours"] {
+                logKeys["retention.ms"] = String(try int("log.retention.hours", hours, min: -1, max: Int.max / 3_600_000) * 3_600_000)
+            }
+        }
+        if logKeys["segment.ms"] == nil, let hours = logKeys["segment.ms.hours"] {
+            logKeys["segment.ms"] = String(try int("log.roll.hours", hours, min: 1, max: Int.max / 3_600_000) * 3_600_000)
+        }
+        for key in ["retention.ms.minutes", "retention.ms.hours", "segment.ms.hours"] { logKeys[key] = nil }
+        if logKeys["retention.ms"] == "-1" || logKeys["retention.ms"].map({ Int($0) ?? 0 < 0 }) == true {
+            logKeys["retention.ms"] = "-1"
+        }
+        do {
+            try config.logConfig.apply(logKeys)
+        } catch {
+            throw ConfigError("\(error)")
+        }
+        return config
+    }
+
+    /// The effective log config of a topic: broker defaults, dynamic broker overrides, then the
+    /// topic's overrides.
+    public func logConfig(dynamicBrokerConfigs: [String: String], topicConfigs: [String: String]) -> LogConfig {
+        var config = logConfig
+        var brokerLevel: [String: String] = [:]
+        for (key, value) in dynamicBrokerConfigs {
+            if let topicKey = TopicConfigs.brokerKeyToTopicKey[key] { brokerLevel[topicKey] = value }
+        }
+        _ = try? config.apply(brokerLevel)
+        _ = try? config.apply(topicConfigs)
+        return config
+    }
+
+    /// Parses Java properties text: `key=value` or `key: value`, `#`/`!` comments, `\` line continuation.
+    public static func parseProperties(_ text: String) -> [String: String] {
+        var values: [String: String] = [:]
+        var pending = ""
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            var line = String(rawLine).trimmingCharacters()
+            if line.hasSuffix("\r") { line.removeLast() }
+            if pending.isEmpty && (line.isEmpty || line.hasPrefix("#") || line.hasPrefix("!")) { continue }
+            if line.hasSuffix("\\") {
+                pending += String(line.dropLast())
+                continue
+            }
+            line = pending + line
+            pending = ""
+            guard let separator = line.firstIndex(where: { $0 == "=" || $0 == ":" }) else { continue }
+            let key = String(line[..<separator]).trimmingCharacters()
+            let value = String(line[line.index(after: separator)...]).trimmingCharacters()
+            if !key.isEmpty { values[key] = value }
+        }
+        return values
+    }
+
+    static func int(_ key: String, _ value: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        guard let number = Int(value.trimmingCharacters()), number >= min, number <= max else {
+            throw ConfigError("\(key)=\(value): expected an integer between \(min) and \(max)")
+        }
+        return number
+    }
+
+    static func bool(_ key: String, _ value: String) throws(ConfigError) -> Bool {
+        switch value.trimmingCharacters().lowercased() {
+        case "true": return true
+        case "false": return false
+        default: throw ConfigError("\(key)=\(value): expected true or false")
+        }
+    }
+
+    static func listeners(_ key: String, _ value: String) throws(ConfigError) -> [Listener] {
+        var out: [Listener] = []
+        for part in value.split(separator: ",") where !part.trimmingCharacters().isEmpty {
+            do {
+                out.append(try Listener(parsing: String(part)))
+            } catch {
+                throw ConfigError("\(key): \(error.message)")
+            }
+        }
+        guard !out.isEmpty else { throw ConfigError("\(key): expected at least one listener") }
+        return out
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters() -> String {
+        var scalars = Substring(self)
+        while let first = scalars.first, first == " " || first == "\t" { scalars.removeFirst() }
+        while let last = scalars.last, last == " " || last == "\t" || last == "\r" { scalars.removeLast() }
+        return String(scalars)
+    }
+}

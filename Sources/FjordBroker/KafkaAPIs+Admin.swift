@@ -1,0 +1,567 @@
+import FjordMetadata
+import FjordProtocol
+import FjordStorage
+import Logging
+import NIOCore
+import SystemPackage
+
+/// Kafka's `ConfigResource.Type` codes.
+enum ConfigResourceType: Int8 {
+    case topic = 2
+    case broker = 4
+    case brokerLogger = 8
+}
+
+/// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
+enum ConfigSource: Int8 {
+    case unknown = 0
+    case dynamicTopicConfig = 1
+    case dynamicBrokerConfig = 2
+    case dynamicDefaultBrokerConfig = 3
+    case staticBrokerConfig = 4
+    case defaultConfig = 5
+}
+
+extension KafkaAPIs {
+    // MARK: Topics
+
+    func handleCreateTopics(_ request: CreateTopicsRequest, version: Int16) -> CreateTopicsResponse {
+        var response = CreateTopicsResponse()
+        let config = self.config
+        var seen = Set<String>()
+        for topic in request.topics {
+            var result = CreateTopicsResponse.CreatableTopicResult()
+            result.name = topic.name
+            result.numPartitions = -1
+            result.replicationFactor = -1
+            defer { response.topics.append(result) }
+            guard seen.insert(topic.name).inserted else {
+                result.errorCode = KafkaError.invalidRequest.code
+                result.errorMessage = "Create topics request from client contains multiple entries for topic \(topic.name)"
+                continue
+            }
+            var configs: [String: String] = [:]
+            for entry in topic.configs { if let value = entry.value { configs[entry.name] = value } }
+            if let problem = TopicConfigs.validate(configs) {
+                result.errorCode = KafkaError.invalidConfig.code
+                result.errorMessage = problem
+                continue
+            }
+            var partitions = topic.numPartitions == -1 ? config.numPartitions : topic.numPartitions
+            var replication = topic.replicationFactor == -1 ? config.defaultReplicationFactor : topic.replicationFactor
+            if !topic.assignments.isEmpty {
+                guard topic.numPartitions == -1 && topic.replicationFactor == -1 else {
+                    result.errorCode = KafkaError.invalidRequest.code
+                    result.errorMessage = "Both numPartitions or replicationFactor and replicasAssignments were set"
+                    continue
+                }
+                let brokers = Set(topic.assignments.flatMap(\.brokerIds))
+                guard brokers == [config.nodeID] else {
+                    result.errorCode = KafkaError.invalidReplicaAssignment.code
+                    result.errorMessage = "replica assignment names brokers \(brokers.sorted()) but this cluster has only broker \(config.nodeID)"
+                    continue
+                }
+                partitions = Int32(topic.assignments.count)
+                replication = Int16(topic.assignments[0].brokerIds.count)
+            }
+            guard partitions > 0 else {
+                result.errorCode = KafkaError.invalidPartitions.code
+                result.errorMessage = "Number of partitions must be larger than 0."
+                continue
+            }
+            guard replication > 0 && Int(replication) <= Swift.max(1, metadata.image.brokers.count) else {
+                result.errorCode = KafkaError.invalidReplicationFactor.code
+                result.errorMessage = "Unable to replicate the partition \(replication) time(s): the number of brokers is 1."
+                continue
+            }
+            do {
+                try validateTopicName(topic.name)
+            } catch {
+                result.errorCode = error.kafkaError.code
+                result.errorMessage = error.description
+                continue
+            }
+            if request.validateOnly {
+                if metadata.image.topics[topic.name] != nil {
+                    result.errorCode = KafkaError.topicAlreadyExists.code
+                    result.errorMessage = "Topic '\(topic.name)' already exists."
+                    continue
+                }
+                result.numPartitions = partitions
+                result.replicationFactor = replication
+                result.configs = describeTopicConfigs(TopicMetadata(name: topic.name, topicID: .zero, partitionCount: partitions,
+                                                                    replicationFactor: replication, configs: configs))
+                continue
+            }
+            do {
+                let created = try metadata.createTopic(name: topic.name, partitions: partitions, replicationFactor: replication, configs: configs)
+                try createLogs(for: created)
+                logger.info("created topic", metadata: ["topic": "\(created.name)", "partitions": "\(partitions)", "id": "\(created.topicID)"])
+                result.topicId = created.topicID
+                result.numPartitions = partitions
+                result.replicationFactor = replication
+                result.configs = describeTopicConfigs(created)
+            } catch let error as MetadataError {
+                result.errorCode = error.kafkaError.code
+                result.errorMessage = error.description
+            } catch {
+                result.errorCode = KafkaError.kafkaStorageError.code
+                result.errorMessage = "\(error)"
+            }
+        }
+        return response
+    }
+
+    /// The topic's configs as CreateTopics v5+ reports them.
+    private func describeTopicConfigs(_ topic: TopicMetadata) -> [CreateTopicsResponse.CreatableTopicConfigs] {
+        describeTopic(topic, keys: nil).map { entry in
+            var config = CreateTopicsResponse.CreatableTopicConfigs()
+            config.name = entry.name
+            config.value = entry.value
+            config.readOnly = entry.readOnly
+            config.configSource = entry.configSource
+            config.isSensitive = entry.isSensitive
+            return config
+        }
+    }
+
+    func handleDeleteTopics(_ request: DeleteTopicsRequest, version: Int16) -> DeleteTopicsResponse {
+        var response = DeleteTopicsResponse()
+        let targets: [(String?, KafkaUUID)] = version >= 6 ? request.topics.map { ($0.name, $0.topicId) } : request.topicNames.map { ($0, .zero) }
+        for (name, id) in targets {
+            var result = DeleteTopicsResponse.DeletableTopicResult()
+            result.name = name
+            result.topicId = id
+            defer { response.responses.append(result) }
+            guard config.deleteTopicEnable else {
+                result.errorCode = KafkaError.topicDeletionDisabled.code
+                continue
+            }
+            let image = metadata.image
+            guard let topic = name.flatMap({ image.topics[$0] }) ?? (id != .zero ? image.topic(id: id) : nil) else {
+                result.errorCode = (name == nil ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
+                result.errorMessage = "This server does not host this topic"
+                continue
+            }
+            result.name = topic.name
+            result.topicId = topic.topicID
+            do {
+                _ = try metadata.deleteTopic(name: topic.name)
+                try replicaManager.deletePartitions(topic: topic.name, nowMs: clock())
+                logger.info("deleted topic", metadata: ["topic": "\(topic.name)"])
+            } catch let error as MetadataError {
+                result.errorCode = error.kafkaError.code
+                result.errorMessage = error.description
+            } catch {
+                result.errorCode = KafkaError.kafkaStorageError.code
+                result.errorMessage = "\(error)"
+            }
+        }
+        return response
+    }
+
+    func handleCreatePartitions(_ request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+        var response = CreatePartitionsResponse()
+        for topic in request.topics {
+            var result = CreatePartitionsResponse.CreatePartitionsTopicResult()
+            result.name = topic.name
+            defer { response.results.append(result) }
+            guard let existing = metadata.image.topics[topic.name] else {
+                result.errorCode = KafkaError.unknownTopicOrPartition.code
+                result.errorMessage = "The topic '\(topic.name)' does not exist."
+                continue
+            }
+            guard topic.count > existing.partitionCount else {
+                result.errorCode = KafkaError.invalidPartitions.code
+                result.errorMessage = "Topic currently has \(existing.partitionCount) partitions, which is higher than the requested \(topic.count)."
+                continue
+            }
+            if let assignments = topic.assignments {
+                guard assignments.count == Int(topic.count - existing.partitionCount),
+                    Set(assignments.flatMap(\.brokerIds)) == [config.nodeID]
+                else {
+                    result.errorCode = KafkaError.invalidReplicaAssignment.code
+                    result.errorMessage = "assignments must name broker \(config.nodeID) for each new partition"
+                    continue
+                }
+            }
+            if request.validateOnly { continue }
+            do {
+                let updated = try metadata.createPartitions(topic: topic.name, totalCount: topic.count)
+                try createLogs(for: updated)
+                logger.info("added partitions", metadata: ["topic": "\(topic.name)", "partitions": "\(topic.count)"])
+            } catch let error as MetadataError {
+                result.errorCode = error.kafkaError.code
+                result.errorMessage = error.description
+            } catch {
+                result.errorCode = KafkaError.kafkaStorageError.code
+                result.errorMessage = "\(error)"
+            }
+        }
+        return response
+    }
+
+    // MARK: Configs
+
+    struct ConfigEntry {
+        var name: String
+        var value: String?
+        var readOnly: Bool
+        var isDefault: Bool
+        var configSource: Int8
+        var isSensitive: Bool
+    }
+
+    func describeTopic(_ topic: TopicMetadata, keys: Set<String>?) -> [ConfigEntry] {
+        let effective = logConfig(for: topic)
+        let dynamicBroker = metadata.image.brokerConfigs
+        var entries: [ConfigEntry] = []
+        for definition in TopicConfigs.definitions where keys == nil || keys!.contains(definition.name) {
+            if let value = topic.configs[definition.name] {
+                entries.append(ConfigEntry(name: definition.name, value: value, readOnly: false, isDefault: false,
+                                           configSource: ConfigSource.dynamicTopicConfig.rawValue, isSensitive: false))
+            } else {
+                let source: ConfigSource
+                if let key = definition.brokerKey, dynamicBroker[key] != nil {
+                    source = .dynamicDefaultBrokerConfig
+                } else if let key = definition.brokerKey, config.raw[key] != nil {
+                    source = .staticBrokerConfig
+                } else {
+                    source = .defaultConfig
+                }
+                entries.append(ConfigEntry(name: definition.name, value: definition.defaultValue(effective), readOnly: false,
+                                           isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false))
+            }
+        }
+        return entries
+    }
+
+    func describeBroker(keys: Set<String>?) -> [ConfigEntry] {
+        let config = self.config
+        let dynamic = metadata.image.brokerConfigs
+        var values: [String: (String, ConfigSource)] = [:]
+        let defaults = config.logConfig
+        for definition in TopicConfigs.definitions {
+            if let key = definition.brokerKey { values[key] = (definition.defaultValue(defaults), .defaultConfig) }
+        }
+        values["node.id"] = ("\(config.nodeID)", .staticBrokerConfig)
+        values["broker.id"] = ("\(config.nodeID)", .staticBrokerConfig)
+        values["listeners"] = (config.listeners.map(\.description).joined(separator: ","), .staticBrokerConfig)
+        values["advertised.listeners"] = ("\(config.advertised)", .staticBrokerConfig)
+        values["log.dirs"] = (config.logDirs.joined(separator: ","), .staticBrokerConfig)
+        values["num.partitions"] = ("\(config.numPartitions)", .defaultConfig)
+        values["default.replication.factor"] = ("\(config.defaultReplicationFactor)", .defaultConfig)
+        values["auto.create.topics.enable"] = ("\(config.autoCreateTopicsEnable)", .defaultConfig)
+        values["socket.request.max.bytes"] = ("\(config.socketRequestMaxBytes)", .defaultConfig)
+        for (key, value) in config.raw where values[key] != nil || key.hasPrefix("log.") { values[key] = (value, .staticBrokerConfig) }
+        for (key, value) in dynamic { values[key] = (value, .dynamicDefaultBrokerConfig) }
+        return values.keys.sorted().filter { keys == nil || keys!.contains($0) }.map { key in
+            let (value, source) = values[key]!
+            return ConfigEntry(name: key, value: value, readOnly: TopicConfigs.brokerKeyToTopicKey[key] == nil,
+                               isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false)
+        }
+    }
+
+    func handleDescribeConfigs(_ request: DescribeConfigsRequest, version: Int16) -> DescribeConfigsResponse {
+        var response = DescribeConfigsResponse()
+        for resource in request.resources {
+            var result = DescribeConfigsResponse.DescribeConfigsResult()
+            result.resourceType = resource.resourceType
+            result.resourceName = resource.resourceName
+            defer { response.results.append(result) }
+            let keys = resource.configurationKeys.map(Set.init)
+            let entries: [ConfigEntry]
+            switch ConfigResourceType(rawValue: resource.resourceType) {
+            case .topic:
+                guard let topic = metadata.image.topics[resource.resourceName] else {
+                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                    result.errorMessage = "Topic \(resource.resourceName) does not exist"
+                    continue
+                }
+                entries = describeTopic(topic, keys: keys)
+            case .broker:
+                guard resource.resourceName.isEmpty || resource.resourceName == "\(config.nodeID)" else {
+                    result.errorCode = KafkaError.invalidRequest.code
+                    result.errorMessage = "Unexpected broker id \(resource.resourceName), expected \(config.nodeID) or empty"
+                    continue
+                }
+                entries = describeBroker(keys: keys)
+            default:
+                result.errorCode = KafkaError.invalidRequest.code
+                result.errorMessage = "Unsupported resource type \(resource.resourceType)"
+                continue
+            }
+            result.configs = entries.map { entry in
+                var config = DescribeConfigsResponse.DescribeConfigsResourceResult()
+                config.name = entry.name
+                config.value = entry.value
+                config.readOnly = entry.readOnly
+                config.isDefault = entry.isDefault
+                config.configSource = entry.configSource
+                config.isSensitive = entry.isSensitive
+                config.configType = 0
+                return config
+            }
+        }
+        return response
+    }
+
+    /// Applies topic config changes (after validation) and pushes the new config to the logs.
+    private func alterTopic(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) throws -> Void {
+        guard let topic = metadata.image.topics[name] else {
+            throw MetadataError.unknownTopic("Topic \(name) does not exist")
+        }
+        var merged = topic.configs
+        for key in remove { merged[key] = nil }
+        for (key, value) in set { merged[key] = value }
+        if let problem = TopicConfigs.validate(merged) { throw MetadataError.invalidConfig(problem) }
+        for key in remove where TopicConfigs.byName[key] == nil { throw MetadataError.invalidConfig("Unknown topic config name: \(key)") }
+        if validateOnly { return }
+        var changes: [String: String?] = [:]
+        for key in topic.configs.keys where merged[key] == nil { changes[key] = .some(nil) }
+        for (key, value) in merged { changes[key] = .some(value) }
+        let updated = try metadata.alterTopicConfigs(topic: name, changes: changes)
+        replicaManager.updateConfig(topic: name, config: logConfig(for: updated))
+        logger.info("altered topic config", metadata: ["topic": "\(name)", "configs": "\(updated.configs)"])
+    }
+
+    /// Applies dynamic broker (cluster-default) config changes: only `log.*`-style topic defaults.
+    private func alterBroker(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) throws {
+        guard name.isEmpty || name == "\(config.nodeID)" else {
+            throw MetadataError.invalidConfig("Unexpected broker id \(name)")
+        }
+        var topicLevel: [String: String] = [:]
+        for (key, value) in set {
+            guard let topicKey = TopicConfigs.brokerKeyToTopicKey[key] else {
+                throw MetadataError.invalidConfig("Cannot update broker config \(key) dynamically")
+            }
+            topicLevel[topicKey] = value
+        }
+        for key in remove where TopicConfigs.brokerKeyToTopicKey[key] == nil {
+            throw MetadataError.invalidConfig("Cannot update broker config \(key) dynamically")
+        }
+        if let problem = TopicConfigs.validate(topicLevel) { throw MetadataError.invalidConfig(problem) }
+        if validateOnly { return }
+        var changes: [String: String?] = [:]
+        for key in remove { changes[key] = .some(nil) }
+        for (key, value) in set { changes[key] = .some(value) }
+        try metadata.alterBrokerConfigs(changes: changes)
+        for topic in metadata.image.topics.values {
+            replicaManager.updateConfig(topic: topic.name, config: logConfig(for: topic))
+        }
+        logger.info("altered broker config", metadata: ["configs": "\(changes)"])
+    }
+
+    private func alterResult(_ error: any Error) -> (Int16, String) {
+        if let error = error as? MetadataError { return (error.kafkaError.code, error.description) }
+        return (KafkaError.unknownServerError.code, "\(error)")
+    }
+
+    func handleAlterConfigs(_ request: AlterConfigsRequest) -> AlterConfigsResponse {
+        var response = AlterConfigsResponse()
+        for resource in request.resources {
+            var result = AlterConfigsResponse.AlterConfigsResourceResponse()
+            result.resourceType = resource.resourceType
+            result.resourceName = resource.resourceName
+            // AlterConfigs replaces the whole set: keys not given are removed.
+            var set: [String: String] = [:]
+            for entry in resource.configs { if let value = entry.value { set[entry.name] = value } }
+            do {
+                switch ConfigResourceType(rawValue: resource.resourceType) {
+                case .topic:
+                    let existing = metadata.image.topics[resource.resourceName]?.configs.keys.map { $0 } ?? []
+                    try alterTopic(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
+                case .broker:
+                    let existing = Array(metadata.image.brokerConfigs.keys)
+                    try alterBroker(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
+                default:
+                    throw MetadataError.invalidConfig("Unsupported resource type \(resource.resourceType)")
+                }
+            } catch {
+                (result.errorCode, result.errorMessage) = alterResult(error)
+            }
+            response.responses.append(result)
+        }
+        return response
+    }
+
+    func handleIncrementalAlterConfigs(_ request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+        var response = IncrementalAlterConfigsResponse()
+        for resource in request.resources {
+            var result = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse()
+            result.resourceType = resource.resourceType
+            result.resourceName = resource.resourceName
+            var set: [String: String] = [:]
+            var remove: [String] = []
+            var failure: String? = nil
+            for entry in resource.configs {
+                switch entry.configOperation {
+                case 0:  // SET
+                    guard let value = entry.value else { failure = "null value for SET of \(entry.name)"; break }
+                    set[entry.name] = value
+                case 1:  // DELETE
+                    remove.append(entry.name)
+                default:  // APPEND (2) / SUBTRACT (3) apply to list configs only
+                    if entry.name == "cleanup.policy", let value = entry.value {
+                        let current = metadata.image.topics[resource.resourceName]?.configs[entry.name] ?? "delete"
+                        var parts = current.split(separator: ",").map(String.init)
+                        if entry.configOperation == 2 { if !parts.contains(value) { parts.append(value) } } else { parts.removeAll { $0 == value } }
+                        set[entry.name] = parts.joined(separator: ",")
+                    } else {
+                        failure = "operation \(entry.configOperation) is only valid for list configs; \(entry.name) is not one"
+                    }
+                }
+            }
+            do {
+                if let failure { throw MetadataError.invalidConfig(failure) }
+                switch ConfigResourceType(rawValue: resource.resourceType) {
+                case .topic: try alterTopic(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
+                case .broker: try alterBroker(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
+                default: throw MetadataError.invalidConfig("Unsupported resource type \(resource.resourceType)")
+                }
+            } catch {
+                (result.errorCode, result.errorMessage) = alterResult(error)
+            }
+            response.responses.append(result)
+        }
+        return response
+    }
+
+    // MARK: Records, cluster, producers, log dirs
+
+    func handleDeleteRecords(_ request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        var response = DeleteRecordsResponse()
+        for topic in request.topics {
+            var topicResult = DeleteRecordsResponse.DeleteRecordsTopicResult()
+            topicResult.name = topic.name
+            for target in topic.partitions {
+                var result = DeleteRecordsResponse.DeleteRecordsPartitionResult()
+                result.partitionIndex = target.partitionIndex
+                result.lowWatermark = -1
+                defer { topicResult.partitions.append(result) }
+                guard let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: target.partitionIndex)) else {
+                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                    continue
+                }
+                // -1 means "up to the high watermark".
+                let offset = target.offset == -1 ? partition.log.highWatermark : target.offset
+                do {
+                    let (start, _) = try partition.log.deleteRecords(before: offset)
+                    result.lowWatermark = start
+                } catch {
+                    result.errorCode = Self.kafkaError(error).code
+                }
+            }
+            response.topics.append(topicResult)
+        }
+        return response
+    }
+
+    func handleDescribeCluster(_ request: DescribeClusterRequest) -> DescribeClusterResponse {
+        var response = DescribeClusterResponse()
+        let config = self.config
+        response.clusterId = metadata.image.clusterID
+        response.controllerId = config.nodeID
+        response.endpointType = request.endpointType
+        response.clusterAuthorizedOperations = Int32.min
+        var broker = DescribeClusterResponse.DescribeClusterBroker()
+        broker.brokerId = config.nodeID
+        broker.host = config.advertised.host
+        broker.port = Int32(config.advertised.port)
+        response.brokers = [broker]
+        return response
+    }
+
+    func handleInitProducerId(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
+        var response = InitProducerIdResponse()
+        response.producerId = -1
+        response.producerEpoch = -1
+        if request.transactionalId != nil {
+            // Transactions arrive with a later issue; a clear, fatal error until then.
+            response.errorCode = KafkaError.invalidRequest.code
+            return response
+        }
+        if request.producerId >= 0 && request.producerEpoch >= 0 {
+            // KIP-360: an idempotent producer bumps its epoch to recover from a sequence error.
+            if request.producerEpoch < Int16.max - 1 {
+                response.producerId = request.producerId
+                response.producerEpoch = request.producerEpoch + 1
+                return response
+            }
+        }
+        do {
+            response.producerId = try nextProducerID()
+            response.producerEpoch = 0
+        } catch {
+            response.errorCode = KafkaError.coordinatorNotAvailable.code
+        }
+        return response
+    }
+
+    /// Hands out producer ids from blocks reserved in the metadata store (1,000 at a time).
+    private func nextProducerID() throws -> Int64 {
+        if let id = takeProducerID() { return id }
+        let block = try metadata.allocateProducerIDs(count: 1000)
+        installProducerIDs(block)
+        guard let id = takeProducerID() else { throw MetadataError.persistenceFailed("empty producer id block") }
+        return id
+    }
+
+    func handleDescribeProducers(_ request: DescribeProducersRequest) -> DescribeProducersResponse {
+        var response = DescribeProducersResponse()
+        for topic in request.topics {
+            var topicResponse = DescribeProducersResponse.TopicResponse()
+            topicResponse.name = topic.name
+            for index in topic.partitionIndexes {
+                var result = DescribeProducersResponse.PartitionResponse()
+                result.partitionIndex = index
+                defer { topicResponse.partitions.append(result) }
+                guard let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: index)) else {
+                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                    continue
+                }
+                result.activeProducers = partition.log.producers.map { entry in
+                    var state = DescribeProducersResponse.ProducerState()
+                    state.producerId = entry.producerID
+                    state.producerEpoch = Int32(entry.epoch)
+                    state.lastSequence = entry.lastSequence
+                    state.lastTimestamp = entry.lastTimestamp
+                    state.coordinatorEpoch = entry.coordinatorEpoch
+                    state.currentTxnStartOffset = entry.currentTransactionFirstOffset
+                    return state
+                }
+            }
+            response.topics.append(topicResponse)
+        }
+        return response
+    }
+
+    func handleDescribeLogDirs(_ request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+        var response = DescribeLogDirsResponse()
+        var result = DescribeLogDirsResponse.DescribeLogDirsResult()
+        result.logDir = replicaManager.logManager.directory.string
+        result.totalBytes = -1
+        result.usableBytes = -1
+        var byTopic: [String: [DescribeLogDirsResponse.DescribeLogDirsPartition]] = [:]
+        let wanted: [String: Set<Int32>]? = request.topics.map { topics in
+            Dictionary(topics.map { ($0.topic, Set($0.partitions)) }, uniquingKeysWith: { $0.union($1) })
+        }
+        for partition in replicaManager.allPartitions {
+            let tp = partition.topicPartition
+            if let wanted, wanted[tp.topic]?.contains(tp.partition) != true { continue }
+            var entry = DescribeLogDirsResponse.DescribeLogDirsPartition()
+            entry.partitionIndex = tp.partition
+            entry.partitionSize = partition.log.sizeInBytes
+            entry.offsetLag = 0
+            byTopic[tp.topic, default: []].append(entry)
+        }
+        for (name, partitions) in byTopic.sorted(by: { $0.key < $1.key }) {
+            var topic = DescribeLogDirsResponse.DescribeLogDirsTopic()
+            topic.name = name
+            topic.partitions = partitions
+            result.topics.append(topic)
+        }
+        response.results = [result]
+        return response
+    }
+}

@@ -1,0 +1,283 @@
+import FjordMetadata
+import FjordProtocol
+import FjordStorage
+import Logging
+import NIOCore
+
+extension KafkaAPIs {
+    // MARK: Produce
+
+    /// Produce: validates and appends each partition's batches (no re-encoding), then answers
+    /// per partition. acks=0 returns nil (no response is sent). With `log.flush.on.ack`, acks≠0
+    /// waits for a group-commit fsync before answering.
+    func handleProduce(_ request: ProduceRequest, version: Int16) async -> ProduceResponse? {
+        var response = ProduceResponse()
+        let now = clock()
+        let image = metadata.image
+        var durabilityWaits: [(LocalLog, Int64)] = []
+        for topic in request.topicData {
+            var topicResponse = ProduceResponse.TopicProduceResponse()
+            topicResponse.name = topic.name
+            for data in topic.partitionData {
+                var partitionResponse = ProduceResponse.PartitionProduceResponse()
+                partitionResponse.index = data.index
+                partitionResponse.baseOffset = -1
+                partitionResponse.logAppendTimeMs = -1
+                partitionResponse.logStartOffset = -1
+                defer { topicResponse.partitionResponses.append(partitionResponse) }
+                if version < 3 {
+                    // Message format v0/v1 (Produce v0–2) is refused, as Kafka 4.0 does.
+                    partitionResponse.errorCode = KafkaError.unsupportedVersion.code
+                    continue
+                }
+                if request.transactionalId != nil {
+                    partitionResponse.errorCode = KafkaError.invalidRequest.code
+                    partitionResponse.errorMessage = "transactions are not supported by this broker yet"
+                    continue
+                }
+                guard image.topics[topic.name] != nil,
+                    let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: data.index))
+                else {
+                    partitionResponse.errorCode = KafkaError.unknownTopicOrPartition.code
+                    continue
+                }
+                guard let records = data.records, records.readableBytes > 0 else {
+                    partitionResponse.errorCode = KafkaError.corruptMessage.code
+                    partitionResponse.errorMessage = "no records"
+                    continue
+                }
+                do throws(StorageError) {
+                    let info = try replicaManager.appendRecords(records, to: partition, nowMs: now)
+                    partitionResponse.baseOffset = info.firstOffset
+                    partitionResponse.logAppendTimeMs = info.logAppendTime
+                    partitionResponse.logStartOffset = partition.log.logStartOffset
+                    if request.acks != 0 && partition.log.config.flushOnAck && !info.isDuplicate {
+                        durabilityWaits.append((partition.log, info.lastOffset + 1))
+                    }
+                } catch {
+                    let code = Self.kafkaError(error)
+                    partitionResponse.errorCode = code.code
+                    partitionResponse.errorMessage = error.description
+                    if code == .invalidRecord || code == .corruptMessage {
+                        var recordError = ProduceResponse.BatchIndexAndErrorMessage()
+                        recordError.batchIndex = 0
+                        recordError.batchIndexErrorMessage = error.description
+                        partitionResponse.recordErrors = [recordError]
+                    }
+                    if code == .kafkaStorageError {
+                        logger.error("append failed", metadata: ["partition": "\(partition.topicPartition)", "error": "\(error)"])
+                    }
+                }
+            }
+            response.responses.append(topicResponse)
+        }
+        guard request.acks != 0 else { return nil }
+        for (log, offset) in durabilityWaits {
+            do {
+                try await log.flushed(through: offset, runFlush: replicaManager.logManager.flushRunner)
+            } catch {
+                logger.error("fsync failed", metadata: ["partition": "\(log.topicPartition)", "error": "\(error)"])
+                for t in response.responses.indices where response.responses[t].name == log.topicPartition.topic {
+                    for p in response.responses[t].partitionResponses.indices
+                    where response.responses[t].partitionResponses[p].index == log.topicPartition.partition {
+                        response.responses[t].partitionResponses[p].errorCode = KafkaError.kafkaStorageError.code
+                    }
+                }
+            }
+        }
+        return response
+    }
+
+    // MARK: Fetch
+
+    /// Fetch: reads each partition as a file region (zero copy) up to the partition and response
+    /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
+    /// to `max.wait.ms` until `min.bytes` arrive. Sessions (KIP-227) are answered sessionless
+    /// (session id 0), which every client treats as "send full requests".
+    func handleFetch(_ request: FetchRequest, request frame: RequestFrame) async -> BrokerReply {
+        let version = frame.apiVersion
+        let deadline = clock() + Int64(Swift.max(0, request.maxWaitMs))
+        var response = fetchOnce(request, version: version)
+        while response.bytes < Int(request.minBytes) && !response.hasError {
+            let remaining = deadline - clock()
+            guard remaining > 0 else { break }
+            await replicaManager.purgatory.wait(for: response.partitions, timeoutMs: remaining)
+            response = fetchOnce(request, version: version)
+        }
+        var buffer = ByteBuffer()
+        var splices: [ZeroCopySplice] = []
+        do {
+            try ResponseFrame.encode(response.body, version: version, correlationID: frame.correlationID,
+                                     into: &buffer, splices: &splices)
+        } catch {
+            logger.error("cannot encode Fetch v\(version) response: \(error)")
+            return .closeConnection(reason: "cannot encode fetch response: \(error)")
+        }
+        // Interleave the encoded bytes with the file regions at their splice points.
+        var parts: [ResponsePart] = []
+        var cursor = buffer.readerIndex
+        for splice in splices {
+            if let bytes = buffer.getSlice(at: cursor, length: splice.position - cursor), bytes.readableBytes > 0 {
+                parts.append(.bytes(bytes))
+            }
+            parts.append(.file(response.slices[splice.region.token]))
+            cursor = splice.position
+        }
+        if let tail = buffer.getSlice(at: cursor, length: buffer.writerIndex - cursor), tail.readableBytes > 0 {
+            parts.append(.bytes(tail))
+        }
+        return .response(parts)
+    }
+
+    struct FetchResult {
+        var body = FetchResponse()
+        var slices: [FileSlice] = []
+        var bytes = 0
+        var hasError = false
+        var partitions: Set<TopicPartition> = []
+    }
+
+    private func fetchOnce(_ request: FetchRequest, version: Int16) -> FetchResult {
+        var result = FetchResult()
+        let image = metadata.image
+        var remaining = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
+        let upperBound: ReadUpperBound = request.isolationLevel == 1 ? .lastStableOffset : .highWatermark
+        var first = true
+        for topic in request.topics {
+            var topicResponse = FetchResponse.FetchableTopicResponse()
+            let known: TopicMetadata?
+            if version >= 13 {
+                known = image.topic(id: topic.topicId)
+                topicResponse.topicId = topic.topicId
+            } else {
+                known = image.topics[topic.topic]
+                topicResponse.topic = topic.topic
+            }
+            for fetch in topic.partitions {
+                var data = FetchResponse.PartitionData()
+                data.partitionIndex = fetch.partition
+                data.highWatermark = -1
+                data.lastStableOffset = -1
+                data.logStartOffset = -1
+                defer { topicResponse.partitions.append(data) }
+                guard let known, let partition = replicaManager.partition(TopicPartition(topic: known.name, partition: fetch.partition)) else {
+                    data.errorCode = (version >= 13 ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
+                    result.hasError = true
+                    continue
+                }
+                if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch > partition.leaderEpoch {
+                    data.errorCode = KafkaError.unknownLeaderEpoch.code
+                    result.hasError = true
+                    continue
+                }
+                if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch < partition.leaderEpoch {
+                    data.errorCode = KafkaError.fencedLeaderEpoch.code
+                    result.hasError = true
+                    continue
+                }
+                result.partitions.insert(partition.topicPartition)
+                let maxBytes = Swift.min(Int(Swift.max(0, fetch.partitionMaxBytes)), remaining)
+                do {
+                    let read = try partition.log.read(from: fetch.fetchOffset, maxBytes: maxBytes, upperBound: upperBound,
+                                                      minOneMessage: first)
+                    data.highWatermark = read.highWatermark
+                    data.lastStableOffset = read.lastStableOffset
+                    data.logStartOffset = read.logStartOffset
+                    if request.isolationLevel == 1 { data.abortedTransactions = [] }
+                    if let slice = read.records, slice.length > 0 {
+                        data.recordsRegion = ZeroCopyRegion(length: slice.length, token: result.slices.count)
+                        result.slices.append(slice)
+                        result.bytes += slice.length
+                        remaining -= slice.length
+                        first = false
+                    } else {
+                        data.records = ByteBuffer()
+                    }
+                } catch {
+                    data.errorCode = Self.kafkaError(error).code
+                    data.highWatermark = partition.log.highWatermark
+                    data.logStartOffset = partition.log.logStartOffset
+                    result.hasError = true
+                }
+            }
+            if version >= 13 || known != nil || !topic.topic.isEmpty {
+                result.body.responses.append(topicResponse)
+            }
+        }
+        return result
+    }
+
+    // MARK: ListOffsets
+
+    func handleListOffsets(_ request: ListOffsetsRequest, version: Int16) -> ListOffsetsResponse {
+        var response = ListOffsetsResponse()
+        let image = metadata.image
+        for topic in request.topics {
+            var topicResponse = ListOffsetsResponse.ListOffsetsTopicResponse()
+            topicResponse.name = topic.name
+            for query in topic.partitions {
+                var answer = ListOffsetsResponse.ListOffsetsPartitionResponse()
+                answer.partitionIndex = query.partitionIndex
+                answer.timestamp = -1
+                answer.offset = -1
+                answer.leaderEpoch = -1
+                defer { topicResponse.partitions.append(answer) }
+                guard image.topics[topic.name] != nil,
+                    let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: query.partitionIndex))
+                else {
+                    answer.errorCode = KafkaError.unknownTopicOrPartition.code
+                    continue
+                }
+                if query.currentLeaderEpoch >= 0 && query.currentLeaderEpoch != partition.leaderEpoch {
+                    answer.errorCode = (query.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+                    continue
+                }
+                do {
+                    if query.timestamp == LocalLog.latestTimestamp {
+                        // Latest is the HW (or LSO for read_committed), as consumers see it.
+                        answer.offset = request.isolationLevel == 1 ? partition.log.lastStableOffset : partition.log.highWatermark
+                        if version >= 4 { answer.leaderEpoch = partition.leaderEpoch }
+                    } else if let found = try partition.log.offset(forTimestamp: query.timestamp) {
+                        answer.offset = found.offset
+                        answer.timestamp = found.timestamp
+                        if version >= 4 { answer.leaderEpoch = found.leaderEpoch }
+                    }
+                } catch {
+                    answer.errorCode = Self.kafkaError(error).code
+                }
+            }
+            response.topics.append(topicResponse)
+        }
+        return response
+    }
+
+    // MARK: OffsetForLeaderEpoch
+
+    func handleOffsetForLeaderEpoch(_ request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+        var response = OffsetForLeaderEpochResponse()
+        for topic in request.topics {
+            var topicResult = OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult()
+            topicResult.topic = topic.topic
+            for query in topic.partitions {
+                var result = OffsetForLeaderEpochResponse.EpochEndOffset()
+                result.partition = query.partition
+                result.leaderEpoch = -1
+                result.endOffset = -1
+                defer { topicResult.partitions.append(result) }
+                guard let partition = replicaManager.partition(TopicPartition(topic: topic.topic, partition: query.partition)) else {
+                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                    continue
+                }
+                if query.currentLeaderEpoch >= 0 && query.currentLeaderEpoch != partition.leaderEpoch {
+                    result.errorCode = (query.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+                    continue
+                }
+                let found = partition.log.endOffset(forLeaderEpoch: query.leaderEpoch)
+                result.leaderEpoch = found.leaderEpoch
+                result.endOffset = found.endOffset
+            }
+            response.topics.append(topicResult)
+        }
+        return response
+    }
+}

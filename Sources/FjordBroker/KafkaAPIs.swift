@@ -1,0 +1,308 @@
+public import FjordMetadata
+public import FjordProtocol
+import FjordStorage
+public import Logging
+public import NIOCore
+import Synchronization
+
+/// The broker's request handlers (Kafka's `KafkaApis`): decoded requests in, encoded responses
+/// out. No sockets: the server hands in a frame and writes back the reply's parts.
+///
+/// Requests on one connection are handled one at a time by the server (Kafka's per-connection
+/// ordering); handlers for different connections run concurrently and share state only through
+/// the thread-safe `ReplicaManager`, `MetadataStore` and `LogManager`.
+public final class KafkaAPIs: Sendable {
+    let metadata: any MetadataStore
+    let replicaManager: ReplicaManager
+    let logger: Logger
+    let clock: @Sendable () -> Int64
+    private let state: Mutex<State>
+
+    struct State {
+        var config: BrokerConfig
+        var producerIDs: ClosedRange<Int64>? = nil
+        var nextProducerID: Int64 = 0
+    }
+
+    public init(config: BrokerConfig, metadata: any MetadataStore, replicaManager: ReplicaManager, logger: Logger,
+                clock: @escaping @Sendable () -> Int64) {
+        self.metadata = metadata
+        self.replicaManager = replicaManager
+        self.logger = logger
+        self.clock = clock
+        self.state = Mutex(State(config: config))
+    }
+
+    var config: BrokerConfig { state.withLock { $0.config } }
+
+    /// Takes the next id of the reserved producer-id block, if any is left.
+    func takeProducerID() -> Int64? {
+        state.withLock { s in
+            guard let block = s.producerIDs, s.nextProducerID <= block.upperBound else { return nil }
+            defer { s.nextProducerID += 1 }
+            return s.nextProducerID
+        }
+    }
+
+    func installProducerIDs(_ block: ClosedRange<Int64>) {
+        state.withLock { s in
+            s.producerIDs = block
+            s.nextProducerID = block.lowerBound
+        }
+    }
+
+    // MARK: Supported versions
+
+    /// The versions each handled API serves, advertised in ApiVersions. Ranges follow
+    /// CLIENT-NOTES.md: Produce is advertised from v0 (librdkafka's compression check) while
+    /// v0–2 are refused, as Kafka 4.0 does.
+    public static let supportedVersions: [APIKey: ClosedRange<Int16>] = [
+        .produce: 0...9,
+        .fetch: 4...12,
+        .listOffsets: 1...7,
+        .metadata: 0...12,
+        .apiVersions: 0...3,
+        .createTopics: 2...7,
+        .deleteTopics: 1...6,
+        .initProducerId: 0...4,
+        .offsetForLeaderEpoch: 2...4,
+        .describeConfigs: 1...4,
+        .alterConfigs: 0...2,
+        .incrementalAlterConfigs: 0...1,
+        .createPartitions: 0...3,
+        .deleteRecords: 0...2,
+        .describeCluster: 0...1,
+        .describeProducers: 0...0,
+        .describeLogDirs: 1...4,
+    ]
+
+    // MARK: Dispatch
+
+    /// Handles one request frame (the bytes after the size prefix).
+    public func handle(_ frame: ByteBuffer) async -> BrokerReply {
+        let request: RequestFrame
+        do {
+            request = try RequestFrame(parsing: frame)
+        } catch {
+            return .closeConnection(reason: "cannot parse request header: \(error)")
+        }
+        let version = request.apiVersion
+        guard let range = Self.supportedVersions[request.apiKey] else {
+            return unsupported(request, why: "API \(request.apiKey.name) (\(request.apiKey.rawValue)) is not supported")
+        }
+        guard range.contains(version) else {
+            if request.apiKey == .apiVersions {
+                // KIP-511: answer a too-new ApiVersions with a v0 body listing our versions.
+                return encode(apiVersionsResponse(error: .unsupportedVersion), version: 0, request: request)
+            }
+            return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(range))")
+        }
+        let body: any KafkaRequest
+        do {
+            body = try request.decodeBody()
+        } catch {
+            return .closeConnection(reason: "cannot decode \(request.apiKey.name) v\(version): \(error)")
+        }
+        switch body {
+        case let r as ApiVersionsRequest:
+            _ = r
+            return encode(apiVersionsResponse(error: .noError), version: version, request: request)
+        case let r as MetadataRequest:
+            return encode(await handleMetadata(r, version: version), version: version, request: request)
+        case let r as ProduceRequest:
+            guard let response = await handleProduce(r, version: version) else { return .noResponse }
+            return encode(response, version: version, request: request)
+        case let r as FetchRequest:
+            return await handleFetch(r, request: request)
+        case let r as ListOffsetsRequest:
+            return encode(handleListOffsets(r, version: version), version: version, request: request)
+        case let r as CreateTopicsRequest:
+            return encode(handleCreateTopics(r, version: version), version: version, request: request)
+        case let r as DeleteTopicsRequest:
+            return encode(handleDeleteTopics(r, version: version), version: version, request: request)
+        case let r as CreatePartitionsRequest:
+            return encode(handleCreatePartitions(r), version: version, request: request)
+        case let r as InitProducerIdRequest:
+            return encode(handleInitProducerId(r), version: version, request: request)
+        case let r as OffsetForLeaderEpochRequest:
+            return encode(handleOffsetForLeaderEpoch(r), version: version, request: request)
+        case let r as DescribeConfigsRequest:
+            return encode(handleDescribeConfigs(r, version: version), version: version, request: request)
+        case let r as AlterConfigsRequest:
+            return encode(handleAlterConfigs(r), version: version, request: request)
+        case let r as IncrementalAlterConfigsRequest:
+            return encode(handleIncrementalAlterConfigs(r), version: version, request: request)
+        case let r as DeleteRecordsRequest:
+            return encode(handleDeleteRecords(r), version: version, request: request)
+        case let r as DescribeClusterRequest:
+            return encode(handleDescribeCluster(r), version: version, request: request)
+        case let r as DescribeProducersRequest:
+            return encode(handleDescribeProducers(r), version: version, request: request)
+        case let r as DescribeLogDirsRequest:
+            return encode(handleDescribeLogDirs(r), version: version, request: request)
+        default:
+            return unsupported(request, why: "no handler for \(request.apiKey.name)")
+        }
+    }
+
+    /// Encodes a response with the request's correlation id.
+    func encode<Response: KafkaResponse>(_ response: Response, version: Int16, request: RequestFrame) -> BrokerReply {
+        var buffer = ByteBuffer()
+        do {
+            try ResponseFrame.encode(response, version: version, correlationID: request.correlationID, into: &buffer)
+        } catch {
+            logger.error("cannot encode \(Response.apiKey.name) v\(version) response: \(error)")
+            return .closeConnection(reason: "cannot encode response: \(error)")
+        }
+        return .response([.bytes(buffer)])
+    }
+
+    /// An API or version this broker does not serve: answered with UNSUPPORTED_VERSION when the
+    /// response has a top-level error code, else the connection is closed (as Kafka does).
+    func unsupported(_ request: RequestFrame, why: String) -> BrokerReply {
+        logger.debug("unsupported request", metadata: ["reason": "\(why)"])
+        let version = request.apiKey.validVersions.contains(request.apiVersion) ? request.apiVersion : request.apiKey.validVersions.lowerBound
+        if let type = request.apiKey.responseType as? any KafkaTopLevelErrorResponse.Type {
+            let body = type.init(topLevelError: KafkaError.unsupportedVersion.code)
+            var buffer = ByteBuffer()
+            var header = ResponseHeader()
+            header.correlationId = request.correlationID
+            do {
+                try header.write(to: &buffer, version: request.apiKey.responseHeaderVersion(apiVersion: version))
+                try body.write(to: &buffer, version: version)
+                return .response([.bytes(buffer)])
+            } catch {
+                logger.debug("cannot encode an error response", metadata: ["error": "\(error)"])
+            }
+        }
+        return .closeConnection(reason: why)
+    }
+
+    // MARK: ApiVersions
+
+    func apiVersionsResponse(error: KafkaError) -> ApiVersionsResponse {
+        var response = ApiVersionsResponse()
+        response.errorCode = error.code
+        for (key, range) in Self.supportedVersions.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            var entry = ApiVersionsResponse.ApiVersion()
+            entry.apiKey = key.rawValue
+            entry.minVersion = range.lowerBound
+            entry.maxVersion = range.upperBound
+            response.apiKeys.append(entry)
+        }
+        return response
+    }
+
+    // MARK: Metadata
+
+    func handleMetadata(_ request: MetadataRequest, version: Int16) async -> MetadataResponse {
+        let config = self.config
+        var image = metadata.image
+        var response = MetadataResponse()
+        let advertised = config.advertised
+        var broker = MetadataResponse.MetadataResponseBroker()
+        broker.nodeId = config.nodeID
+        broker.host = advertised.host
+        broker.port = Int32(advertised.port)
+        response.brokers = [broker]
+        response.clusterId = image.clusterID
+        response.controllerId = config.nodeID
+        response.clusterAuthorizedOperations = Int32.min
+
+        // Which topics: null (or empty in v0) means all.
+        var wanted: [(name: String?, id: KafkaUUID)] = []
+        let all = request.topics == nil || (version == 0 && request.topics?.isEmpty == true)
+        if all {
+            wanted = image.topics.keys.sorted().map { ($0, KafkaUUID.zero) }
+        } else {
+            wanted = (request.topics ?? []).map { ($0.name, $0.topicId) }
+        }
+        let autoCreate = config.autoCreateTopicsEnable && (version < 4 || request.allowAutoTopicCreation)
+        for (name, id) in wanted {
+            var topic = MetadataResponse.MetadataResponseTopic()
+            topic.topicAuthorizedOperations = Int32.min
+            let known: TopicMetadata?
+            if let name {
+                topic.name = name
+                if image.topics[name] == nil && autoCreate && !all {
+                    known = autoCreateTopic(name)
+                    image = metadata.image
+                } else {
+                    known = image.topics[name]
+                }
+            } else {
+                known = image.topic(id: id)
+                topic.topicId = id
+            }
+            guard let found = known else {
+                if let name, (try? validateTopicName(name)) == nil {
+                    topic.errorCode = KafkaError.invalidTopicException.code
+                } else {
+                    topic.errorCode = name == nil ? KafkaError.unknownTopicId.code : KafkaError.unknownTopicOrPartition.code
+                }
+                response.topics.append(topic)
+                continue
+            }
+            topic.name = found.name
+            topic.topicId = found.topicID
+            for index in 0..<found.partitionCount {
+                var partition = MetadataResponse.MetadataResponsePartition()
+                partition.partitionIndex = index
+                let hosted = replicaManager.partition(TopicPartition(topic: found.name, partition: index))
+                if let hosted {
+                    partition.leaderId = config.nodeID
+                    partition.leaderEpoch = hosted.leaderEpoch
+                } else {
+                    partition.errorCode = KafkaError.leaderNotAvailable.code
+                    partition.leaderId = -1
+                    partition.leaderEpoch = -1
+                }
+                partition.replicaNodes = [config.nodeID]
+                partition.isrNodes = [config.nodeID]
+                topic.partitions.append(partition)
+            }
+            response.topics.append(topic)
+        }
+        return response
+    }
+
+    /// Creates a topic with the broker defaults (Metadata's auto-creation); nil when refused.
+    func autoCreateTopic(_ name: String) -> TopicMetadata? {
+        let config = self.config
+        do {
+            let topic = try metadata.createTopic(name: name, partitions: config.numPartitions,
+                                                 replicationFactor: config.defaultReplicationFactor, configs: [:])
+            try createLogs(for: topic)
+            logger.info("auto-created topic", metadata: ["topic": "\(name)", "partitions": "\(topic.partitionCount)"])
+            return topic
+        } catch {
+            if case .topicAlreadyExists = error as? MetadataError { return metadata.image.topics[name] }
+            logger.warning("cannot auto-create topic", metadata: ["topic": "\(name)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    func logConfig(for topic: TopicMetadata) -> LogConfig {
+        config.logConfig(dynamicBrokerConfigs: metadata.image.brokerConfigs, topicConfigs: topic.configs)
+    }
+
+    func createLogs(for topic: TopicMetadata) throws {
+        try replicaManager.becomeLeader(topic: topic, config: logConfig(for: topic), nowMs: clock())
+    }
+
+    // MARK: Errors
+
+    /// The one place storage errors become Kafka error codes.
+    static func kafkaError(_ error: StorageError) -> KafkaError {
+        switch error {
+        case .io, .logClosed, .corruptFile: return .kafkaStorageError
+        case .offsetOutOfRange: return .offsetOutOfRange
+        case .recordTooLarge: return .messageTooLarge
+        case .corruptRecord: return .corruptMessage
+        case .invalidRecord: return .invalidRecord
+        case .invalidProducerEpoch: return .invalidProducerEpoch
+        case .outOfOrderSequence: return .outOfOrderSequenceNumber
+        }
+    }
+}
+

@@ -1,0 +1,118 @@
+import ArgumentParser
+import FjordBroker
+import FjordServer
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+/// `fjord serve`: runs a broker until SIGTERM or SIGINT, then shuts down cleanly.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a broker.",
+        discussion: """
+            Configuration uses Kafka's server.properties keys (log.dirs, listeners, advertised.listeners,
+            num.partitions, log.retention.hours, log.segment.bytes, auto.create.topics.enable, node.id, ...).
+            Later sources win: --config FILE, then --set, then --data-dir/--listeners.
+            """
+    )
+
+    @Option(name: .long, help: "A server.properties file.")
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override one config key (repeatable).", valueName: "key=value"))
+    var overrides: [String] = []
+
+    @Option(name: .long, help: "Data directory (log.dirs).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Listeners, e.g. PLAINTEXT://127.0.0.1:9092 (listeners).")
+    var listeners: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "fjord")
+        let brokerConfig: BrokerConfig
+        do {
+            brokerConfig = try loadConfig(logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("fjord serve: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let service = BrokerService(config: brokerConfig, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            FileHandle.standardError.write(Data("fjord serve: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    func loadConfig(logger: Logger) throws -> BrokerConfig {
+        var text = ""
+        if let config {
+            guard let contents = try? String(contentsOfFile: config, encoding: .utf8) else {
+                throw ConfigError("cannot read config file \(config)")
+            }
+            text = contents
+        }
+        var values: [String: String] = [:]
+        for override in overrides {
+            guard let equals = override.firstIndex(of: "=") else {
+                throw ConfigError("--set \(override): expected key=value")
+            }
+            values[String(override[..<equals])] = String(override[override.index(after: equals)...])
+        }
+        if let dataDir { values["log.dirs"] = dataDir }
+        if let listeners { values["listeners"] = listeners }
+        let parsed = try BrokerConfig.parse(properties: text, overrides: values)
+        for key in parsed.unknownKeys.sorted() {
+            logger.warning("unknown config key ignored", metadata: ["key": "\(key)"])
+        }
+        return parsed
+    }
+}
+
+/// The broker and its server as one ServiceLifecycle service: graceful shutdown stops accepting
+/// connections, lets in-flight requests finish briefly, then closes the logs cleanly.
+struct BrokerService: Service {
+    let config: BrokerConfig
+    let logger: Logger
+
+    func run() async throws {
+        let broker = try Broker.start(config: config, logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let server: KafkaServer
+        do {
+            server = try await KafkaServer.start(broker: broker, group: group, logger: logger)
+        } catch {
+            try? broker.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
+        try? await gracefulShutdown()
+        logger.info("shutting down")
+        await server.stop()
+        // Give requests already being handled a moment to complete.
+        try? await Task.sleep(for: .milliseconds(200))
+        try broker.shutdown()
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+}
