@@ -296,7 +296,7 @@ extension KafkaAPIs {
                 config.name = entry.name
                 config.value = entry.value
                 config.readOnly = entry.readOnly
-                config.isDefault = entry.isDefault
+                if version == 0 { config.isDefault = entry.isDefault }  // v1+ reports configSource instead
                 config.configSource = entry.configSource
                 config.isSensitive = entry.isSensitive
                 config.configType = 0

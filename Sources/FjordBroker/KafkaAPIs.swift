@@ -101,7 +101,9 @@ public final class KafkaAPIs: Sendable {
         do {
             body = try request.decodeBody()
         } catch {
-            return .closeConnection(reason: "cannot decode \(request.apiKey.name) v\(version): \(error)")
+            let prefix = request.body.getBytes(at: request.body.readerIndex, length: Swift.min(64, request.body.readableBytes)) ?? []
+            let hex = prefix.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            return .closeConnection(reason: "cannot decode \(request.apiKey.name) v\(version): \(error) (body starts \(hex))")
         }
         switch body {
         case let r as ApiVersionsRequest:

@@ -107,7 +107,7 @@ struct FixtureTests {
             let frame = try RequestFrame(parsing: bytes)
             #expect(frame.apiKey.rawValue == fixture.apiKey)
             #expect(frame.apiVersion == fixture.apiVersion)
-            let body = try frame.decodeBody()
+            let body = try frame.decodeBodyExactly()
             let out = try reencodeRequest(frame, body: body)
             #expect(out.allBytes == bytes.allBytes, "re-encoded \(hex(out.allBytes)) != \(hex(bytes.allBytes))")
         } else {
