@@ -130,6 +130,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "FjordBrokerTests",
+            dependencies: ["FjordBroker", "FjordProtocol", "FjordStorage"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "FjordProtocolTests",
             dependencies: [
                 "FjordProtocol",

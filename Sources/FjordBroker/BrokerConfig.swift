@@ -97,6 +97,8 @@ public struct BrokerConfig: Sendable, Equatable {
         var config = BrokerConfig()
         config.raw = values
         var logKeys: [String: String] = [:]
+        /// Topic-level key → the broker key it came from, for error messages.
+        var sources: [String: String] = [:]
         for (key, value) in values.sorted(by: { $0.key < $1.key }) {
             switch key {
             case "node.id", "broker.id": config.nodeID = Int32(try int(key, value, min: 0, max: Int(Int32.max)))
@@ -113,26 +115,26 @@ public struct BrokerConfig: Sendable, Equatable {
             case "connections.max.idle.ms": config.connectionsMaxIdleMs = Int64(try int(key, value, min: -1, max: Int.max))
             case "queued.max.request.bytes": config.queuedMaxRequestBytes = Int64(try int(key, value, min: -1, max: Int.max))
             case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
-            case "log.retention.hours": logKeys["retention.ms.hours"] = value
-            case "log.retention.minutes": logKeys["retention.ms.minutes"] = value
-            case "log.retention.ms": logKeys["retention.ms"] = value
-            case "log.retention.bytes": logKeys["retention.bytes"] = value
-            case "log.segment.bytes": logKeys["segment.bytes"] = value
-            case "log.roll.hours": logKeys["segment.ms.hours"] = value
-            case "log.roll.ms": logKeys["segment.ms"] = value
-            case "log.index.size.max.bytes": logKeys["segment.index.bytes"] = value
-            case "log.index.interval.bytes": logKeys["index.interval.bytes"] = value
-            case "log.cleanup.policy": logKeys["cleanup.policy"] = value
-            case "log.cleaner.delete.retention.ms": logKeys["delete.retention.ms"] = value
-            case "log.cleaner.min.compaction.lag.ms": logKeys["min.compaction.lag.ms"] = value
-            case "log.cleaner.min.cleanable.ratio": logKeys["min.cleanable.dirty.ratio"] = value
-            case "log.flush.interval.messages": logKeys["flush.messages"] = value
-            case "log.flush.interval.ms": logKeys["flush.ms"] = value
-            case "log.flush.on.ack": logKeys["log.flush.on.ack"] = value
-            case "log.message.timestamp.type": logKeys["message.timestamp.type"] = value
-            case "log.segment.delete.delay.ms": logKeys["file.delete.delay.ms"] = value
-            case "log.preallocate": logKeys["preallocate"] = value
-            case "message.max.bytes": logKeys["max.message.bytes"] = value
+            case "log.retention.hours": logKeys["retention.ms.hours"] = value; sources["retention.ms.hours"] = key
+            case "log.retention.minutes": logKeys["retention.ms.minutes"] = value; sources["retention.ms.minutes"] = key
+            case "log.retention.ms": logKeys["retention.ms"] = value; sources["retention.ms"] = key
+            case "log.retention.bytes": logKeys["retention.bytes"] = value; sources["retention.bytes"] = key
+            case "log.segment.bytes": logKeys["segment.bytes"] = value; sources["segment.bytes"] = key
+            case "log.roll.hours": logKeys["segment.ms.hours"] = value; sources["segment.ms.hours"] = key
+            case "log.roll.ms": logKeys["segment.ms"] = value; sources["segment.ms"] = key
+            case "log.index.size.max.bytes": logKeys["segment.index.bytes"] = value; sources["segment.index.bytes"] = key
+            case "log.index.interval.bytes": logKeys["index.interval.bytes"] = value; sources["index.interval.bytes"] = key
+            case "log.cleanup.policy": logKeys["cleanup.policy"] = value; sources["cleanup.policy"] = key
+            case "log.cleaner.delete.retention.ms": logKeys["delete.retention.ms"] = value; sources["delete.retention.ms"] = key
+            case "log.cleaner.min.compaction.lag.ms": logKeys["min.compaction.lag.ms"] = value; sources["min.compaction.lag.ms"] = key
+            case "log.cleaner.min.cleanable.ratio": logKeys["min.cleanable.dirty.ratio"] = value; sources["min.cleanable.dirty.ratio"] = key
+            case "log.flush.interval.messages": logKeys["flush.messages"] = value; sources["flush.messages"] = key
+            case "log.flush.interval.ms": logKeys["flush.ms"] = value; sources["flush.ms"] = key
+            case "log.flush.on.ack": logKeys["log.flush.on.ack"] = value; sources["log.flush.on.ack"] = key
+            case "log.message.timestamp.type": logKeys["message.timestamp.type"] = value; sources["message.timestamp.type"] = key
+            case "log.segment.delete.delay.ms": logKeys["file.delete.delay.ms"] = value; sources["file.delete.delay.ms"] = key
+            case "log.preallocate": logKeys["preallocate"] = value; sources["preallocate"] = key
+            case "message.max.bytes": logKeys["max.message.bytes"] = value; sources["max.message.bytes"] = key
             default:
                 if !acceptedKeys.contains(key) { config.unknownKeys.append(key) }
             }
@@ -141,16 +143,28 @@ public struct BrokerConfig: Sendable, Equatable {
         if logKeys["retention.ms"] == nil {
             if let minutes = logKeys["retention.ms.minutes"] {
                 logKeys["retention.ms"] = String(try int("log.retention.minutes", minutes, min: -1, max: Int.max / 60_000) * 60_000)
+                sources["retention.ms"] = "log.retention.minutes"
             } else if let hours = logKeys["retention.ms.hours"] {
                 logKeys["retention.ms"] = String(try int("log.retention.hours", hours, min: -1, max: Int.max / 3_600_000) * 3_600_000)
+                sources["retention.ms"] = "log.retention.hours"
             }
         }
         if logKeys["segment.ms"] == nil, let hours = logKeys["segment.ms.hours"] {
             logKeys["segment.ms"] = String(try int("log.roll.hours", hours, min: 1, max: Int.max / 3_600_000) * 3_600_000)
+            sources["segment.ms"] = "log.roll.hours"
         }
         for key in ["retention.ms.minutes", "retention.ms.hours", "segment.ms.hours"] { logKeys[key] = nil }
         if logKeys["retention.ms"] == "-1" || logKeys["retention.ms"].map({ Int($0) ?? 0 < 0 }) == true {
             logKeys["retention.ms"] = "-1"
+        }
+        for (topicKey, value) in logKeys.sorted(by: { $0.key < $1.key }) {
+            var probe = LogConfig()
+            do {
+                try probe.apply([topicKey: value])
+            } catch {
+                let brokerKey = sources[topicKey] ?? topicKey
+                throw ConfigError("\(brokerKey)=\(value): \(error.description.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters() } ?? "invalid value")")
+            }
         }
         do {
             try config.logConfig.apply(logKeys)

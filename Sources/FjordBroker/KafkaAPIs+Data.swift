@@ -92,22 +92,81 @@ extension KafkaAPIs {
 
     /// Fetch: reads each partition as a file region (zero copy) up to the partition and response
     /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
-    /// to `max.wait.ms` until `min.bytes` arrive. Sessions (KIP-227) are answered sessionless
-    /// (session id 0), which every client treats as "send full requests".
+    /// to `max.wait.ms` until `min.bytes` arrive. From v7, incremental fetch sessions (KIP-227)
+    /// through `FetchSessionCache`.
     func handleFetch(_ request: FetchRequest, request frame: RequestFrame) async -> BrokerReply {
         let version = frame.apiVersion
-        let deadline = clock() + Int64(Swift.max(0, request.maxWaitMs))
-        var response = fetchOnce(request, version: version)
-        while response.bytes < Int(request.minBytes) && !response.hasError {
-            let remaining = deadline - clock()
-            guard remaining > 0 else { break }
-            await replicaManager.purgatory.wait(for: response.partitions, timeoutMs: remaining)
-            response = fetchOnce(request, version: version)
+        var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
+        let image = metadata.image
+        for topic in request.topics {
+            let name = version >= 13 ? (image.topic(id: topic.topicId)?.name ?? "") : topic.topic
+            for partition in topic.partitions {
+                requested.append((FetchSessionCache.Key(topic: name, partition: partition.partition),
+                                  FetchSessionCache.PartitionState(topicID: topic.topicId, fetchOffset: partition.fetchOffset,
+                                                                   maxBytes: partition.partitionMaxBytes,
+                                                                   currentLeaderEpoch: partition.currentLeaderEpoch)))
+            }
+        }
+        var forgotten: [FetchSessionCache.Key] = []
+        for topic in request.forgottenTopicsData {
+            let name = version >= 13 ? (image.topic(id: topic.topicId)?.name ?? "") : topic.topic
+            forgotten += topic.partitions.map { FetchSessionCache.Key(topic: name, partition: $0) }
+        }
+        let lookup: FetchSessionCache.Lookup
+        let partitions: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)]
+        if version >= 7 {
+            (lookup, partitions) = fetchSessions.resolve(sessionID: request.sessionId, epoch: request.sessionEpoch,
+                                                         requested: requested, forgotten: forgotten, nowMs: clock())
+        } else {
+            (lookup, partitions) = (.sessionless, requested)
+        }
+        var result: FetchResult
+        if case .error(let error) = lookup {
+            result = FetchResult()
+            result.body.errorCode = error.code
+        } else {
+            let deadline = clock() + Int64(Swift.max(0, request.maxWaitMs))
+            result = fetchOnce(partitions, request: request, version: version)
+            while result.bytes < Int(request.minBytes) && !result.hasError {
+                let remaining = deadline - clock()
+                guard remaining > 0 else { break }
+                await replicaManager.purgatory.wait(for: result.partitions, timeoutMs: remaining)
+                result = fetchOnce(partitions, request: request, version: version)
+            }
+            var sessionID: Int32 = 0
+            var incremental = false
+            switch lookup {
+            case .created(let id): sessionID = id
+            case .incremental(let id): sessionID = id; incremental = true
+            default: break
+            }
+            result.body.sessionId = sessionID
+            // Group partitions by topic in request order; incremental sessions send only changes.
+            var topics: [FetchResponse.FetchableTopicResponse] = []
+            for (key, topicID, data) in result.entries {
+                if sessionID != 0 {
+                    let include = fetchSessions.noteResponse(
+                        sessionID: sessionID, key: key, highWatermark: data.highWatermark, logStartOffset: data.logStartOffset,
+                        lastStableOffset: data.lastStableOffset, hasRecords: data.recordsRegion != nil,
+                        hasError: data.errorCode != 0)
+                    if incremental && !include { continue }
+                }
+                if let last = topics.last, last.topic == key.topic && last.topicId == topicID {
+                    topics[topics.count - 1].partitions.append(data)
+                } else {
+                    var topic = FetchResponse.FetchableTopicResponse()
+                    topic.topic = version >= 13 ? "" : key.topic
+                    topic.topicId = version >= 13 ? topicID : .zero
+                    topic.partitions = [data]
+                    topics.append(topic)
+                }
+            }
+            result.body.responses = topics
         }
         var buffer = ByteBuffer()
         var splices: [ZeroCopySplice] = []
         do {
-            try ResponseFrame.encode(response.body, version: version, correlationID: frame.correlationID,
+            try ResponseFrame.encode(result.body, version: version, correlationID: frame.correlationID,
                                      into: &buffer, splices: &splices)
         } catch {
             logger.error("cannot encode Fetch v\(version) response: \(error)")
@@ -120,7 +179,7 @@ extension KafkaAPIs {
             if let bytes = buffer.getSlice(at: cursor, length: splice.position - cursor), bytes.readableBytes > 0 {
                 parts.append(.bytes(bytes))
             }
-            parts.append(.file(response.slices[splice.region.token]))
+            parts.append(.file(result.slices[splice.region.token]))
             cursor = splice.position
         }
         if let tail = buffer.getSlice(at: cursor, length: buffer.writerIndex - cursor), tail.readableBytes > 0 {
@@ -131,77 +190,60 @@ extension KafkaAPIs {
 
     struct FetchResult {
         var body = FetchResponse()
+        var entries: [(FetchSessionCache.Key, KafkaUUID, FetchResponse.PartitionData)] = []
         var slices: [FileSlice] = []
         var bytes = 0
         var hasError = false
         var partitions: Set<TopicPartition> = []
     }
 
-    private func fetchOnce(_ request: FetchRequest, version: Int16) -> FetchResult {
+    private func fetchOnce(_ partitions: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)], request: FetchRequest,
+                           version: Int16) -> FetchResult {
         var result = FetchResult()
         let image = metadata.image
         var remaining = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
         let upperBound: ReadUpperBound = request.isolationLevel == 1 ? .lastStableOffset : .highWatermark
         var first = true
-        for topic in request.topics {
-            var topicResponse = FetchResponse.FetchableTopicResponse()
-            let known: TopicMetadata?
-            if version >= 13 {
-                known = image.topic(id: topic.topicId)
-                topicResponse.topicId = topic.topicId
-            } else {
-                known = image.topics[topic.topic]
-                topicResponse.topic = topic.topic
+        for (key, fetch) in partitions {
+            var data = FetchResponse.PartitionData()
+            data.partitionIndex = key.partition
+            data.highWatermark = -1
+            data.lastStableOffset = -1
+            data.logStartOffset = -1
+            defer { result.entries.append((key, fetch.topicID, data)) }
+            guard image.topics[key.topic] != nil, let partition = replicaManager.partition(TopicPartition(topic: key.topic, partition: key.partition)) else {
+                data.errorCode = (version >= 13 ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
+                result.hasError = true
+                continue
             }
-            for fetch in topic.partitions {
-                var data = FetchResponse.PartitionData()
-                data.partitionIndex = fetch.partition
-                data.highWatermark = -1
-                data.lastStableOffset = -1
-                data.logStartOffset = -1
-                defer { topicResponse.partitions.append(data) }
-                guard let known, let partition = replicaManager.partition(TopicPartition(topic: known.name, partition: fetch.partition)) else {
-                    data.errorCode = (version >= 13 ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
-                    result.hasError = true
-                    continue
-                }
-                if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch > partition.leaderEpoch {
-                    data.errorCode = KafkaError.unknownLeaderEpoch.code
-                    result.hasError = true
-                    continue
-                }
-                if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch < partition.leaderEpoch {
-                    data.errorCode = KafkaError.fencedLeaderEpoch.code
-                    result.hasError = true
-                    continue
-                }
-                result.partitions.insert(partition.topicPartition)
-                let maxBytes = Swift.min(Int(Swift.max(0, fetch.partitionMaxBytes)), remaining)
-                do {
-                    let read = try partition.log.read(from: fetch.fetchOffset, maxBytes: maxBytes, upperBound: upperBound,
-                                                      minOneMessage: first)
-                    data.highWatermark = read.highWatermark
-                    data.lastStableOffset = read.lastStableOffset
-                    data.logStartOffset = read.logStartOffset
-                    if request.isolationLevel == 1 { data.abortedTransactions = [] }
-                    if let slice = read.records, slice.length > 0 {
-                        data.recordsRegion = ZeroCopyRegion(length: slice.length, token: result.slices.count)
-                        result.slices.append(slice)
-                        result.bytes += slice.length
-                        remaining -= slice.length
-                        first = false
-                    } else {
-                        data.records = ByteBuffer()
-                    }
-                } catch {
-                    data.errorCode = Self.kafkaError(error).code
-                    data.highWatermark = partition.log.highWatermark
-                    data.logStartOffset = partition.log.logStartOffset
-                    result.hasError = true
-                }
+            if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch != partition.leaderEpoch {
+                data.errorCode = (fetch.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+                result.hasError = true
+                continue
             }
-            if version >= 13 || known != nil || !topic.topic.isEmpty {
-                result.body.responses.append(topicResponse)
+            result.partitions.insert(partition.topicPartition)
+            let maxBytes = Swift.min(Int(Swift.max(0, fetch.maxBytes)), remaining)
+            do {
+                let read = try partition.log.read(from: fetch.fetchOffset, maxBytes: maxBytes, upperBound: upperBound,
+                                                  minOneMessage: first)
+                data.highWatermark = read.highWatermark
+                data.lastStableOffset = read.lastStableOffset
+                data.logStartOffset = read.logStartOffset
+                if request.isolationLevel == 1 { data.abortedTransactions = [] }
+                if let slice = read.records, slice.length > 0 {
+                    data.recordsRegion = ZeroCopyRegion(length: slice.length, token: result.slices.count)
+                    result.slices.append(slice)
+                    result.bytes += slice.length
+                    remaining -= slice.length
+                    first = false
+                } else {
+                    data.records = ByteBuffer()
+                }
+            } catch {
+                data.errorCode = Self.kafkaError(error).code
+                data.highWatermark = partition.log.highWatermark
+                data.logStartOffset = partition.log.logStartOffset
+                result.hasError = true
             }
         }
         return result

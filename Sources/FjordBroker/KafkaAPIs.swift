@@ -16,6 +16,7 @@ public final class KafkaAPIs: Sendable {
     let replicaManager: ReplicaManager
     let logger: Logger
     let clock: @Sendable () -> Int64
+    let fetchSessions = FetchSessionCache()
     private let state: Mutex<State>
 
     struct State {
@@ -302,6 +303,7 @@ public final class KafkaAPIs: Sendable {
         case .recordTooLarge: return .messageTooLarge
         case .corruptRecord: return .corruptMessage
         case .invalidRecord: return .invalidRecord
+        case .invalidConfig: return .invalidConfig
         case .invalidProducerEpoch: return .invalidProducerEpoch
         case .outOfOrderSequence: return .outOfOrderSequenceNumber
         }

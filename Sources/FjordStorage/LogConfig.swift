@@ -44,7 +44,7 @@ public struct LogConfig: Sendable, Equatable {
 
     /// Applies Kafka topic-config keys; returns the keys it did not understand.
     ///
-    /// Throws `StorageError.invalidRecord` with a message naming the key when a value does not parse.
+    /// Throws `StorageError.invalidConfig` with a message naming the key when a value does not parse.
     @discardableResult
     public mutating func apply(_ configs: [String: String]) throws(StorageError) -> [String] {
         var unknown: [String] = []
@@ -64,13 +64,13 @@ public struct LogConfig: Sendable, Equatable {
             case "file.delete.delay.ms": fileDeleteDelayMs = Int64(try Self.int(key, value, min: 0))
             case "min.cleanable.dirty.ratio":
                 guard let ratio = Double(value), ratio >= 0, ratio <= 1 else {
-                    throw StorageError.invalidRecord("\(key)=\(value): expected a number between 0 and 1")
+                    throw StorageError.invalidConfig("\(key)=\(value): expected a number between 0 and 1")
                 }
                 minCleanableDirtyRatio = ratio
             case "cleanup.policy":
                 let parts = Set(value.split(separator: ",").map { $0.trimmingCharacters() })
                 guard !parts.isEmpty, parts.isSubset(of: ["delete", "compact"]) else {
-                    throw StorageError.invalidRecord("\(key)=\(value): expected delete, compact or compact,delete")
+                    throw StorageError.invalidConfig("\(key)=\(value): expected delete, compact or compact,delete")
                 }
                 deleteEnabled = parts.contains("delete")
                 compactEnabled = parts.contains("compact")
@@ -78,13 +78,13 @@ public struct LogConfig: Sendable, Equatable {
                 switch value {
                 case "CreateTime": logAppendTime = false
                 case "LogAppendTime": logAppendTime = true
-                default: throw StorageError.invalidRecord("\(key)=\(value): expected CreateTime or LogAppendTime")
+                default: throw StorageError.invalidConfig("\(key)=\(value): expected CreateTime or LogAppendTime")
                 }
             case "log.flush.on.ack", "fjord.flush.on.ack":
-                guard let flag = Bool(value) else { throw StorageError.invalidRecord("\(key)=\(value): expected true or false") }
+                guard let flag = Bool(value) else { throw StorageError.invalidConfig("\(key)=\(value): expected true or false") }
                 flushOnAck = flag
             case "preallocate":
-                guard let flag = Bool(value) else { throw StorageError.invalidRecord("\(key)=\(value): expected true or false") }
+                guard let flag = Bool(value) else { throw StorageError.invalidConfig("\(key)=\(value): expected true or false") }
                 preallocate = flag
             default:
                 unknown.append(key)
@@ -95,7 +95,7 @@ public struct LogConfig: Sendable, Equatable {
 
     private static func int(_ key: String, _ value: String, min: Int) throws(StorageError) -> Int {
         guard let number = Int(value.trimmingCharacters()), number >= min else {
-            throw StorageError.invalidRecord("\(key)=\(value): expected an integer ≥ \(min)")
+            throw StorageError.invalidConfig("\(key)=\(value): expected an integer ≥ \(min)")
         }
         return number
     }

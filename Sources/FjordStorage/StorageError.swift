@@ -16,6 +16,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidProducerEpoch(producerID: Int64, epoch: Int16, current: Int16)
     /// The batch's sequence does not follow the producer's last sequence.
     case outOfOrderSequence(producerID: Int64, epoch: Int16, sequence: Int32, expected: Int32)
+    /// A log config value does not parse; the message names the key and what was expected.
+    case invalidConfig(String)
     /// The log or segment was closed or deleted.
     case logClosed(String)
     /// An on-disk file did not parse (checkpoint, metadata); the message says which and why.
@@ -37,6 +39,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             return "producer \(producerID) epoch \(epoch) is older than the current epoch \(current)"
         case .outOfOrderSequence(let producerID, let epoch, let sequence, let expected):
             return "producer \(producerID) epoch \(epoch): sequence \(sequence), expected \(expected)"
+        case .invalidConfig(let why):
+            return why
         case .logClosed(let what):
             return "\(what) is closed"
         case .corruptFile(let path, let reason):

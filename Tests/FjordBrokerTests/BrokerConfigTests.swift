@@ -1,0 +1,42 @@
+import FjordBroker
+import FjordStorage
+import Testing
+
+@Suite("Broker configuration")
+struct BrokerConfigTests {
+    @Test("server.properties keys, --set overrides and Kafka's retention precedence")
+    func parsing() throws {
+        let config = try BrokerConfig.parse(properties: """
+            # comment
+            node.id=7
+            listeners=PLAINTEXT://0.0.0.0:9093,OTHER://127.0.0.1:9094
+            log.dirs=/var/lib/fjord
+            log.retention.hours=2
+            log.retention.minutes=30
+            log.segment.bytes = 1048576
+            auto.create.topics.enable: false
+            mystery.key=1
+            """, overrides: ["num.partitions": "4"])
+        #expect(config.nodeID == 7)
+        #expect(config.listeners.map(\.port) == [9093, 9094])
+        #expect(config.advertised.host == "127.0.0.1", "a wildcard listener advertises loopback")
+        #expect(config.logDirs == ["/var/lib/fjord"])
+        #expect(config.logConfig.retentionMs == 30 * 60_000, "minutes win over hours")
+        #expect(config.logConfig.segmentBytes == 1_048_576)
+        #expect(!config.autoCreateTopicsEnable)
+        #expect(config.numPartitions == 4)
+        #expect(config.unknownKeys == ["mystery.key"])
+    }
+
+    @Test("bad values name the key")
+    func refusals() {
+        for (key, value) in [("num.partitions", "0"), ("listeners", "nowhere"), ("log.segment.bytes", "big"),
+                             ("auto.create.topics.enable", "yes"), ("log.cleanup.policy", "shred")] {
+            #expect {
+                _ = try BrokerConfig.parse(overrides: [key: value])
+            } throws: { error in
+                "\(error)".contains(key)
+            }
+        }
+    }
+}
