@@ -35,7 +35,7 @@ public final class Broker: Sendable {
         self.logger = logger
     }
 
-    public static func start(config: BrokerConfig, logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock) throws -> Broker {
+    public static func start(config: BrokerConfig, logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock) async throws -> Broker {
         let directory = FilePath(config.logDirs[0])
         if config.logDirs.count > 1 {
             logger.warning("several log.dirs given; Fjord uses the first", metadata: ["log.dirs": "\(config.logDirs)"])
@@ -93,9 +93,17 @@ public final class Broker: Sendable {
             }
         }
         let apis = KafkaAPIs(config: config, metadata: store, replicaManager: replicaManager, logger: logger, clock: clock)
-        for topic in topics.values.sorted(by: { $0.name < $1.name }) {
+        if store.image.topics[GroupCoordinator.topic] == nil {
+            // The compacted internal topic of the group coordinator, as Kafka creates it.
+            _ = try store.createTopic(name: GroupCoordinator.topic, partitions: config.offsetsTopicPartitions, replicationFactor: 1,
+                                      configs: ["cleanup.policy": "compact", "segment.bytes": "104857600"])
+        }
+        for topic in store.image.topics.values.sorted(by: { $0.name < $1.name }) {
             try replicaManager.becomeLeader(topic: topic, config: apis.logConfig(for: topic), nowMs: now)
         }
+        // Groups and offsets are loaded before the server answers anything.
+        try await apis.groupCoordinator.load()
+        await apis.groupCoordinator.startExpiryChecks()
         logManager.startBackgroundTasks(intervalMs: Int(config.retentionCheckIntervalMs), clock: clock) { report in
             for (partition, count) in report.deletedSegments {
                 logger.info("retention deleted segments", metadata: ["partition": "\(partition)", "segments": "\(count)"])
@@ -114,7 +122,8 @@ public final class Broker: Sendable {
 
     /// Closes every log (flush, trim indexes, snapshot producer state) and writes the
     /// clean-shutdown marker.
-    public func shutdown() throws {
+    public func shutdown() async throws {
+        await apis.groupCoordinator.stop()
         try logManager.shutdown(nowMs: Self.systemClock())
         logger.info("log directory closed cleanly")
     }

@@ -61,6 +61,13 @@ public struct BrokerConfig: Sendable, Equatable {
     public var queuedMaxRequestBytes: Int64 = -1
     public var retentionCheckIntervalMs: Int64 = 300_000
     public var deleteTopicEnable = true
+    /// Consumer groups (Kafka's `group.*` / `offsets.*` keys).
+    public var offsetsTopicPartitions: Int32 = 50
+    public var groupInitialRebalanceDelayMs: Int64 = 3000
+    public var groupMinSessionTimeoutMs: Int32 = 6000
+    public var groupMaxSessionTimeoutMs: Int32 = 1_800_000
+    public var groupMaxSize: Int = Int(Int32.max)
+    public var offsetMetadataMaxBytes: Int = 4096
     /// `log.*` defaults for every topic.
     public var logConfig = LogConfig()
     public var unknownKeys: [String] = []
@@ -83,10 +90,9 @@ public struct BrokerConfig: Sendable, Equatable {
     static let acceptedKeys: Set<String> = [
         "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
         "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "transaction.state.log.replication.factor",
-        "transaction.state.log.min.isr", "group.initial.rebalance.delay.ms", "process.roles", "controller.quorum.voters",
+        "transaction.state.log.min.isr", "process.roles", "controller.quorum.voters",
         "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
-        "offsets.topic.num.partitions", "offsets.retention.minutes", "group.min.session.timeout.ms",
-        "group.max.session.timeout.ms", "group.max.size", "min.insync.replicas", "unclean.leader.election.enable",
+        "offsets.retention.minutes", "min.insync.replicas", "unclean.leader.election.enable",
         "compression.type", "broker.rack", "cluster.id",
     ]
 
@@ -114,6 +120,12 @@ public struct BrokerConfig: Sendable, Equatable {
             case "socket.request.max.bytes": config.socketRequestMaxBytes = try int(key, value, min: 1024, max: Int(Int32.max))
             case "connections.max.idle.ms": config.connectionsMaxIdleMs = Int64(try int(key, value, min: -1, max: Int.max))
             case "queued.max.request.bytes": config.queuedMaxRequestBytes = Int64(try int(key, value, min: -1, max: Int.max))
+            case "offsets.topic.num.partitions": config.offsetsTopicPartitions = Int32(try int(key, value, min: 1, max: 10_000))
+            case "group.initial.rebalance.delay.ms": config.groupInitialRebalanceDelayMs = Int64(try int(key, value, min: 0, max: Int(Int32.max)))
+            case "group.min.session.timeout.ms": config.groupMinSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
+            case "group.max.session.timeout.ms": config.groupMaxSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
+            case "group.max.size": config.groupMaxSize = try int(key, value, min: 1, max: Int(Int32.max))
+            case "offset.metadata.max.bytes": config.offsetMetadataMaxBytes = try int(key, value, min: 0, max: Int(Int32.max))
             case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
             case "log.retention.hours": logKeys["retention.ms.hours"] = value; sources["retention.ms.hours"] = key
             case "log.retention.minutes": logKeys["retention.ms.minutes"] = value; sources["retention.ms.minutes"] = key

@@ -17,6 +17,7 @@ public final class KafkaAPIs: Sendable {
     let logger: Logger
     let clock: @Sendable () -> Int64
     let fetchSessions = FetchSessionCache()
+    let groupCoordinator: GroupCoordinator
     private let state: Mutex<State>
 
     struct State {
@@ -32,6 +33,11 @@ public final class KafkaAPIs: Sendable {
         self.logger = logger
         self.clock = clock
         self.state = Mutex(State(config: config))
+        self.groupCoordinator = GroupCoordinator(
+            settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
+                            minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
+                            maxMetadataBytes: config.offsetMetadataMaxBytes, maxGroupSize: config.groupMaxSize),
+            replicaManager: replicaManager, logger: logger, clock: clock)
     }
 
     var config: BrokerConfig { state.withLock { $0.config } }
@@ -75,12 +81,23 @@ public final class KafkaAPIs: Sendable {
         .describeCluster: 0...1,
         .describeProducers: 0...0,
         .describeLogDirs: 1...4,
+        .findCoordinator: 0...4,
+        .joinGroup: 0...9,
+        .syncGroup: 0...5,
+        .heartbeat: 0...4,
+        .leaveGroup: 0...5,
+        .offsetCommit: 2...8,
+        .offsetFetch: 1...8,
+        .listGroups: 0...5,
+        .describeGroups: 0...5,
+        .deleteGroups: 0...2,
+        .offsetDelete: 0...0,
     ]
 
     // MARK: Dispatch
 
     /// Handles one request frame (the bytes after the size prefix).
-    public func handle(_ frame: ByteBuffer) async -> BrokerReply {
+    public func handle(_ frame: ByteBuffer, clientHost: String = "") async -> BrokerReply {
         let request: RequestFrame
         do {
             request = try RequestFrame(parsing: frame)
@@ -143,6 +160,28 @@ public final class KafkaAPIs: Sendable {
             return encode(handleDescribeProducers(r), version: version, request: request)
         case let r as DescribeLogDirsRequest:
             return encode(handleDescribeLogDirs(r), version: version, request: request)
+        case let r as FindCoordinatorRequest:
+            return encode(handleFindCoordinator(r, version: version), version: version, request: request)
+        case let r as JoinGroupRequest:
+            return encode(await handleJoinGroup(r, version: version, frame: request, clientHost: clientHost), version: version, request: request)
+        case let r as SyncGroupRequest:
+            return encode(await handleSyncGroup(r, version: version), version: version, request: request)
+        case let r as HeartbeatRequest:
+            return encode(await handleHeartbeat(r), version: version, request: request)
+        case let r as LeaveGroupRequest:
+            return encode(await handleLeaveGroup(r, version: version), version: version, request: request)
+        case let r as OffsetCommitRequest:
+            return encode(await handleOffsetCommit(r, version: version), version: version, request: request)
+        case let r as OffsetFetchRequest:
+            return encode(await handleOffsetFetch(r, version: version), version: version, request: request)
+        case let r as ListGroupsRequest:
+            return encode(await handleListGroups(r), version: version, request: request)
+        case let r as DescribeGroupsRequest:
+            return encode(await handleDescribeGroups(r), version: version, request: request)
+        case let r as DeleteGroupsRequest:
+            return encode(await handleDeleteGroups(r), version: version, request: request)
+        case let r as OffsetDeleteRequest:
+            return encode(await handleOffsetDelete(r), version: version, request: request)
         default:
             return unsupported(request, why: "no handler for \(request.apiKey.name)")
         }
@@ -248,6 +287,7 @@ public final class KafkaAPIs: Sendable {
             }
             topic.name = found.name
             topic.topicId = found.topicID
+            if version >= 1 { topic.isInternal = found.name == GroupCoordinator.topic }
             for index in 0..<found.partitionCount {
                 var partition = MetadataResponse.MetadataResponsePartition()
                 partition.partitionIndex = index

@@ -79,7 +79,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         let channel = context.channel
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let promise = context.eventLoop.makePromise(of: BrokerReply.self)
-        promise.completeWithTask { await apis.handle(frame) }
+        let host = channel.remoteAddress?.ipAddress ?? ""
+        promise.completeWithTask { await apis.handle(frame, clientHost: host.isEmpty ? "" : "/\(host)") }
         promise.futureResult.whenSuccess { reply in
             let (handler, context) = loopBound.value
             handler.write(reply, channel: channel, context: context)

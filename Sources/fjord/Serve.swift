@@ -95,13 +95,13 @@ struct BrokerService: Service {
     let logger: Logger
 
     func run() async throws {
-        let broker = try Broker.start(config: config, logger: logger)
+        let broker = try await Broker.start(config: config, logger: logger)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let server: KafkaServer
         do {
             server = try await KafkaServer.start(broker: broker, group: group, logger: logger)
         } catch {
-            try? broker.shutdown()
+            try? await broker.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
@@ -111,7 +111,7 @@ struct BrokerService: Service {
         await server.stop()
         // Give requests already being handled a moment to complete.
         try? await Task.sleep(for: .milliseconds(200))
-        try broker.shutdown()
+        try await broker.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }

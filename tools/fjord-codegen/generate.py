@@ -717,7 +717,8 @@ def api_case(message_name: str) -> str:
 
 def generate_message(msg: Message) -> str:
     e = Emitter(msg)
-    e.w(HEADER.format(source=f"messages/{msg.source}").rstrip("\n"))
+    source = msg.source if msg.source.startswith("records/") else f"messages/{msg.source}"
+    e.w(HEADER.format(source=source).rstrip("\n"))
     e.w()
     e.w("public import NIOCore")
     e.w()
@@ -884,6 +885,14 @@ def generate(schemas: str, out: str) -> list[str]:
     for name in sorted(os.listdir(schemas)):
         if name.endswith(".json"):
             messages.append(Message(os.path.join(schemas, name)))
+    # The group coordinator's __consumer_offsets record schemas live beside messages/.
+    records = os.path.join(os.path.dirname(os.path.abspath(schemas)), "records")
+    if os.path.isdir(records):
+        for name in sorted(os.listdir(records)):
+            if name.endswith(".json"):
+                record = Message(os.path.join(records, name))
+                record.source = "records/" + record.source
+                messages.append(record)
     written = []
     for m in messages:
         path = os.path.join(out, f"{m.name}.swift")

@@ -1,0 +1,246 @@
+import FjordMetadata
+import FjordProtocol
+import FjordStorage
+import NIOCore
+
+extension KafkaAPIs {
+    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16) -> FindCoordinatorResponse {
+        var response = FindCoordinatorResponse()
+        let advertised = config.advertised
+        let keys = version >= 4 ? request.coordinatorKeys : [request.key]
+        var coordinators: [FindCoordinatorResponse.Coordinator] = []
+        for key in keys {
+            var coordinator = FindCoordinatorResponse.Coordinator()
+            coordinator.key = key
+            if request.keyType != 0 {
+                coordinator.errorCode = KafkaError.coordinatorNotAvailable.code
+                coordinator.errorMessage = "transaction coordinators are not supported yet"
+                coordinator.nodeId = -1
+                coordinator.host = ""
+                coordinator.port = -1
+            } else if key.isEmpty {
+                coordinator.errorCode = KafkaError.invalidGroupId.code
+                coordinator.nodeId = -1
+                coordinator.port = -1
+            } else {
+                coordinator.nodeId = config.nodeID
+                coordinator.host = advertised.host
+                coordinator.port = Int32(advertised.port)
+            }
+            coordinators.append(coordinator)
+        }
+        if version >= 4 {
+            response.coordinators = coordinators
+        } else if let first = coordinators.first {
+            response.errorCode = first.errorCode
+            response.errorMessage = first.errorMessage
+            response.nodeId = first.nodeId
+            response.host = first.host
+            response.port = first.port
+        }
+        return response
+    }
+
+    func handleJoinGroup(_ request: JoinGroupRequest, version: Int16, frame: RequestFrame, clientHost: String) async -> JoinGroupResponse {
+        var response = await groupCoordinator.join(request, version: version, clientID: frame.header.clientId ?? "", clientHost: clientHost)
+        if version < 6 {
+            // Fields that older versions cannot carry keep their defaults.
+            response.protocolType = nil
+            response.skipAssignment = false
+            for index in response.members.indices { response.members[index].groupInstanceId = nil }
+        }
+        if version < 7 { response.protocolType = nil }
+        if version < 9 { response.skipAssignment = false }
+        if version < 7 && response.protocolName == nil { response.protocolName = "" }
+        return response
+    }
+
+    func handleSyncGroup(_ request: SyncGroupRequest, version: Int16) async -> SyncGroupResponse {
+        var response = await groupCoordinator.sync(request)
+        if version < 5 {
+            response.protocolType = nil
+            response.protocolName = nil
+        }
+        return response
+    }
+
+    func handleHeartbeat(_ request: HeartbeatRequest) async -> HeartbeatResponse {
+        var response = HeartbeatResponse()
+        response.errorCode = await groupCoordinator.heartbeat(request).code
+        return response
+    }
+
+    func handleLeaveGroup(_ request: LeaveGroupRequest, version: Int16) async -> LeaveGroupResponse {
+        var response = LeaveGroupResponse()
+        let members: [(memberID: String, instanceID: String?)] = version >= 3
+            ? request.members.map { ($0.memberId, $0.groupInstanceId) }
+            : [(request.memberId, nil)]
+        let (error, results) = await groupCoordinator.leave(groupID: request.groupId, members: members)
+        if version >= 3 {
+            response.members = zip(request.members, results).map { entry, result in
+                var member = LeaveGroupResponse.MemberResponse()
+                member.memberId = entry.memberId
+                member.groupInstanceId = entry.groupInstanceId
+                member.errorCode = result.code
+                return member
+            }
+            response.errorCode = error.code
+        } else {
+            response.errorCode = results.first.map { $0 == .noError ? error.code : $0.code } ?? error.code
+        }
+        return response
+    }
+
+    func handleOffsetCommit(_ request: OffsetCommitRequest, version: Int16) async -> OffsetCommitResponse {
+        var response = OffsetCommitResponse()
+        let now = clock()
+        var offsets: [(TopicPartition, GroupCoordinator.CommittedOffset)] = []
+        for topic in request.topics {
+            for partition in topic.partitions {
+                offsets.append((TopicPartition(topic: topic.name, partition: partition.partitionIndex),
+                                GroupCoordinator.CommittedOffset(offset: partition.committedOffset, leaderEpoch: partition.committedLeaderEpoch,
+                                                                 metadata: partition.committedMetadata ?? "", commitTimestamp: now)))
+            }
+        }
+        let (groupError, results) = await groupCoordinator.commit(
+            groupID: request.groupId, generation: request.generationIdOrMemberEpoch, memberID: request.memberId,
+            instanceID: request.groupInstanceId, offsets: offsets)
+        var index = 0
+        for topic in request.topics {
+            var topicResponse = OffsetCommitResponse.OffsetCommitResponseTopic()
+            topicResponse.name = topic.name
+            for partition in topic.partitions {
+                var result = OffsetCommitResponse.OffsetCommitResponsePartition()
+                result.partitionIndex = partition.partitionIndex
+                result.errorCode = (groupError ?? results[index]).code
+                topicResponse.partitions.append(result)
+                index += 1
+            }
+            response.topics.append(topicResponse)
+        }
+        return response
+    }
+
+    func handleOffsetFetch(_ request: OffsetFetchRequest, version: Int16) async -> OffsetFetchResponse {
+        var response = OffsetFetchResponse()
+        if version >= 8 {
+            for group in request.groups {
+                var result = OffsetFetchResponse.OffsetFetchResponseGroup()
+                result.groupId = group.groupId
+                let wanted = group.topics.map { topics in topics.flatMap { t in t.partitionIndexes.map { TopicPartition(topic: t.name, partition: $0) } } }
+                let offsets = await groupCoordinator.committed(groupID: group.groupId, partitions: wanted)
+                var byTopic: [(String, [OffsetFetchResponse.OffsetFetchResponsePartitions])] = []
+                for (tp, committed) in offsets {
+                    var partition = OffsetFetchResponse.OffsetFetchResponsePartitions()
+                    partition.partitionIndex = tp.partition
+                    partition.committedOffset = committed?.offset ?? -1
+                    partition.committedLeaderEpoch = committed?.leaderEpoch ?? -1
+                    partition.metadata = committed?.metadata ?? ""
+                    if let last = byTopic.last, last.0 == tp.topic { byTopic[byTopic.count - 1].1.append(partition) } else { byTopic.append((tp.topic, [partition])) }
+                }
+                result.topics = byTopic.map { name, partitions in
+                    var topic = OffsetFetchResponse.OffsetFetchResponseTopics()
+                    topic.name = name
+                    topic.partitions = partitions
+                    return topic
+                }
+                response.groups.append(result)
+            }
+            return response
+        }
+        let wanted = request.topics.map { topics in topics.flatMap { t in t.partitionIndexes.map { TopicPartition(topic: t.name, partition: $0) } } }
+        let offsets = await groupCoordinator.committed(groupID: request.groupId, partitions: wanted)
+        var byTopic: [(String, [OffsetFetchResponse.OffsetFetchResponsePartition])] = []
+        for (tp, committed) in offsets {
+            var partition = OffsetFetchResponse.OffsetFetchResponsePartition()
+            partition.partitionIndex = tp.partition
+            partition.committedOffset = committed?.offset ?? -1
+            partition.committedLeaderEpoch = version >= 5 ? (committed?.leaderEpoch ?? -1) : -1
+            partition.metadata = committed?.metadata ?? ""
+            if let last = byTopic.last, last.0 == tp.topic { byTopic[byTopic.count - 1].1.append(partition) } else { byTopic.append((tp.topic, [partition])) }
+        }
+        response.topics = byTopic.map { name, partitions in
+            var topic = OffsetFetchResponse.OffsetFetchResponseTopic()
+            topic.name = name
+            topic.partitions = partitions
+            return topic
+        }
+        return response
+    }
+
+    func handleListGroups(_ request: ListGroupsRequest) async -> ListGroupsResponse {
+        var response = ListGroupsResponse()
+        let states = Set(request.statesFilter.map { $0.lowercased() })
+        for group in await groupCoordinator.list() {
+            if !states.isEmpty && !states.contains(group.state.lowercased()) { continue }
+            if !request.typesFilter.isEmpty && !request.typesFilter.contains("classic") { continue }
+            var listed = ListGroupsResponse.ListedGroup()
+            listed.groupId = group.id
+            listed.protocolType = group.protocolType
+            listed.groupState = group.state
+            listed.groupType = "classic"
+            response.groups.append(listed)
+        }
+        return response
+    }
+
+    func handleDescribeGroups(_ request: DescribeGroupsRequest) async -> DescribeGroupsResponse {
+        var response = DescribeGroupsResponse()
+        for id in request.groups {
+            var described = DescribeGroupsResponse.DescribedGroup()
+            described.groupId = id
+            described.authorizedOperations = Int32.min
+            if let group = await groupCoordinator.describe(id) {
+                described.groupState = group.state
+                described.protocolType = group.protocolType
+                described.protocolData = group.protocolName
+                described.members = group.members.map { member in
+                    var entry = DescribeGroupsResponse.DescribedGroupMember()
+                    entry.memberId = member.memberID
+                    entry.groupInstanceId = member.instanceID
+                    entry.clientId = member.clientID
+                    entry.clientHost = member.clientHost
+                    entry.memberMetadata = member.metadata(for: group.protocolName)
+                    entry.memberAssignment = member.assignment
+                    return entry
+                }
+            } else {
+                described.groupState = "Dead"
+            }
+            response.groups.append(described)
+        }
+        return response
+    }
+
+    func handleDeleteGroups(_ request: DeleteGroupsRequest) async -> DeleteGroupsResponse {
+        var response = DeleteGroupsResponse()
+        for id in request.groupsNames {
+            var result = DeleteGroupsResponse.DeletableGroupResult()
+            result.groupId = id
+            result.errorCode = await groupCoordinator.delete(id).code
+            response.results.append(result)
+        }
+        return response
+    }
+
+    func handleOffsetDelete(_ request: OffsetDeleteRequest) async -> OffsetDeleteResponse {
+        var response = OffsetDeleteResponse()
+        let partitions = request.topics.flatMap { t in t.partitions.map { TopicPartition(topic: t.name, partition: $0.partitionIndex) } }
+        let (error, results) = await groupCoordinator.deleteOffsets(groupID: request.groupId, partitions: partitions)
+        response.errorCode = error.code
+        var index = 0
+        for topic in request.topics {
+            var topicResponse = OffsetDeleteResponse.OffsetDeleteResponseTopic()
+            topicResponse.name = topic.name
+            for partition in topic.partitions {
+                var result = OffsetDeleteResponse.OffsetDeleteResponsePartition()
+                result.partitionIndex = partition.partitionIndex
+                result.errorCode = index < results.count ? results[index].code : error.code
+                topicResponse.partitions.append(result)
+                index += 1
+            }
+            response.topics.append(topicResponse)
+        }
+        return response
+    }
+}
