@@ -65,7 +65,8 @@ actor GroupCoordinator {
         var leader: String? = nil
         var members: [String: Member] = [:]
         var joinOrder: [String] = []
-        var pendingMembers: Set<String> = []
+        /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394), with when they expire unjoined.
+        var pendingMembers: [String: Int64] = [:]
         var staticMembers: [String: String] = [:]
         var offsets: [TopicPartition: CommittedOffset] = [:]
         var rebalanceRound = 0
@@ -278,6 +279,7 @@ actor GroupCoordinator {
             for (id, member) in group.members where member.joinWaiter == nil && member.syncWaiter == nil {
                 if now - member.lastHeartbeatMs > Int64(member.sessionTimeoutMs) { expired.append(id) }
             }
+            group.pendingMembers = group.pendingMembers.filter { $0.value > now }
             guard !expired.isEmpty else { continue }
             for id in expired {
                 logger.info("member session expired", metadata: ["group": "\(group.id)", "member": "\(id)"])
@@ -502,6 +504,9 @@ actor GroupCoordinator {
                     }
                     memberID = newID
                 } else {
+                    guard group.members.count + group.pendingMembers.count < settings.maxGroupSize else {
+                        return joinError(.groupMaxSizeReached)
+                    }
                     memberID = newID
                     addMember(group, id: memberID, request: request, protocols: protocols, rebalanceTimeout: rebalanceTimeout,
                               clientID: clientID, clientHost: clientHost, now: now)
@@ -511,14 +516,18 @@ actor GroupCoordinator {
                     return joinError(.groupMaxSizeReached)
                 }
                 let newID = "\(clientID)-\(UUID().uuidString.lowercased())"
-                group.pendingMembers.insert(newID)
+                // A pending id that is never used expires after the session timeout.
+                group.pendingMembers[newID] = now + Int64(request.sessionTimeoutMs)
                 return joinError(.memberIdRequired, memberID: newID)
             } else {
+                guard group.members.count + group.pendingMembers.count < settings.maxGroupSize else {
+                    return joinError(.groupMaxSizeReached)
+                }
                 memberID = "\(clientID)-\(UUID().uuidString.lowercased())"
                 addMember(group, id: memberID, request: request, protocols: protocols, rebalanceTimeout: rebalanceTimeout,
                           clientID: clientID, clientHost: clientHost, now: now)
             }
-        } else if group.pendingMembers.remove(memberID) != nil {
+        } else if group.pendingMembers.removeValue(forKey: memberID) != nil {
             addMember(group, id: memberID, request: request, protocols: protocols, rebalanceTimeout: rebalanceTimeout,
                       clientID: clientID, clientHost: clientHost, now: now)
         } else if var member = group.members[memberID] {
@@ -652,7 +661,7 @@ actor GroupCoordinator {
                 if !id.isEmpty && id != known { results.append(.fencedInstanceId); continue }
                 id = known
             }
-            if group.pendingMembers.remove(id) != nil { results.append(.noError); continue }
+            if group.pendingMembers.removeValue(forKey: id) != nil { results.append(.noError); continue }
             guard group.members[id] != nil else { results.append(.unknownMemberId); continue }
             logger.info("member left", metadata: ["group": "\(groupID)", "member": "\(id)"])
             removeMember(group, id)
