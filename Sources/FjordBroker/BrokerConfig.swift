@@ -68,6 +68,7 @@ public struct BrokerConfig: Sendable, Equatable {
     public var groupMaxSessionTimeoutMs: Int32 = 1_800_000
     public var groupMaxSize: Int = Int(Int32.max)
     public var offsetMetadataMaxBytes: Int = 4096
+    public var offsetsRetentionMs: Int64 = 7 * 24 * 3600 * 1000
     /// `log.*` defaults for every topic.
     public var logConfig = LogConfig()
     public var unknownKeys: [String] = []
@@ -92,7 +93,7 @@ public struct BrokerConfig: Sendable, Equatable {
         "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr", "process.roles", "controller.quorum.voters",
         "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
-        "offsets.retention.minutes", "min.insync.replicas", "unclean.leader.election.enable",
+        "min.insync.replicas", "unclean.leader.election.enable",
         "compression.type", "broker.rack", "cluster.id",
     ]
 
@@ -125,6 +126,8 @@ public struct BrokerConfig: Sendable, Equatable {
             case "group.min.session.timeout.ms": config.groupMinSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.session.timeout.ms": config.groupMaxSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.size": config.groupMaxSize = try int(key, value, min: 1, max: Int(Int32.max))
+            case "offsets.retention.minutes": config.offsetsRetentionMs = Int64(try int(key, value, min: 1, max: Int(Int32.max))) * 60_000
+            case "offsets.retention.check.interval.ms": break
             case "offset.metadata.max.bytes": config.offsetMetadataMaxBytes = try int(key, value, min: 0, max: Int(Int32.max))
             case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
             case "log.retention.hours": logKeys["retention.ms.hours"] = value; sources["retention.ms.hours"] = key

@@ -82,6 +82,7 @@ actor GroupCoordinator {
         var maxSessionTimeoutMs: Int32
         var maxMetadataBytes: Int
         var maxGroupSize: Int
+        var offsetsRetentionMs: Int64
     }
 
     let settings: Settings
@@ -90,6 +91,7 @@ actor GroupCoordinator {
     let clock: @Sendable () -> Int64
     private var groups: [String: Group] = [:]
     private var expiryTask: Task<Void, Never>? = nil
+    private var lastOffsetExpiryMs: Int64 = 0
 
     init(settings: Settings, replicaManager: ReplicaManager, logger: Logger, clock: @escaping @Sendable () -> Int64) {
         self.settings = settings
@@ -274,6 +276,10 @@ actor GroupCoordinator {
 
     private func expireSessions() {
         let now = clock()
+        if now - lastOffsetExpiryMs >= 1000 {
+            lastOffsetExpiryMs = now
+            expireOffsets(now: now)
+        }
         for group in groups.values {
             var expired: [String] = []
             for (id, member) in group.members where member.joinWaiter == nil && member.syncWaiter == nil {
@@ -286,6 +292,33 @@ actor GroupCoordinator {
                 removeMember(group, id)
             }
             membersChanged(group)
+        }
+    }
+
+    /// `offsets.retention.minutes` (KIP-211): offsets of a group that uses the group protocol
+    /// expire once the group has been empty that long; offsets committed outside the protocol
+    /// (assign() consumers) expire that long after their commit. An empty group left without
+    /// offsets is deleted.
+    private func expireOffsets(now: Int64) {
+        for group in Array(groups.values) where group.state == .empty && group.members.isEmpty {
+            var expired: [TopicPartition] = []
+            for (tp, offset) in group.offsets {
+                let base = group.protocolType == nil ? offset.commitTimestamp : Swift.max(group.stateTimestamp, offset.commitTimestamp)
+                if now - base > settings.offsetsRetentionMs { expired.append(tp) }
+            }
+            guard !expired.isEmpty || (group.offsets.isEmpty && group.generation > 0) else { continue }
+            var records: [(key: ByteBuffer, value: ByteBuffer?)] = expired.map { (Self.offsetKey(group: group.id, tp: $0), nil) }
+            for tp in expired { group.offsets[tp] = nil }
+            if group.offsets.isEmpty {
+                records.append((Self.groupKey(group.id), nil))
+                groups[group.id] = nil
+            }
+            do {
+                try append(records, group: group.id)
+                logger.info("expired committed offsets", metadata: ["group": "\(group.id)", "partitions": "\(expired.count)"])
+            } catch {
+                logger.error("cannot expire offsets", metadata: ["group": "\(group.id)", "error": "\(error)"])
+            }
         }
     }
 

@@ -36,7 +36,8 @@ public final class KafkaAPIs: Sendable {
         self.groupCoordinator = GroupCoordinator(
             settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
-                            maxMetadataBytes: config.offsetMetadataMaxBytes, maxGroupSize: config.groupMaxSize),
+                            maxMetadataBytes: config.offsetMetadataMaxBytes, maxGroupSize: config.groupMaxSize,
+                            offsetsRetentionMs: config.offsetsRetentionMs),
             replicaManager: replicaManager, logger: logger, clock: clock)
     }
 

@@ -203,3 +203,17 @@ def test_lag_is_visible(group_broker):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     groups = {g.group_id for g in admin.list_consumer_groups().result(10).valid}
     assert group in groups
+
+
+def test_offsets_of_empty_groups_expire(broker_factory):
+    """offsets.retention.minutes: an offset committed outside the group protocol expires that
+    long after its commit (the shortest retention Kafka's key allows is one minute)."""
+    broker = broker_factory({**GROUP_SETTINGS, "offsets.retention.minutes": "1"})
+    create(broker.bootstrap, "expiring", 1)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "expiring-group"})
+    consumer.commit(offsets=[TopicPartition("expiring", 0, 7)], asynchronous=False)
+    assert consumer.committed([TopicPartition("expiring", 0)], timeout=10)[0].offset == 7
+    wait_for(lambda: consumer.committed([TopicPartition("expiring", 0)], timeout=10)[0].offset < 0,
+             timeout=75, what="the offset to expire")
+    consumer.close()
+    assert "expired committed offsets" in broker.log_text()
