@@ -69,6 +69,9 @@ public struct BrokerConfig: Sendable, Equatable {
     public var groupMaxSize: Int = Int(Int32.max)
     public var offsetMetadataMaxBytes: Int = 4096
     public var offsetsRetentionMs: Int64 = 7 * 24 * 3600 * 1000
+    /// `fjord.max.partitions.per.topic`: CreateTopics/CreatePartitions above this are refused with
+    /// INVALID_PARTITIONS, so one request cannot make the broker create millions of logs.
+    public var maxPartitionsPerTopic: Int32 = 10_000
     /// `log.*` defaults for every topic.
     public var logConfig = LogConfig()
     public var unknownKeys: [String] = []
@@ -126,6 +129,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case "group.min.session.timeout.ms": config.groupMinSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.session.timeout.ms": config.groupMaxSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.size": config.groupMaxSize = try int(key, value, min: 1, max: Int(Int32.max))
+            case "fjord.max.partitions.per.topic": config.maxPartitionsPerTopic = Int32(try int(key, value, min: 1, max: 1_000_000))
             case "offsets.retention.minutes": config.offsetsRetentionMs = Int64(try int(key, value, min: 1, max: Int(Int32.max))) * 60_000
             case "offsets.retention.check.interval.ms": break
             case "offset.metadata.max.bytes": config.offsetMetadataMaxBytes = try int(key, value, min: 0, max: Int(Int32.max))

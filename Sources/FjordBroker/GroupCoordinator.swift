@@ -90,11 +90,16 @@ actor GroupCoordinator {
     let logger: Logger
     let clock: @Sendable () -> Int64
     private var groups: [String: Group] = [:]
+    /// KIP-848 groups (see GroupCoordinator+ConsumerProtocol.swift).
+    var consumerGroups: [String: ConsumerGroup] = [:]
+    let metadataImage: @Sendable () -> MetadataImage
     private var expiryTask: Task<Void, Never>? = nil
     private var lastOffsetExpiryMs: Int64 = 0
 
-    init(settings: Settings, replicaManager: ReplicaManager, logger: Logger, clock: @escaping @Sendable () -> Int64) {
+    init(settings: Settings, replicaManager: ReplicaManager, logger: Logger, clock: @escaping @Sendable () -> Int64,
+         metadataImage: @escaping @Sendable () -> MetadataImage) {
         self.settings = settings
+        self.metadataImage = metadataImage
         self.replicaManager = replicaManager
         self.logger = logger
         self.clock = clock
@@ -279,6 +284,7 @@ actor GroupCoordinator {
         if now - lastOffsetExpiryMs >= 1000 {
             lastOffsetExpiryMs = now
             expireOffsets(now: now)
+            expireConsumerMembers(now: now)
         }
         for group in groups.values {
             var expired: [String] = []
@@ -320,6 +326,10 @@ actor GroupCoordinator {
                 logger.error("cannot expire offsets", metadata: ["group": "\(group.id)", "error": "\(error)"])
             }
         }
+    }
+
+    func classicGroupHasMembers(_ id: String) -> Bool {
+        groups[id].map { !$0.members.isEmpty } ?? false
     }
 
     // MARK: Membership helpers
@@ -488,6 +498,9 @@ actor GroupCoordinator {
         guard !request.protocols.isEmpty, !request.protocolType.isEmpty else {
             return joinError(.inconsistentGroupProtocol, memberID: request.memberId)
         }
+        if let consumer = consumerGroups[request.groupId], !consumer.members.isEmpty {
+            return joinError(.inconsistentGroupProtocol, memberID: request.memberId)
+        }
         let group = groups[request.groupId] ?? Group(id: request.groupId)
         groups[request.groupId] = group
         if group.state != .empty, let type = group.protocolType, type != request.protocolType {
@@ -585,7 +598,17 @@ actor GroupCoordinator {
             prepareRebalance(group)
         }
         let id = memberID
-        return await withCheckedContinuation { (continuation: CheckedContinuation<JoinGroupResponse, Never>) in
+        let groupID = group.id
+        // If the client goes away while waiting, stop waiting; the member then expires with its session.
+        return await withTaskCancellationHandler {
+            await waitForJoin(group, id: id)
+        } onCancel: {
+            Task { await self.abandonWaits(groupID: groupID, memberID: id) }
+        }
+    }
+
+    private func waitForJoin(_ group: Group, id: String) async -> JoinGroupResponse {
+        await withCheckedContinuation { (continuation: CheckedContinuation<JoinGroupResponse, Never>) in
             if let previous = group.members[id]?.joinWaiter {
                 previous.resume(returning: joinError(.rebalanceInProgress, memberID: id))
             }
@@ -596,6 +619,23 @@ actor GroupCoordinator {
             }
             maybeCompleteJoin(group)
         }
+    }
+
+    /// A waiting member's connection closed: answer its pending JoinGroup/SyncGroup with an error
+    /// (nobody reads it) so session expiry can remove the member.
+    func abandonWaits(groupID: String, memberID: String) {
+        guard let group = groups[groupID], var member = group.members[memberID] else { return }
+        if let waiter = member.joinWaiter {
+            member.joinWaiter = nil
+            waiter.resume(returning: joinError(.rebalanceInProgress, memberID: memberID))
+        }
+        if let waiter = member.syncWaiter {
+            member.syncWaiter = nil
+            var response = SyncGroupResponse()
+            response.errorCode = KafkaError.rebalanceInProgress.code
+            waiter.resume(returning: response)
+        }
+        group.members[memberID] = member
     }
 
     private func addMember(_ group: Group, id: String, request: JoinGroupRequest, protocols: [(String, ByteBuffer)],
@@ -707,10 +747,15 @@ actor GroupCoordinator {
     // MARK: Offsets
 
     func commit(groupID: String, generation: Int32, memberID: String, instanceID: String?,
-                offsets: [(TopicPartition, CommittedOffset)]) -> (KafkaError?, [KafkaError]) {
+                offsets: [(TopicPartition, CommittedOffset)], version: Int16 = 8) -> (KafkaError?, [KafkaError]) {
         guard !groupID.isEmpty else { return (.invalidGroupId, []) }
         let group = groups[groupID] ?? Group(id: groupID)
-        if generation < 0 && memberID.isEmpty {
+        if let consumerCheck = validateConsumerCommit(groupID: groupID, memberID: memberID, memberEpoch: generation),
+            !(generation < 0 && memberID.isEmpty)
+        {
+            // A KIP-848 group: the member epoch stands in for the generation.
+            if consumerCheck != .noError { return (consumerCheck, []) }
+        } else if generation < 0 && memberID.isEmpty {
             // A commit from outside the group protocol (assign() consumers, admin tools).
             guard group.members.isEmpty else { return (.unknownMemberId, []) }
         } else {

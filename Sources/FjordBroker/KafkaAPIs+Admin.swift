@@ -69,6 +69,11 @@ extension KafkaAPIs {
                 result.errorMessage = "Number of partitions must be larger than 0."
                 continue
             }
+            guard partitions <= config.maxPartitionsPerTopic else {
+                result.errorCode = KafkaError.invalidPartitions.code
+                result.errorMessage = "Number of partitions \(partitions) exceeds fjord.max.partitions.per.topic (\(config.maxPartitionsPerTopic))."
+                continue
+            }
             guard replication > 0 && Int(replication) <= Swift.max(1, metadata.image.brokers.count) else {
                 result.errorCode = KafkaError.invalidReplicationFactor.code
                 result.errorMessage = "Unable to replicate the partition \(replication) time(s): the number of brokers is 1."
@@ -174,6 +179,11 @@ extension KafkaAPIs {
             guard topic.count > existing.partitionCount else {
                 result.errorCode = KafkaError.invalidPartitions.code
                 result.errorMessage = "Topic currently has \(existing.partitionCount) partitions, which is higher than the requested \(topic.count)."
+                continue
+            }
+            guard topic.count <= config.maxPartitionsPerTopic else {
+                result.errorCode = KafkaError.invalidPartitions.code
+                result.errorMessage = "Number of partitions \(topic.count) exceeds fjord.max.partitions.per.topic (\(config.maxPartitionsPerTopic))."
                 continue
             }
             if let assignments = topic.assignments {

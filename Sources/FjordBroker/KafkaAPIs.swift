@@ -38,7 +38,7 @@ public final class KafkaAPIs: Sendable {
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
                             maxMetadataBytes: config.offsetMetadataMaxBytes, maxGroupSize: config.groupMaxSize,
                             offsetsRetentionMs: config.offsetsRetentionMs),
-            replicaManager: replicaManager, logger: logger, clock: clock)
+            replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
     }
 
     var config: BrokerConfig { state.withLock { $0.config } }
@@ -87,8 +87,10 @@ public final class KafkaAPIs: Sendable {
         .syncGroup: 0...5,
         .heartbeat: 0...4,
         .leaveGroup: 0...5,
-        .offsetCommit: 2...8,
-        .offsetFetch: 1...8,
+        .offsetCommit: 2...9,
+        .offsetFetch: 1...9,
+        .consumerGroupHeartbeat: 0...1,
+        .consumerGroupDescribe: 0...0,
         .listGroups: 0...5,
         .describeGroups: 0...5,
         .deleteGroups: 0...2,
@@ -181,6 +183,13 @@ public final class KafkaAPIs: Sendable {
             return encode(await handleDescribeGroups(r), version: version, request: request)
         case let r as DeleteGroupsRequest:
             return encode(await handleDeleteGroups(r), version: version, request: request)
+        case let r as ConsumerGroupHeartbeatRequest:
+            return encode(await groupCoordinator.consumerHeartbeat(r, version: version, clientID: request.header.clientId ?? "",
+                                                                   clientHost: clientHost), version: version, request: request)
+        case let r as ConsumerGroupDescribeRequest:
+            var response = ConsumerGroupDescribeResponse()
+            for id in r.groupIds { response.groups.append(await groupCoordinator.describeConsumerGroup(id)) }
+            return encode(response, version: version, request: request)
         case let r as OffsetDeleteRequest:
             return encode(await handleOffsetDelete(r), version: version, request: request)
         default:

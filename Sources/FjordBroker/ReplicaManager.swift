@@ -114,13 +114,19 @@ final class FetchPurgatory: Sendable {
             state.next += 1
             return state.next
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            // Registered before the timeout exists, so a wake or the timeout always finds it.
-            waiters.withLock { $0.byID[id] = Waiter(partitions: partitions, continuation: continuation) }
-            Task {
-                try? await Task.sleep(for: .milliseconds(timeoutMs))
-                self.resume(id)
+        // A cancelled request (its connection closed) stops waiting at once.
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Registered before the timeout exists, so a wake or the timeout always finds it.
+                waiters.withLock { $0.byID[id] = Waiter(partitions: partitions, continuation: continuation) }
+                if Task.isCancelled { self.resume(id) }
+                Task {
+                    try? await Task.sleep(for: .milliseconds(timeoutMs))
+                    self.resume(id)
+                }
             }
+        } onCancel: {
+            self.resume(id)
         }
     }
 

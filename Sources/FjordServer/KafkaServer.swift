@@ -52,6 +52,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var queuedBytes = 0
     private var busy = false
     private var readingPaused = false
+    /// The request being handled; cancelled when the connection closes, so a long poll or a
+    /// waiting JoinGroup of a gone client does not linger.
+    private var inFlight: Task<Void, Never>? = nil
 
     init(apis: KafkaAPIs, logger: Logger, maxQueuedBytes: Int) {
         self.apis = apis
@@ -78,12 +81,18 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         let apis = self.apis
         let channel = context.channel
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let promise = context.eventLoop.makePromise(of: BrokerReply.self)
         let host = channel.remoteAddress?.ipAddress ?? ""
-        promise.completeWithTask { await apis.handle(frame, clientHost: host.isEmpty ? "" : "/\(host)") }
-        promise.futureResult.whenSuccess { reply in
-            let (handler, context) = loopBound.value
-            handler.write(reply, channel: channel, context: context)
+        let eventLoop = context.eventLoop
+        inFlight = Task {
+            let reply = await apis.handle(frame, clientHost: host.isEmpty ? "" : "/\(host)")
+            // A closed connection (or a stopped server) has nobody to answer.
+            guard !Task.isCancelled, channel.isActive else { return }
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.inFlight = nil
+                guard channel.isActive else { return }
+                handler.write(reply, channel: channel, context: context)
+            }
         }
     }
 
@@ -129,6 +138,13 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             context.read()
         }
         processNext(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inFlight?.cancel()
+        inFlight = nil
+        queue.removeAll()
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

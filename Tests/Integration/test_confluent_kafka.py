@@ -83,6 +83,12 @@ def test_admin_client(broker):
         again["admin-a"].result(timeout=30)
     assert info.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
 
+    # An absurd partition count is refused before any log is created.
+    huge = admin.create_topics([NewTopic("admin-huge", num_partitions=50_000, replication_factor=1)])
+    with pytest.raises(Exception) as info:
+        huge["admin-huge"].result(timeout=30)
+    assert info.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+
     # validate_only creates nothing.
     admin.create_topics([NewTopic("admin-validate", num_partitions=3, replication_factor=1)], validate_only=True)["admin-validate"].result(30)
     assert "admin-validate" not in admin.list_topics(timeout=10).topics

@@ -1,0 +1,134 @@
+"""KIP-848 (ConsumerGroupHeartbeat) at the protocol level: no client in the test virtualenv speaks
+it yet, so these frames are encoded here, following the schemas."""
+
+import socket
+import struct
+import uuid
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+FENCED_MEMBER_EPOCH = 110
+UNKNOWN_MEMBER_ID = 25
+
+
+def uvarint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def cstr(s):
+    if s is None:
+        return uvarint(0)
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def carray(items, encode):
+    if items is None:
+        return uvarint(0)
+    return uvarint(len(items) + 1) + b"".join(encode(i) for i in items)
+
+
+class Reader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, n):
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def int8(self): return struct.unpack(">b", self.take(1))[0]
+    def int16(self): return struct.unpack(">h", self.take(2))[0]
+    def int32(self): return struct.unpack(">i", self.take(4))[0]
+
+    def uvarint(self):
+        shift = result = 0
+        while True:
+            b = self.take(1)[0]
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    def cstr(self):
+        n = self.uvarint()
+        return None if n == 0 else self.take(n - 1).decode()
+
+    def tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.take(self.uvarint())
+
+
+def heartbeat(sock, group, member, epoch, topics=None, owned=None, correlation=[0]):
+    correlation[0] += 1
+    body = cstr(group) + cstr(member) + struct.pack(">i", epoch) + cstr(None) + cstr(None) + struct.pack(">i", 30000)
+    body += carray(topics, cstr) + cstr(None) + cstr(None)
+    body += carray(owned, lambda tp: tp[0] + carray(tp[1], lambda p: struct.pack(">i", p)) + uvarint(0))
+    body += uvarint(0)
+    header = struct.pack(">hhi", 68, 1, correlation[0]) + struct.pack(">h", 4) + b"test" + uvarint(0)
+    payload = header + body
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+    r = Reader(sock.recv(size, socket.MSG_WAITALL))
+    assert r.int32() == correlation[0]
+    r.tags()
+    r.int32()  # throttle
+    error = r.int16()
+    message = r.cstr()
+    member_id = r.cstr()
+    member_epoch = r.int32()
+    r.int32()  # heartbeat interval
+    assignment = None
+    if r.int8() >= 0:
+        assignment = []
+        for _ in range(r.uvarint() - 1):
+            topic_id = r.take(16)
+            partitions = [r.int32() for _ in range(r.uvarint() - 1)]
+            r.tags()
+            assignment.append((topic_id, partitions))
+        r.tags()
+    return {"error": error, "message": message, "member": member_id, "epoch": member_epoch, "assignment": assignment}
+
+
+def partitions(response):
+    return sorted(p for _, ps in (response["assignment"] or []) for p in ps)
+
+
+def test_two_members_converge_without_overlap(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("kip848", num_partitions=4, replication_factor=1)])["kip848"].result(30)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        ra = heartbeat(sock, "g848", a, 0, topics=["kip848"])
+        assert ra["error"] == 0 and ra["epoch"] == 1 and partitions(ra) == [0, 1, 2, 3]
+        owned_a = ra["assignment"]
+
+        rb = heartbeat(sock, "g848", b, 0, topics=["kip848"])
+        assert rb["error"] == 0 and partitions(rb) == [], "nothing is free while A still owns everything"
+        epoch_b = rb["epoch"]
+
+        # A learns its smaller target; it keeps two partitions and must release two.
+        ra = heartbeat(sock, "g848", a, 1, owned=owned_a)
+        assert ra["epoch"] == 1, "A's epoch waits until it has released the revoked partitions"
+        kept = ra["assignment"]
+        assert len(partitions(ra)) == 2
+        ra = heartbeat(sock, "g848", a, 1, owned=kept)
+        assert ra["epoch"] == 2
+
+        rb = heartbeat(sock, "g848", b, epoch_b, owned=[])
+        assert sorted(partitions(rb) + partitions(ra)) == [0, 1, 2, 3], "disjoint and complete"
+        assert set(partitions(rb)).isdisjoint(partitions(ra))
+
+        # A stale epoch is fenced; an unknown member is refused.
+        assert heartbeat(sock, "g848", a, 1)["error"] == FENCED_MEMBER_EPOCH
+        assert heartbeat(sock, "g848", "nobody", 3)["error"] == UNKNOWN_MEMBER_ID
+
+        # B leaves: A gets everything back.
+        assert heartbeat(sock, "g848", b, -1)["epoch"] == -1
+        ra = heartbeat(sock, "g848", a, 2, owned=kept)
+        assert partitions(ra) == [0, 1, 2, 3]
