@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "FjordMetadata", targets: ["FjordMetadata"]),
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
+        .library(name: "FjordClient", targets: ["FjordClient"]),
         .executable(name: "fjord", targets: ["fjord"]),
     ],
     dependencies: [
@@ -91,6 +92,28 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "FjordClient",
+            dependencies: [
+                "FjordProtocol",
+                "FjordCompression",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FjordTesting",
+            dependencies: [
+                "FjordBroker",
+                "FjordServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "fjord",
             dependencies: [
@@ -132,6 +155,11 @@ let package = Package(
         .testTarget(
             name: "FjordBrokerTests",
             dependencies: ["FjordBroker", "FjordProtocol", "FjordStorage"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordClientTests",
+            dependencies: ["FjordClient", "FjordProtocol", "FjordTesting"],
             swiftSettings: strictSettings
         ),
         .testTarget(
