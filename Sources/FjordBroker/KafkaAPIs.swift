@@ -43,6 +43,16 @@ public final class KafkaAPIs: Sendable {
 
     var config: BrokerConfig { state.withLock { $0.config } }
 
+    /// Records the ports the server bound: a listener configured with port 0 advertises the port
+    /// the OS chose (clients must be told a port they can connect to).
+    public func listenersBound(_ ports: [Int]) {
+        state.withLock { s in
+            for (index, port) in ports.enumerated() where index < s.config.listeners.count && s.config.listeners[index].port == 0 {
+                s.config.listeners[index].port = port
+            }
+        }
+    }
+
     /// Takes the next id of the reserved producer-id block, if any is left.
     func takeProducerID() -> Int64? {
         state.withLock { s in

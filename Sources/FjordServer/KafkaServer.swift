@@ -203,7 +203,9 @@ public final class KafkaServer: Sendable {
             logger.info("listening", metadata: ["listener": "\(listener.name)://\(listener.host):\(channel.localAddress?.port ?? listener.port)"])
             channels.append(channel)
         }
-        return KafkaServer(channels: channels)
+        let server = KafkaServer(channels: channels)
+        apis.listenersBound(server.boundPorts)
+        return server
     }
 
     /// Stops accepting connections.
