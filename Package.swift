@@ -159,7 +159,10 @@ let package = Package(
         ),
         .testTarget(
             name: "FjordClientTests",
-            dependencies: ["FjordClient", "FjordProtocol", "FjordTesting"],
+            dependencies: [
+                "FjordClient", "FjordProtocol", "FjordTesting", "FjordCompression",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

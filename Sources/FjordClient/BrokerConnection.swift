@@ -170,6 +170,20 @@ public final class BrokerConnection: Sendable {
         }
     }
 
+    /// Sends a request the broker does not answer (Produce with acks=0).
+    public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
+        let chosen = try version ?? self.version(of: Request.apiKey)
+        let correlationID = state.withLock { s -> Int32 in
+            defer { s.nextCorrelationID = s.nextCorrelationID == Int32.max ? 1 : s.nextCorrelationID + 1 }
+            return s.nextCorrelationID
+        }
+        var payload = channel.allocator.buffer(capacity: 256)
+        payload.writeInteger(Int32(0), endianness: .big)
+        try RequestFrame.encode(request, version: chosen, correlationID: correlationID, clientID: clientID, into: &payload)
+        payload.setInteger(Int32(payload.readableBytes - 4), at: payload.readerIndex, endianness: .big)
+        try await channel.writeAndFlush(payload)
+    }
+
     public func close() async {
         try? await channel.close()
     }

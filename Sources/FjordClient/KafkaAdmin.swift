@@ -42,6 +42,9 @@ public final class KafkaAdmin: Sendable {
         await connection.close()
     }
 
+    /// The underlying connection (for tests that send raw requests).
+    public var connectionForTests: BrokerConnection { connection }
+
     // MARK: Topics
 
     /// Every topic (internal ones too, marked `isInternal`).

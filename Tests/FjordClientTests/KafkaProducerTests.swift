@@ -1,0 +1,91 @@
+import FjordClient
+import FjordCompression
+import FjordProtocol
+import FjordTesting
+import NIOCore
+import Testing
+
+@Suite("KafkaProducer against an in-process broker")
+struct KafkaProducerTests {
+    /// Reads every record of a partition back through raw Fetch requests.
+    func readBack(_ connection: BrokerConnection, topic: String, partition: Int32) async throws -> [Record] {
+        var records: [Record] = []
+        var offset: Int64 = 0
+        while true {
+            var request = FetchRequest()
+            request.replicaId = -1
+            request.maxWaitMs = 0
+            request.minBytes = 0
+            request.maxBytes = 8 << 20
+            request.sessionEpoch = -1
+            var fetchTopic = FetchRequest.FetchTopic()
+            fetchTopic.topic = topic
+            var fetchPartition = FetchRequest.FetchPartition()
+            fetchPartition.partition = partition
+            fetchPartition.fetchOffset = offset
+            fetchPartition.partitionMaxBytes = 8 << 20
+            fetchTopic.partitions = [fetchPartition]
+            request.topics = [fetchTopic]
+            let response = try await connection.send(request)
+            guard var bytes = response.responses.first?.partitions.first?.records, bytes.readableBytes > 0 else { return records }
+            while let batch = try RecordBatch.read(from: &bytes) {
+                records += try batch.records().filter { $0.offset >= offset }
+                offset = batch.nextOffset
+            }
+        }
+    }
+
+    @Test("10,000 keyed records land on Kafka's partitions, in order, exactly once", arguments: [CompressionCodec.none, .lz4, .zstd])
+    func produceAndReadBack(codec: CompressionCodec) async throws {
+        let broker = try await InProcessBroker.start()
+        let admin = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)
+        try await admin.createTopic("produced", partitions: 4)
+        var configuration = ProducerConfiguration(bootstrap: broker.bootstrap)
+        configuration.compression = codec
+        configuration.lingerMs = 2
+        let producer = try await KafkaProducer.connect(configuration)
+        let results = try await withThrowingTaskGroup(of: (Int, RecordMetadata).self) { group in
+            for i in 0..<10_000 {
+                group.addTask {
+                    let metadata = try await producer.send(topic: "produced", key: ByteBuffer(string: "key-\(i % 100)"),
+                                                           value: ByteBuffer(string: "value-\(i)"),
+                                                           headers: [RecordHeader(key: "n", value: ByteBuffer(string: "\(i)"))])
+                    return (i, metadata)
+                }
+            }
+            var all: [(Int, RecordMetadata)] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        await producer.flush()
+        #expect(results.count == 10_000)
+        for (i, metadata) in results {
+            #expect(metadata.partition == DefaultPartitioner.partition(forKey: Array("key-\(i % 100)".utf8), partitions: 4))
+        }
+        var seen = 0
+        for partition in Int32(0)..<4 {
+            let records = try await readBack(admin.connectionForTests, topic: "produced", partition: partition)
+            #expect(records.map(\.offset) == Array(0..<Int64(records.count)), "dense offsets")
+            seen += records.count
+            let offsets = Set(results.filter { $0.1.partition == partition }.map(\.1.offset))
+            #expect(offsets == Set(records.map(\.offset)), "every acknowledged offset holds a record")
+        }
+        #expect(seen == 10_000)
+        await producer.close()
+        await admin.close()
+        try await broker.stop()
+    }
+
+    @Test("properties with Kafka's names configure the producer")
+    func properties() throws {
+        let configuration = try ProducerConfiguration(properties: [
+            "bootstrap.servers": "127.0.0.1:9092,other:9092", "acks": "all", "linger.ms": "20",
+            "compression.type": "zstd", "enable.idempotence": "false",
+        ])
+        #expect(configuration.bootstrap == "127.0.0.1:9092")
+        #expect(configuration.acks == -1)
+        #expect(configuration.lingerMs == 20)
+        #expect(configuration.compression == .zstd)
+        #expect(!configuration.idempotence)
+    }
+}
