@@ -143,14 +143,7 @@ public final class BrokerConnection: Sendable {
         if checkVersion, let range = versions(of: Request.apiKey), !range.contains(version) {
             throw ClientError.unsupportedAPI(Request.apiKey)
         }
-        let correlationID = state.withLock { s -> Int32 in
-            defer { s.nextCorrelationID = s.nextCorrelationID == Int32.max ? 1 : s.nextCorrelationID + 1 }
-            return s.nextCorrelationID
-        }
-        var payload = channel.allocator.buffer(capacity: 256)
-        payload.writeInteger(Int32(0), endianness: .big)
-        try RequestFrame.encode(request, version: version, correlationID: correlationID, clientID: clientID, into: &payload)
-        payload.setInteger(Int32(payload.readableBytes - 4), at: payload.readerIndex, endianness: .big)
+        let (correlationID, payload) = try encodeFrame(request, version: version)
         let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
         let dispatcher = self.dispatcher
         let channel = self.channel
@@ -170,17 +163,23 @@ public final class BrokerConnection: Sendable {
         }
     }
 
-    /// Sends a request the broker does not answer (Produce with acks=0).
-    public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
-        let chosen = try version ?? self.version(of: Request.apiKey)
+    /// A size-prefixed request frame with the next correlation id.
+    private func encodeFrame<Request: KafkaRequest>(_ request: Request, version: Int16) throws -> (Int32, ByteBuffer) {
         let correlationID = state.withLock { s -> Int32 in
             defer { s.nextCorrelationID = s.nextCorrelationID == Int32.max ? 1 : s.nextCorrelationID + 1 }
             return s.nextCorrelationID
         }
         var payload = channel.allocator.buffer(capacity: 256)
         payload.writeInteger(Int32(0), endianness: .big)
-        try RequestFrame.encode(request, version: chosen, correlationID: correlationID, clientID: clientID, into: &payload)
+        try RequestFrame.encode(request, version: version, correlationID: correlationID, clientID: clientID, into: &payload)
         payload.setInteger(Int32(payload.readableBytes - 4), at: payload.readerIndex, endianness: .big)
+        return (correlationID, payload)
+    }
+
+    /// Sends a request the broker does not answer (Produce with acks=0).
+    public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
+        let chosen = try version ?? self.version(of: Request.apiKey)
+        let (_, payload) = try encodeFrame(request, version: chosen)
         try await channel.writeAndFlush(payload)
     }
 
