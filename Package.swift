@@ -130,6 +130,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The README's quick start, compiled with the package so it cannot rot.
+        .executableTarget(
+            name: "fjord-example-quickstart",
+            dependencies: ["FjordClient", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Examples/QuickStart",
+            swiftSettings: strictSettings
+        ),
         // The child process of the storage crash test: appends with fsync until SIGKILLed.
         .executableTarget(
             name: "fjord-log-crash-writer",
