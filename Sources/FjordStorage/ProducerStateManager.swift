@@ -145,16 +145,10 @@ final class ProducerStateManager {
 
     /// Offsets of the snapshot files in the directory, ascending.
     func snapshotOffsets() -> [Int64] {
-        var offsets: [Int64] = []
-        guard let dir = opendir(directory.string) else { return [] }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self)) }
-            if name.hasSuffix(".snapshot"), let offset = Int64(name.dropLast(".snapshot".count)) {
-                offsets.append(offset)
-            }
-        }
-        return offsets.sorted()
+        let names = (try? LocalLog.listDirectory(directory)) ?? []
+        return names.compactMap { name in
+            name.hasSuffix(".snapshot") ? Int64(name.dropLast(".snapshot".count)) : nil
+        }.sorted()
     }
 
     /// Writes the state as of `mapEndOffset` (the caller has brought it up to the log end).

@@ -15,60 +15,36 @@ extension ByteBuffer {
         try self.readKafkaInt8() != 0
     }
 
+    /// Reads one big-endian fixed-width integer, or throws `truncated` naming its size.
     @inlinable
-    public mutating func readKafkaInt8() throws(ProtocolError) -> Int8 {
-        guard let value = self.readInteger(as: Int8.self) else {
-            throw ProtocolError.truncated(need: 1, have: self.readableBytes)
+    mutating func readKafkaFixedWidth<T: FixedWidthInteger>(_ type: T.Type) throws(ProtocolError) -> T {
+        guard let value = self.readInteger(endianness: .big, as: T.self) else {
+            throw ProtocolError.truncated(need: MemoryLayout<T>.size, have: self.readableBytes)
         }
         return value
     }
 
     @inlinable
-    public mutating func readKafkaInt16() throws(ProtocolError) -> Int16 {
-        guard let value = self.readInteger(endianness: .big, as: Int16.self) else {
-            throw ProtocolError.truncated(need: 2, have: self.readableBytes)
-        }
-        return value
-    }
+    public mutating func readKafkaInt8() throws(ProtocolError) -> Int8 { try readKafkaFixedWidth(Int8.self) }
 
     @inlinable
-    public mutating func readKafkaUInt16() throws(ProtocolError) -> UInt16 {
-        guard let value = self.readInteger(endianness: .big, as: UInt16.self) else {
-            throw ProtocolError.truncated(need: 2, have: self.readableBytes)
-        }
-        return value
-    }
+    public mutating func readKafkaInt16() throws(ProtocolError) -> Int16 { try readKafkaFixedWidth(Int16.self) }
 
     @inlinable
-    public mutating func readKafkaInt32() throws(ProtocolError) -> Int32 {
-        guard let value = self.readInteger(endianness: .big, as: Int32.self) else {
-            throw ProtocolError.truncated(need: 4, have: self.readableBytes)
-        }
-        return value
-    }
+    public mutating func readKafkaUInt16() throws(ProtocolError) -> UInt16 { try readKafkaFixedWidth(UInt16.self) }
 
     @inlinable
-    public mutating func readKafkaUInt32() throws(ProtocolError) -> UInt32 {
-        guard let value = self.readInteger(endianness: .big, as: UInt32.self) else {
-            throw ProtocolError.truncated(need: 4, have: self.readableBytes)
-        }
-        return value
-    }
+    public mutating func readKafkaInt32() throws(ProtocolError) -> Int32 { try readKafkaFixedWidth(Int32.self) }
 
     @inlinable
-    public mutating func readKafkaInt64() throws(ProtocolError) -> Int64 {
-        guard let value = self.readInteger(endianness: .big, as: Int64.self) else {
-            throw ProtocolError.truncated(need: 8, have: self.readableBytes)
-        }
-        return value
-    }
+    public mutating func readKafkaUInt32() throws(ProtocolError) -> UInt32 { try readKafkaFixedWidth(UInt32.self) }
+
+    @inlinable
+    public mutating func readKafkaInt64() throws(ProtocolError) -> Int64 { try readKafkaFixedWidth(Int64.self) }
 
     @inlinable
     public mutating func readKafkaFloat64() throws(ProtocolError) -> Double {
-        guard let bits = self.readInteger(endianness: .big, as: UInt64.self) else {
-            throw ProtocolError.truncated(need: 8, have: self.readableBytes)
-        }
-        return Double(bitPattern: bits)
+        Double(bitPattern: try readKafkaFixedWidth(UInt64.self))
     }
 
     @inlinable
