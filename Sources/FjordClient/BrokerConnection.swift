@@ -1,4 +1,6 @@
 public import FjordProtocol
+import CoreMetrics
+import Metrics
 public import NIOCore
 public import NIOPosix
 import Synchronization
@@ -22,23 +24,41 @@ struct ResponseFrameDecoder: ByteToMessageDecoder {
 }
 
 /// Matches responses to requests by correlation id; completes pending promises on errors.
+/// Loop-confined: every method runs on the channel's event loop.
 final class ResponseDispatcher: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    private var pending: [Int32: EventLoopPromise<ByteBuffer>] = [:]
+    private var pending: [Int32: (promise: EventLoopPromise<ByteBuffer>, timeout: Scheduled<Void>?)] = [:]
+    private var closedError: (any Error)?
 
-    func register(_ correlationID: Int32, _ promise: EventLoopPromise<ByteBuffer>) {
-        pending[correlationID] = promise
+    /// Registers a request; `timeout` later fails it and closes the connection (Kafka's
+    /// NetworkClient does the same: after a timeout the connection's state is unknown).
+    func register(_ correlationID: Int32, _ promise: EventLoopPromise<ByteBuffer>, timeout: TimeAmount?,
+                  context channel: any Channel, describe: @escaping @Sendable () -> String) {
+        if let closedError {
+            promise.fail(closedError)
+            return
+        }
+        var scheduled: Scheduled<Void>? = nil
+        if let timeout {
+            scheduled = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
+                guard let self, let entry = self.pending.removeValue(forKey: correlationID) else { return }
+                entry.promise.fail(ClientError.timeout(describe()))
+                channel.close(promise: nil)
+            }
+        }
+        pending[correlationID] = (promise, scheduled)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard let correlationID = frame.getInteger(at: frame.readerIndex, endianness: .big, as: Int32.self),
-            let promise = pending.removeValue(forKey: correlationID)
+            let entry = pending.removeValue(forKey: correlationID)
         else {
             context.fireErrorCaught(ClientError.protocolViolation("response for an unknown correlation id"))
             return
         }
-        promise.succeed(frame)
+        entry.timeout?.cancel()
+        entry.promise.succeed(frame)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -52,27 +72,39 @@ final class ResponseDispatcher: ChannelInboundHandler {
     }
 
     private func failAll(_ error: any Error) {
+        if closedError == nil { closedError = error }
         let waiting = pending
         pending = [:]
-        for promise in waiting.values { promise.fail(error) }
+        for entry in waiting.values {
+            entry.timeout?.cancel()
+            entry.promise.fail(error)
+        }
     }
 }
 
 /// One TCP connection to one broker, with pipelined requests (Kafka answers in order on a
 /// connection; responses are matched by correlation id) and the API versions negotiated at
 /// connect time: for each API the highest version both sides support.
+///
+/// A request that gets no response within its timeout fails with `ClientError.timeout` and
+/// closes the connection; every other pending request then fails with `ClientError.connection`.
+/// A closed connection stays closed (`isActive` is false): owners reconnect with a new one.
 public final class BrokerConnection: Sendable {
     public let host: String
     public let port: Int
     public let clientID: String
+    /// The default time a request may wait for its response (`request.timeout.ms`).
+    public let requestTimeout: TimeAmount
     private let channel: any Channel
     private let dispatcher: NIOLoopBound<ResponseDispatcher>
     private let state: Mutex<(nextCorrelationID: Int32, versions: [APIKey: ClosedRange<Int16>])>
 
-    private init(host: String, port: Int, clientID: String, channel: any Channel, dispatcher: NIOLoopBound<ResponseDispatcher>) {
+    private init(host: String, port: Int, clientID: String, requestTimeout: TimeAmount, channel: any Channel,
+                 dispatcher: NIOLoopBound<ResponseDispatcher>) {
         self.host = host
         self.port = port
         self.clientID = clientID
+        self.requestTimeout = requestTimeout
         self.channel = channel
         self.dispatcher = dispatcher
         self.state = Mutex((1, [:]))
@@ -82,10 +114,12 @@ public final class BrokerConnection: Sendable {
     /// clients do when the broker answers UNSUPPORTED_VERSION).
     public static func connect(host: String, port: Int, clientID: String = "fjord-swift",
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                               connectTimeout: TimeAmount = .seconds(10),
+                               requestTimeout: TimeAmount = .seconds(30),
                                maxResponseSize: Int = 256 * 1024 * 1024) async throws -> BrokerConnection {
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(10))
+            .connectTimeout(connectTimeout)
         let channel: any Channel
         do {
             channel = try await bootstrap.connect(host: host, port: port).get()
@@ -98,10 +132,19 @@ public final class BrokerConnection: Sendable {
             try channel.pipeline.syncOperations.addHandler(dispatcher)
             return NIOLoopBound(dispatcher, eventLoop: channel.eventLoop)
         }.get()
-        let connection = BrokerConnection(host: host, port: port, clientID: clientID, channel: channel, dispatcher: dispatcher)
-        try await connection.negotiateVersions()
+        let connection = BrokerConnection(host: host, port: port, clientID: clientID, requestTimeout: requestTimeout,
+                                          channel: channel, dispatcher: dispatcher)
+        do {
+            try await connection.negotiateVersions()
+        } catch {
+            await connection.close()
+            throw error
+        }
         return connection
     }
+
+    /// False once the connection is closed (by either side, or after a request timeout).
+    public var isActive: Bool { channel.isActive }
 
     private func negotiateVersions() async throws {
         var response = try await send(ApiVersionsRequest(), version: 3, checkVersion: false)
@@ -134,12 +177,28 @@ public final class BrokerConnection: Sendable {
     }
 
     /// Sends a request at the highest common version (or `version`) and decodes its response.
-    public func send<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws -> Request.Response {
+    /// `timeout` defaults to `requestTimeout`; long polls (Fetch) pass their wait on top of it.
+    public func send<Request: KafkaRequest>(_ request: Request, version: Int16? = nil, timeout: TimeAmount? = nil) async throws -> Request.Response {
         let chosen = try version ?? self.version(of: Request.apiKey)
-        return try await send(request, version: chosen, checkVersion: true)
+        return try await send(request, version: chosen, checkVersion: true, timeout: timeout ?? requestTimeout)
     }
 
-    private func send<Request: KafkaRequest>(_ request: Request, version: Int16, checkVersion: Bool) async throws -> Request.Response {
+    private func send<Request: KafkaRequest>(_ request: Request, version: Int16, checkVersion: Bool,
+                                             timeout: TimeAmount? = nil) async throws -> Request.Response {
+        try await submit(request, version: version, checkVersion: checkVersion, timeout: timeout).response()
+    }
+
+    /// Writes a request now and returns a handle to await its response later. Requests
+    /// submitted from one task reach the broker in submission order, and the broker answers
+    /// them in that order: the producer relies on this to pipeline a partition's batches.
+    public func submit<Request: KafkaRequest>(_ request: Request, version: Int16? = nil,
+                                              timeout: TimeAmount? = nil) throws -> PendingResponse<Request> {
+        let chosen = try version ?? self.version(of: Request.apiKey)
+        return try submit(request, version: chosen, checkVersion: true, timeout: timeout)
+    }
+
+    private func submit<Request: KafkaRequest>(_ request: Request, version: Int16, checkVersion: Bool,
+                                               timeout: TimeAmount?) throws -> PendingResponse<Request> {
         if checkVersion, let range = versions(of: Request.apiKey), !range.contains(version) {
             throw ClientError.unsupportedAPI(Request.apiKey)
         }
@@ -147,20 +206,15 @@ public final class BrokerConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
         let dispatcher = self.dispatcher
         let channel = self.channel
+        let endpoint = "\(host):\(port)"
+        let deadline = timeout ?? requestTimeout
         channel.eventLoop.execute {
-            dispatcher.value.register(correlationID, promise)
-            channel.writeAndFlush(payload).whenFailure { promise.fail($0) }
-        }
-        let frame = try await promise.futureResult.get()
-        do {
-            let (_, body) = try ResponseFrame.decode(frame, apiKey: Request.apiKey, version: version)
-            guard let typed = body as? Request.Response else {
-                throw ClientError.protocolViolation("unexpected response type for \(Request.apiKey.name)")
+            dispatcher.value.register(correlationID, promise, timeout: deadline, context: channel) {
+                "\(Request.apiKey.name) v\(version) to \(endpoint) got no response"
             }
-            return typed
-        } catch let error as ProtocolError {
-            throw ClientError.protocolViolation("\(Request.apiKey.name) v\(version): \(error)")
+            channel.writeAndFlush(payload).whenFailure { promise.fail(ClientError.connection("\(endpoint): \($0)")) }
         }
+        return PendingResponse(future: promise.futureResult, version: version, clientID: clientID, started: .now)
     }
 
     /// A size-prefixed request frame with the next correlation id.
@@ -180,10 +234,50 @@ public final class BrokerConnection: Sendable {
     public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
         let chosen = try version ?? self.version(of: Request.apiKey)
         let (_, payload) = try encodeFrame(request, version: chosen)
-        try await channel.writeAndFlush(payload)
+        do {
+            try await channel.writeAndFlush(payload)
+        } catch {
+            throw ClientError.connection("\(host):\(port): \(error)")
+        }
     }
 
     public func close() async {
         try? await channel.close()
+    }
+}
+
+/// A request on the wire whose response is still to come (see `BrokerConnection.submit`).
+public struct PendingResponse<Request: KafkaRequest>: Sendable {
+    let future: EventLoopFuture<ByteBuffer>
+    let version: Int16
+    let clientID: String
+    let started: ContinuousClock.Instant
+
+    /// Waits for the response and decodes it.
+    public func response() async throws -> Request.Response {
+        let frame: ByteBuffer
+        do {
+            frame = try await future.get()
+        } catch {
+            ClientMetrics.requestErrors(Request.apiKey, clientID: clientID).increment()
+            throw error
+        }
+        ClientMetrics.requestLatency(Request.apiKey, clientID: clientID).recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        do {
+            let (_, body) = try ResponseFrame.decode(frame, apiKey: Request.apiKey, version: version)
+            guard let typed = body as? Request.Response else {
+                throw ClientError.protocolViolation("unexpected response type for \(Request.apiKey.name)")
+            }
+            return typed
+        } catch let error as ProtocolError {
+            throw ClientError.protocolViolation("\(Request.apiKey.name) v\(version): \(error)")
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -12,6 +12,10 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
     case protocolViolation(String)
     /// No answer within the request timeout.
     case timeout(String)
+    /// A configuration property is unknown or its value does not parse.
+    case invalidConfiguration(String)
+    /// The client was closed.
+    case closed
 
     public var description: String {
         switch self {
@@ -20,6 +24,24 @@ public enum ClientError: Error, Sendable, CustomStringConvertible {
         case .unsupportedAPI(let key): return "the broker does not support \(key.name)"
         case .protocolViolation(let why): return "protocol violation: \(why)"
         case .timeout(let what): return "timed out: \(what)"
+        case .invalidConfiguration(let why): return "invalid configuration: \(why)"
+        case .closed: return "the client is closed"
         }
+    }
+
+    /// Whether retrying the same request may succeed: lost connections, timeouts and Kafka's
+    /// retriable errors (`KafkaError.isRetriable`, e.g. NOT_LEADER_OR_FOLLOWER).
+    public var isRetriable: Bool {
+        switch self {
+        case .connection, .timeout: return true
+        case .kafka(let error, _): return error.isRetriable
+        case .unsupportedAPI, .protocolViolation, .invalidConfiguration, .closed: return false
+        }
+    }
+
+    /// The Kafka error code, when the broker sent one.
+    public var kafkaError: KafkaError? {
+        if case .kafka(let error, _) = self { return error }
+        return nil
     }
 }

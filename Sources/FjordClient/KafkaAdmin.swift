@@ -21,34 +21,63 @@ public struct PartitionDescription: Sendable, Equatable {
 
 /// Administrative operations (Kafka's `Admin`): topics, configs, offsets and groups.
 ///
-/// This first version talks to the bootstrap broker over one `BrokerConnection`, which is
-/// complete on a single-node cluster; routing partition requests to their leaders arrives with
-/// multi-broker clusters. Every Kafka error becomes `ClientError.kafka` with the broker's message.
+/// Requests go where Kafka's admin client sends them: topic creation, deletion and new
+/// partitions to the controller; ListOffsets and DeleteRecords to each partition's leader;
+/// group requests to the group's coordinator; the rest to any broker. Every Kafka error
+/// becomes `ClientError.kafka` with the broker's message.
 public final class KafkaAdmin: Sendable {
-    let connection: BrokerConnection
+    public let cluster: KafkaCluster
 
-    public init(connection: BrokerConnection) {
-        self.connection = connection
+    public init(cluster: KafkaCluster) {
+        self.cluster = cluster
     }
 
-    /// Connects to `bootstrap` (`host:port`).
+    /// Connects to `bootstrap` (`host:port[,host:port…]`).
     public static func connect(bootstrap: String, clientID: String = "fjord-admin",
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> KafkaAdmin {
-        let (host, port) = try parseHostPort(bootstrap)
-        return KafkaAdmin(connection: try await BrokerConnection.connect(host: host, port: port, clientID: clientID, group: group))
+        try await connect(ClientConfiguration(bootstrap: bootstrap, clientID: clientID), group: group)
+    }
+
+    public static func connect(_ configuration: ClientConfiguration,
+                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> KafkaAdmin {
+        var configuration = configuration
+        configuration.allowAutoCreateTopics = false
+        return KafkaAdmin(cluster: try await KafkaCluster.connect(configuration, group: group))
     }
 
     public func close() async {
-        await connection.close()
+        await cluster.close()
     }
 
-    /// The underlying connection (for tests that send raw requests).
-    public var connectionForTests: BrokerConnection { connection }
+    /// A connection to any broker (for tests and tools that send raw requests).
+    public func anyConnection() async throws -> BrokerConnection {
+        try await cluster.anyConnection()
+    }
+
+    /// The controller (from metadata), else any broker.
+    func controllerConnection() async throws -> BrokerConnection {
+        let metadata = try await cluster.currentMetadata()
+        if metadata.controllerID >= 0, metadata.brokers[metadata.controllerID] != nil {
+            return try await cluster.connection(to: metadata.controllerID)
+        }
+        return try await cluster.anyConnection()
+    }
+
+    /// Groups partitions of `topic` by their leader.
+    func byLeader(_ topic: String, _ partitions: [Int32]) async throws -> [Int32: [Int32]] {
+        var result: [Int32: [Int32]] = [:]
+        for partition in partitions {
+            let leader = try await cluster.leader(topic: topic, partition: partition).node
+            result[leader, default: []].append(partition)
+        }
+        return result
+    }
 
     // MARK: Topics
 
     /// Every topic (internal ones too, marked `isInternal`).
     public func describeTopics(_ names: [String]? = nil) async throws -> [TopicDescription] {
+        let connection = try await cluster.anyConnection()
         var request = MetadataRequest()
         request.topics = names.map { $0.map { name in
             var topic = MetadataRequest.MetadataRequestTopic()
@@ -76,6 +105,7 @@ public final class KafkaAdmin: Sendable {
     @discardableResult
     public func createTopic(_ name: String, partitions: Int32 = -1, replicationFactor: Int16 = -1,
                             configs: [String: String] = [:], validateOnly: Bool = false) async throws -> KafkaUUID {
+        let connection = try await controllerConnection()
         var request = CreateTopicsRequest()
         var topic = CreateTopicsRequest.CreatableTopic()
         topic.name = name
@@ -97,6 +127,7 @@ public final class KafkaAdmin: Sendable {
     }
 
     public func deleteTopics(_ names: [String]) async throws {
+        let connection = try await controllerConnection()
         var request = DeleteTopicsRequest()
         let version = try connection.version(of: .deleteTopics)
         if version >= 6 {
@@ -116,6 +147,7 @@ public final class KafkaAdmin: Sendable {
     }
 
     public func createPartitions(_ topic: String, totalCount: Int32) async throws {
+        let connection = try await controllerConnection()
         var request = CreatePartitionsRequest()
         var entry = CreatePartitionsRequest.CreatePartitionsTopic()
         entry.name = topic
@@ -133,6 +165,7 @@ public final class KafkaAdmin: Sendable {
 
     /// A topic's effective configs (name → value).
     public func describeTopicConfigs(_ topic: String) async throws -> [String: String] {
+        let connection = try await cluster.anyConnection()
         var request = DescribeConfigsRequest()
         var resource = DescribeConfigsRequest.DescribeConfigsResource()
         resource.resourceType = 2
@@ -149,6 +182,7 @@ public final class KafkaAdmin: Sendable {
 
     /// Sets (non-nil) or removes (nil) topic config overrides, leaving the others.
     public func alterTopicConfigs(_ topic: String, _ changes: [String: String?]) async throws {
+        let connection = try await cluster.anyConnection()
         var request = IncrementalAlterConfigsRequest()
         var resource = IncrementalAlterConfigsRequest.AlterConfigsResource()
         resource.resourceType = 2
@@ -186,50 +220,60 @@ public final class KafkaAdmin: Sendable {
         }
     }
 
-    /// The offset for `spec` in each partition of `topic` (partition → offset; -1 when none).
+    /// The offset for `spec` in each partition of `topic` (partition → offset; -1 when none),
+    /// asked of each partition's leader.
     public func listOffsets(_ topic: String, partitions: [Int32], spec: OffsetSpec) async throws -> [Int32: Int64] {
-        var request = ListOffsetsRequest()
-        request.replicaId = -1
-        var entry = ListOffsetsRequest.ListOffsetsTopic()
-        entry.name = topic
-        entry.partitions = partitions.map { index in
-            var partition = ListOffsetsRequest.ListOffsetsPartition()
-            partition.partitionIndex = index
-            partition.timestamp = spec.value
-            partition.currentLeaderEpoch = -1
-            return partition
-        }
-        request.topics = [entry]
-        let response = try await connection.send(request)
         var result: [Int32: Int64] = [:]
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if partition.errorCode != 0 { throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)") }
-                result[partition.partitionIndex] = partition.offset
+        for (leader, indexes) in try await byLeader(topic, partitions) {
+            var request = ListOffsetsRequest()
+            request.replicaId = -1
+            var entry = ListOffsetsRequest.ListOffsetsTopic()
+            entry.name = topic
+            entry.partitions = indexes.map { index in
+                var partition = ListOffsetsRequest.ListOffsetsPartition()
+                partition.partitionIndex = index
+                partition.timestamp = spec.value
+                partition.currentLeaderEpoch = -1
+                return partition
+            }
+            request.topics = [entry]
+            let response = try await cluster.connection(to: leader).send(request)
+            for topic in response.topics {
+                for partition in topic.partitions {
+                    if partition.errorCode != 0 {
+                        throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)")
+                    }
+                    result[partition.partitionIndex] = partition.offset
+                }
             }
         }
         return result
     }
 
-    /// Moves the log start offset of each partition up to the given offset (DeleteRecords).
+    /// Moves the log start offset of each partition up to the given offset (DeleteRecords, at
+    /// each leader); returns the new low watermarks.
     public func deleteRecords(_ topic: String, before offsets: [Int32: Int64]) async throws -> [Int32: Int64] {
-        var request = DeleteRecordsRequest()
-        var entry = DeleteRecordsRequest.DeleteRecordsTopic()
-        entry.name = topic
-        entry.partitions = offsets.sorted { $0.key < $1.key }.map { index, offset in
-            var partition = DeleteRecordsRequest.DeleteRecordsPartition()
-            partition.partitionIndex = index
-            partition.offset = offset
-            return partition
-        }
-        request.topics = [entry]
-        request.timeoutMs = 30_000
-        let response = try await connection.send(request)
         var result: [Int32: Int64] = [:]
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if partition.errorCode != 0 { throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)") }
-                result[partition.partitionIndex] = partition.lowWatermark
+        for (leader, indexes) in try await byLeader(topic, Array(offsets.keys)) {
+            var request = DeleteRecordsRequest()
+            var entry = DeleteRecordsRequest.DeleteRecordsTopic()
+            entry.name = topic
+            entry.partitions = indexes.sorted().map { index in
+                var partition = DeleteRecordsRequest.DeleteRecordsPartition()
+                partition.partitionIndex = index
+                partition.offset = offsets[index] ?? -1
+                return partition
+            }
+            request.topics = [entry]
+            request.timeoutMs = 30_000
+            let response = try await cluster.connection(to: leader).send(request)
+            for topic in response.topics {
+                for partition in topic.partitions {
+                    if partition.errorCode != 0 {
+                        throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)")
+                    }
+                    result[partition.partitionIndex] = partition.lowWatermark
+                }
             }
         }
         return result
@@ -243,15 +287,62 @@ public final class KafkaAdmin: Sendable {
         public var protocolType: String
     }
 
+    /// Every group of every broker (ListGroups is answered per coordinator).
     public func listGroups() async throws -> [GroupListing] {
-        let response = try await connection.send(ListGroupsRequest())
-        if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), nil) }
-        return response.groups.map { GroupListing(groupID: $0.groupId, state: $0.groupState, protocolType: $0.protocolType) }
-            .sorted { $0.groupID < $1.groupID }
+        let metadata = try await cluster.currentMetadata()
+        var nodes = metadata.brokers.keys.sorted()
+        if nodes.isEmpty { nodes = [-1] }
+        var groups: [String: GroupListing] = [:]
+        for node in nodes {
+            let connection = node < 0 ? try await cluster.anyConnection() : try await cluster.connection(to: node)
+            let response = try await connection.send(ListGroupsRequest())
+            if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), nil) }
+            for group in response.groups {
+                groups[group.groupId] = GroupListing(groupID: group.groupId, state: group.groupState, protocolType: group.protocolType)
+            }
+        }
+        return groups.values.sorted { $0.groupID < $1.groupID }
+    }
+
+    /// A group member as DescribeGroups reports it, with its assignment decoded.
+    public struct GroupMemberDescription: Sendable, Equatable {
+        public var memberID: String
+        public var instanceID: String?
+        public var clientID: String
+        public var host: String
+        public var assignment: [TopicPartition]
+    }
+
+    /// A group's state, protocol and members.
+    public struct GroupDescription: Sendable, Equatable {
+        public var groupID: String
+        public var state: String
+        public var protocolType: String
+        public var protocolName: String
+        public var members: [GroupMemberDescription]
+    }
+
+    /// Describes a classic group (DescribeGroups at its coordinator).
+    public func describeGroup(_ groupID: String) async throws -> GroupDescription {
+        let connection = try await cluster.coordinator(group: groupID).connection
+        var request = DescribeGroupsRequest()
+        request.groups = [groupID]
+        let response = try await connection.send(request)
+        guard let group = response.groups.first else { throw ClientError.protocolViolation("empty DescribeGroups response") }
+        if group.errorCode != 0 { throw ClientError.kafka(KafkaError(code: group.errorCode), groupID) }
+        let members = group.members.map { member in
+            let assignment = group.protocolType == "consumer"
+                ? ((try? KafkaConsumer.decodeAssignment(member.memberAssignment)) ?? []).sorted() : []
+            return GroupMemberDescription(memberID: member.memberId, instanceID: member.groupInstanceId,
+                                          clientID: member.clientId, host: member.clientHost, assignment: assignment)
+        }
+        return GroupDescription(groupID: group.groupId, state: group.groupState, protocolType: group.protocolType,
+                                protocolName: group.protocolData, members: members)
     }
 
     /// A group's committed offsets (topic-partition → offset).
     public func listGroupOffsets(_ groupID: String) async throws -> [String: [Int32: Int64]] {
+        let connection = try await cluster.coordinator(group: groupID).connection
         var request = OffsetFetchRequest()
         let version = try connection.version(of: .offsetFetch, max: 7)
         request.groupId = groupID
@@ -267,6 +358,7 @@ public final class KafkaAdmin: Sendable {
 
     /// Sets a group's committed offsets (the group must have no active members).
     public func alterGroupOffsets(_ groupID: String, topic: String, offsets: [Int32: Int64]) async throws {
+        let connection = try await cluster.coordinator(group: groupID).connection
         var request = OffsetCommitRequest()
         request.groupId = groupID
         request.generationIdOrMemberEpoch = -1
@@ -289,12 +381,15 @@ public final class KafkaAdmin: Sendable {
         }
     }
 
+    /// Deletes groups that have no members (their committed offsets go with them).
     public func deleteGroups(_ groupIDs: [String]) async throws {
-        var request = DeleteGroupsRequest()
-        request.groupsNames = groupIDs
-        let response = try await connection.send(request)
-        for result in response.results where result.errorCode != 0 {
-            throw ClientError.kafka(KafkaError(code: result.errorCode), result.groupId)
+        for groupID in groupIDs {
+            var request = DeleteGroupsRequest()
+            request.groupsNames = [groupID]
+            let response = try await cluster.coordinator(group: groupID).connection.send(request)
+            for result in response.results where result.errorCode != 0 {
+                throw ClientError.kafka(KafkaError(code: result.errorCode), result.groupId)
+            }
         }
     }
 
@@ -313,6 +408,7 @@ public final class KafkaAdmin: Sendable {
     }
 
     public func describeCluster() async throws -> ClusterDescription {
+        let connection = try await cluster.anyConnection()
         let response = try await connection.send(DescribeClusterRequest())
         if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), response.errorMessage) }
         return ClusterDescription(clusterID: response.clusterId, controllerID: response.controllerId,
@@ -320,12 +416,3 @@ public final class KafkaAdmin: Sendable {
     }
 }
 
-/// Parses `host:port` (and `[v6]:port`).
-func parseHostPort(_ text: String) throws -> (String, Int) {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
-        throw ClientError.connection("bad bootstrap address '\(text)': expected host:port")
-    }
-    var host = String(text[..<colon])
-    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    return (host, port)
-}

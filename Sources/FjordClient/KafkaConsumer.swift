@@ -1,4 +1,6 @@
 public import FjordProtocol
+import CoreMetrics
+import Logging
 public import NIOCore
 public import NIOPosix
 
@@ -11,280 +13,574 @@ public struct ConsumerRecord: Sendable, Equatable {
     public var key: ByteBuffer?
     public var value: ByteBuffer?
     public var headers: [RecordHeader]
+
+    public var topicPartition: TopicPartition { TopicPartition(topic, partition) }
 }
 
-/// Consumer settings, with Kafka's property names accepted by `init(properties:)`.
-public struct ConsumerConfiguration: Sendable {
-    public enum OffsetReset: Sendable { case earliest, latest, none }
-
-    public var bootstrap: String
-    public var clientID = "fjord-consumer"
-    /// `group.id`: the group whose committed offsets `commit()` writes and assigned partitions start from.
-    public var groupID: String? = nil
-    /// `auto.offset.reset`.
-    public var autoOffsetReset: OffsetReset = .latest
-    /// `fetch.max.wait.ms`, `fetch.min.bytes`, `fetch.max.bytes`, `max.partition.fetch.bytes`.
-    public var fetchMaxWaitMs: Int32 = 500
-    public var fetchMinBytes: Int32 = 1
-    public var fetchMaxBytes: Int32 = 50 * 1024 * 1024
-    public var maxPartitionFetchBytes: Int32 = 1024 * 1024
-    /// `isolation.level`: read_committed stops at the last stable offset.
-    public var readCommitted = false
-
-    public init(bootstrap: String) {
-        self.bootstrap = bootstrap
-    }
-
-    public init(properties: [String: String]) throws {
-        guard let bootstrap = properties["bootstrap.servers"]?.split(separator: ",").first.map(String.init) else {
-            throw ClientError.connection("bootstrap.servers is required")
-        }
-        self.init(bootstrap: bootstrap)
-        for (key, value) in properties {
-            switch key {
-            case "client.id": clientID = value
-            case "group.id": groupID = value
-            case "auto.offset.reset": autoOffsetReset = value == "earliest" ? .earliest : value == "none" ? .none : .latest
-            case "fetch.max.wait.ms": fetchMaxWaitMs = Int32(value) ?? fetchMaxWaitMs
-            case "fetch.min.bytes": fetchMinBytes = Int32(value) ?? fetchMinBytes
-            case "fetch.max.bytes": fetchMaxBytes = Int32(value) ?? fetchMaxBytes
-            case "max.partition.fetch.bytes": maxPartitionFetchBytes = Int32(value) ?? maxPartitionFetchBytes
-            case "isolation.level": readCommitted = value == "read_committed"
-            default: break
-            }
-        }
-    }
+/// Called when a group rebalance changes this member's partitions (Kafka's
+/// `ConsumerRebalanceListener`). Runs inside `poll`, so it may call back into the consumer
+/// (`commit`, `seek`, `position`).
+public protocol ConsumerRebalanceListener: Sendable {
+    /// Partitions this member now owns (new ones only, under the cooperative protocol).
+    func partitionsAssigned(_ partitions: [TopicPartition], consumer: KafkaConsumer) async
+    /// Partitions this member gives up in an orderly rebalance; with auto-commit their
+    /// positions were committed just before.
+    func partitionsRevoked(_ partitions: [TopicPartition], consumer: KafkaConsumer) async
+    /// Partitions this member lost without a chance to commit (its session expired, it was
+    /// fenced): another member may already be reading them.
+    func partitionsLost(_ partitions: [TopicPartition], consumer: KafkaConsumer) async
 }
 
-/// A Kafka consumer of explicitly assigned partitions (`assign`), with positions, `seek`,
-/// `auto.offset.reset`, long-polling fetches and offset commits to a group. Records come from
-/// `poll()` or as an `AsyncSequence` from `records()`.
+extension ConsumerRebalanceListener {
+    public func partitionsAssigned(_ partitions: [TopicPartition], consumer: KafkaConsumer) async {}
+    public func partitionsRevoked(_ partitions: [TopicPartition], consumer: KafkaConsumer) async {}
+    public func partitionsLost(_ partitions: [TopicPartition], consumer: KafkaConsumer) async {}
+}
+
+/// A Kafka consumer: explicit `assign`, or `subscribe` with group membership (classic protocol
+/// with range / round-robin / cooperative-sticky assignors and static membership, or KIP-848);
+/// positions, `seek`, `pause`/`resume`, fetch sessions (KIP-227), commits, auto-commit.
 ///
-/// This first version fetches from the bootstrap broker (a single-node cluster's only leader);
-/// group membership with `subscribe` arrives with the next step of the client.
+/// Guarantees:
+/// - **Order.** Records of a partition come in offset order, each once, unless the
+///   application seeks back or a rebalance hands the partition to a member that starts from an
+///   older committed offset (at-least-once, as in Kafka).
+/// - **What "consumed" means.** `poll` advances the position past the records it returns;
+///   commits (manual or auto) write positions. Auto-commit happens inside `poll`, so only
+///   records the application already took from an earlier `poll` are committed; with the
+///   `records()` sequence that means records it finished with.
+/// - **Bounded prefetch.** After a `poll`, one fetch for the next records is started; no
+///   more is fetched until the application polls again, so a slow application holds at most
+///   one fetch response (`fetch.max.bytes`) in memory.
+/// - **Rebalances happen inside `poll`.** A background heartbeat notices a rebalance; the next
+///   `poll` commits (with auto-commit), calls the listener, rejoins and resumes.
 public actor KafkaConsumer {
-    public let configuration: ConsumerConfiguration
-    private let connection: BrokerConnection
-    private var positions: [PartitionKey: Int64] = [:]
-    private var order: [PartitionKey] = []
+    public nonisolated let configuration: ConsumerConfiguration
+    nonisolated let cluster: KafkaCluster
+    let metrics: ConsumerMetrics
+    var logger: Logger { configuration.client.logger }
 
-    struct PartitionKey: Hashable {
-        var topic: String
-        var partition: Int32
-    }
+    // Assignment and positions.
+    /// Partitions this consumer reads, in assignment order.
+    var assignment: [TopicPartition] = []
+    /// The next offset to hand to the application, per assigned partition (nil: to resolve).
+    var positions: [TopicPartition: Int64] = [:]
+    var paused: Set<TopicPartition> = []
+    /// Records fetched but not returned yet (when `max.poll.records` cut a poll short).
+    var buffered: [FetchedPartition] = []
+    var prefetch: Task<[FetchedPartition], any Error>? = nil
+    /// A prefetch whose data is no longer wanted (after a seek or rebalance) but that may still
+    /// be on the wire: the next fetch waits for it, so a broker's fetch session sees one request
+    /// at a time.
+    var abandonedFetch: Task<[FetchedPartition], any Error>? = nil
+    var sessions: [Int32: FetchSession] = [:]
+    var closed = false
 
-    init(configuration: ConsumerConfiguration, connection: BrokerConnection) {
+    // Group membership (see KafkaConsumer+Group.swift).
+    var subscription: [String]? = nil
+    var listener: (any ConsumerRebalanceListener)? = nil
+    var memberID = ""
+    var generation: Int32 = -1
+    var protocolName: String? = nil
+    var needsJoin = false
+    var partitionsLost = false
+    var joining = false
+    var heartbeatTask: Task<Void, Never>? = nil
+    var lastAutoCommit = ContinuousClock.now
+    var rebalances = 0
+    /// KIP-848: the broker's heartbeat interval, and an assignment not yet applied by `poll`.
+    var consumerHeartbeatIntervalMs: Int? = nil
+    var pendingAssignment: Set<TopicPartition>? = nil
+
+    init(configuration: ConsumerConfiguration, cluster: KafkaCluster) {
         self.configuration = configuration
-        self.connection = connection
+        self.cluster = cluster
+        self.metrics = ConsumerMetrics(clientID: configuration.client.clientID)
     }
 
+    /// Connects to the cluster (no group is joined until `subscribe`).
     public static func connect(_ configuration: ConsumerConfiguration,
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> KafkaConsumer {
-        let (host, port) = try parseHostPort(configuration.bootstrap)
-        let connection = try await BrokerConnection.connect(host: host, port: port, clientID: configuration.clientID, group: group)
-        return KafkaConsumer(configuration: configuration, connection: connection)
+        try configuration.validate()
+        let cluster = try await KafkaCluster.connect(configuration.client, group: group)
+        return KafkaConsumer(configuration: configuration, cluster: cluster)
     }
 
     /// Where an assigned partition starts.
-    public enum StartPosition: Sendable {
+    public enum StartPosition: Sendable, Equatable {
         /// The group's committed offset, else `auto.offset.reset`.
         case committed
         case earliest
         case latest
         case offset(Int64)
+        /// The first offset whose timestamp is at or after this one (ms since the epoch), else
+        /// the log end.
+        case timestamp(Int64)
     }
 
-    /// Assigns `partitions` of `topic` (replacing earlier assignments of that topic).
+    // MARK: Assignment without a group
+
+    /// Assigns `partitions` of `topic`, replacing earlier assignments of that topic (manual
+    /// assignment: no group membership; commits, if any, go to `group.id` outside the protocol).
     public func assign(topic: String, partitions: [Int32], from start: StartPosition = .committed) async throws {
-        order.removeAll { $0.topic == topic }
-        for key in positions.keys where key.topic == topic { positions[key] = nil }
-        for partition in partitions {
-            let key = PartitionKey(topic: topic, partition: partition)
-            order.append(key)
-            positions[key] = try await resolve(key, start)
-        }
+        guard subscription == nil else { throw ClientError.invalidConfiguration("assign() after subscribe(): unsubscribe first") }
+        let keys = partitions.map { TopicPartition(topic, $0) }
+        try await assign(keys.map { ($0, start) }, replacingTopic: topic)
     }
+
+    /// Assigns partitions with a start position each.
+    public func assign(_ partitions: [(TopicPartition, StartPosition)]) async throws {
+        guard subscription == nil else { throw ClientError.invalidConfiguration("assign() after subscribe(): unsubscribe first") }
+        try await assign(partitions, replacingTopic: nil)
+    }
+
+    private func assign(_ partitions: [(TopicPartition, StartPosition)], replacingTopic topic: String?) async throws {
+        if let topic {
+            assignment.removeAll { $0.topic == topic }
+            for key in positions.keys where key.topic == topic { positions[key] = nil }
+        }
+        dropPrefetch()
+        for (tp, _) in partitions where !assignment.contains(tp) { assignment.append(tp) }
+        try await resolve(partitions)
+    }
+
+    /// Stops reading every partition (and leaves the group, if subscribed).
+    public func unassign() async {
+        if subscription != nil { await unsubscribe() }
+        assignment = []
+        positions = [:]
+        paused = []
+        dropPrefetch()
+    }
+
+    /// The partitions this consumer reads now.
+    public func assignedPartitions() -> [TopicPartition] { assignment }
+
+    // MARK: Positions
 
     /// Moves a partition's position.
     public func seek(topic: String, partition: Int32, to start: StartPosition) async throws {
-        let key = PartitionKey(topic: topic, partition: partition)
-        guard positions[key] != nil else { throw ClientError.kafka(.unknownTopicOrPartition, "\(topic)-\(partition) is not assigned") }
-        positions[key] = try await resolve(key, start)
+        let tp = TopicPartition(topic, partition)
+        guard assignment.contains(tp) else { throw ClientError.kafka(.unknownTopicOrPartition, "\(tp) is not assigned") }
+        dropPrefetch()
+        try await resolve([(tp, start)])
     }
 
-    /// The next offset to be read from a partition.
+    /// The next offset `poll` returns from a partition (nil when not assigned or not yet known).
     public func position(topic: String, partition: Int32) -> Int64? {
-        positions[PartitionKey(topic: topic, partition: partition)]
+        positions[TopicPartition(topic, partition)]
     }
 
-    private func resolve(_ key: PartitionKey, _ start: StartPosition) async throws -> Int64 {
-        switch start {
-        case .offset(let offset): return offset
-        case .earliest: return try await listOffset(key, timestamp: -2)
-        case .latest: return try await listOffset(key, timestamp: -1)
-        case .committed:
-            if let group = configuration.groupID, let committed = try await committedOffset(group: group, key), committed >= 0 {
-                return committed
+    /// Stops fetching these partitions until `resume`; the position and assignment stay.
+    public func pause(_ partitions: [TopicPartition]) {
+        paused.formUnion(partitions.filter { assignment.contains($0) })
+        buffered.removeAll { paused.contains($0.tp) }
+        dropPrefetch()
+    }
+
+    public func resume(_ partitions: [TopicPartition]) {
+        paused.subtract(partitions)
+    }
+
+    public func pausedPartitions() -> [TopicPartition] { paused.sorted() }
+
+    /// Resolves start positions, batching ListOffsets and OffsetFetch lookups.
+    func resolve(_ starts: [(TopicPartition, StartPosition)]) async throws {
+        var committedWanted: [TopicPartition] = []
+        var listWanted: [(TopicPartition, Int64)] = []
+        for (tp, start) in starts {
+            switch start {
+            case .offset(let offset): positions[tp] = offset
+            case .earliest: listWanted.append((tp, -2))
+            case .latest: listWanted.append((tp, -1))
+            case .timestamp(let ms): listWanted.append((tp, ms))
+            case .committed: committedWanted.append(tp)
             }
-            return try await reset(key)
+        }
+        if !committedWanted.isEmpty {
+            let committed = try await committedOffsets(committedWanted)
+            for tp in committedWanted {
+                if let offset = committed[tp], offset >= 0 {
+                    positions[tp] = offset
+                } else {
+                    switch configuration.autoOffsetReset {
+                    case .earliest: listWanted.append((tp, -2))
+                    case .latest: listWanted.append((tp, -1))
+                    case .none:
+                        throw ClientError.kafka(.offsetOutOfRange, "\(tp): no committed offset and auto.offset.reset=none")
+                    }
+                }
+            }
+        }
+        if !listWanted.isEmpty {
+            for (tp, offset) in try await listOffsets(listWanted) { positions[tp] = offset }
         }
     }
 
-    private func reset(_ key: PartitionKey) async throws -> Int64 {
-        switch configuration.autoOffsetReset {
-        case .earliest: return try await listOffset(key, timestamp: -2)
-        case .latest: return try await listOffset(key, timestamp: -1)
-        case .none: throw ClientError.kafka(.offsetOutOfRange, "\(key.topic)-\(key.partition): no committed offset and auto.offset.reset=none")
+    /// ListOffsets for each partition at its leader (-2 earliest, -1 latest, else a timestamp;
+    /// a timestamp past the last record resolves to the log end).
+    func listOffsets(_ wanted: [(TopicPartition, Int64)]) async throws -> [TopicPartition: Int64] {
+        var byLeader: [Int32: [(TopicPartition, Int64)]] = [:]
+        for entry in wanted {
+            let leader = try await cluster.leader(topic: entry.0.topic, partition: entry.0.partition).node
+            byLeader[leader, default: []].append(entry)
         }
+        var result: [TopicPartition: Int64] = [:]
+        var needLatest: [(TopicPartition, Int64)] = []
+        for (node, entries) in byLeader {
+            var request = ListOffsetsRequest()
+            request.replicaId = -1
+            request.isolationLevel = configuration.readCommitted ? 1 : 0
+            var topics: [String: [ListOffsetsRequest.ListOffsetsPartition]] = [:]
+            for (tp, timestamp) in entries {
+                var partition = ListOffsetsRequest.ListOffsetsPartition()
+                partition.partitionIndex = tp.partition
+                partition.timestamp = timestamp
+                partition.currentLeaderEpoch = -1
+                topics[tp.topic, default: []].append(partition)
+            }
+            request.topics = topics.sorted { $0.key < $1.key }.map { name, partitions in
+                var topic = ListOffsetsRequest.ListOffsetsTopic()
+                topic.name = name
+                topic.partitions = partitions
+                return topic
+            }
+            let response = try await cluster.connection(to: node).send(request)
+            for topic in response.topics {
+                for partition in topic.partitions {
+                    let tp = TopicPartition(topic.name, partition.partitionIndex)
+                    let error = KafkaError(code: partition.errorCode)
+                    guard error == .noError else {
+                        if error.isRetriable { await cluster.invalidate(topic: tp.topic) }
+                        throw ClientError.kafka(error, "ListOffsets \(tp)")
+                    }
+                    if partition.offset < 0 {
+                        needLatest.append((tp, -1))  // no record at or after the timestamp
+                    } else {
+                        result[tp] = partition.offset
+                    }
+                }
+            }
+        }
+        if !needLatest.isEmpty {
+            for (tp, offset) in try await listOffsets(needLatest) { result[tp] = offset }
+        }
+        return result
     }
 
-    private func listOffset(_ key: PartitionKey, timestamp: Int64) async throws -> Int64 {
-        var request = ListOffsetsRequest()
-        request.replicaId = -1
-        request.isolationLevel = configuration.readCommitted ? 1 : 0
-        var topic = ListOffsetsRequest.ListOffsetsTopic()
-        topic.name = key.topic
-        var partition = ListOffsetsRequest.ListOffsetsPartition()
-        partition.partitionIndex = key.partition
-        partition.timestamp = timestamp
-        partition.currentLeaderEpoch = -1
-        topic.partitions = [partition]
-        request.topics = [topic]
-        let response = try await connection.send(request)
-        guard let result = response.topics.first?.partitions.first else { throw ClientError.protocolViolation("empty ListOffsets response") }
-        if result.errorCode != 0 { throw ClientError.kafka(KafkaError(code: result.errorCode), "\(key.topic)-\(key.partition)") }
-        return result.offset
-    }
-
-    private func committedOffset(group: String, _ key: PartitionKey) async throws -> Int64? {
+    /// The group's committed offsets for `partitions` (-1 where none).
+    public func committedOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        guard let group = configuration.groupID else { return [:] }
         var request = OffsetFetchRequest()
         request.groupId = group
-        var topic = OffsetFetchRequest.OffsetFetchRequestTopic()
-        topic.name = key.topic
-        topic.partitionIndexes = [key.partition]
-        request.topics = [topic]
-        let response = try await connection.send(request, version: try connection.version(of: .offsetFetch, max: 7))
-        return response.topics.first?.partitions.first?.committedOffset
-    }
-
-    // MARK: Fetching
-
-    /// Fetches once (long-polling up to `fetch.max.wait.ms`) and returns the records, advancing
-    /// positions. Partitions whose position fell out of range are reset by `auto.offset.reset`.
-    public func poll() async throws -> [ConsumerRecord] {
-        guard !order.isEmpty else { return [] }
-        var request = FetchRequest()
-        request.replicaId = -1
-        request.maxWaitMs = configuration.fetchMaxWaitMs
-        request.minBytes = configuration.fetchMinBytes
-        request.maxBytes = configuration.fetchMaxBytes
-        request.isolationLevel = configuration.readCommitted ? 1 : 0
-        request.sessionId = 0
-        request.sessionEpoch = -1
-        var byTopic: [String: [FetchRequest.FetchPartition]] = [:]
-        var topicOrder: [String] = []
-        for key in order {
-            guard let position = positions[key] else { continue }
-            var partition = FetchRequest.FetchPartition()
-            partition.partition = key.partition
-            partition.fetchOffset = position
-            partition.partitionMaxBytes = configuration.maxPartitionFetchBytes
-            partition.currentLeaderEpoch = -1
-            partition.logStartOffset = -1
-            if byTopic[key.topic] == nil { topicOrder.append(key.topic) }
-            byTopic[key.topic, default: []].append(partition)
-        }
-        request.topics = topicOrder.map { name in
-            var topic = FetchRequest.FetchTopic()
-            topic.topic = name
-            topic.partitions = byTopic[name] ?? []
+        var topics: [String: [Int32]] = [:]
+        for tp in partitions { topics[tp.topic, default: []].append(tp.partition) }
+        request.topics = topics.sorted { $0.key < $1.key }.map { name, indexes in
+            var topic = OffsetFetchRequest.OffsetFetchRequestTopic()
+            topic.name = name
+            topic.partitionIndexes = indexes
             return topic
         }
-        let response = try await connection.send(request, version: try connection.version(of: .fetch, max: 12))
-        if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), "Fetch") }
+        request.requireStable = true
+        let response = try await coordinatorRequest { connection in
+            try await connection.send(request, version: try connection.version(of: .offsetFetch, max: 7))
+        } errorCode: { $0.errorCode }
+        var result: [TopicPartition: Int64] = [:]
+        for topic in response.topics {
+            for partition in topic.partitions {
+                let error = KafkaError(code: partition.errorCode)
+                if error != .noError { throw ClientError.kafka(error, "OffsetFetch \(topic.name)-\(partition.partitionIndex)") }
+                result[TopicPartition(topic.name, partition.partitionIndex)] = partition.committedOffset
+            }
+        }
+        return result
+    }
+
+    /// Sends a request to the group coordinator, finding it again and retrying (within
+    /// `request.timeout.ms`) on NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and load in progress.
+    func coordinatorRequest<Response>(_ send: (BrokerConnection) async throws -> Response,
+                                      errorCode: (Response) -> Int16) async throws -> Response {
+        guard let group = configuration.groupID else { throw ClientError.invalidConfiguration("group.id is not set") }
+        var backoff = ExponentialBackoff(baseMs: configuration.client.retryBackoffMs, maxMs: configuration.client.retryBackoffMaxMs)
+        let deadline = ContinuousClock.now + .milliseconds(configuration.client.requestTimeoutMs)
+        while true {
+            var failure: any Error
+            do {
+                let connection = try await cluster.coordinator(group: group).connection
+                let response = try await send(connection)
+                let error = KafkaError(code: errorCode(response))
+                switch error {
+                case .notCoordinator, .coordinatorNotAvailable, .coordinatorLoadInProgress:
+                    await cluster.invalidateCoordinator(group: group)
+                    failure = ClientError.kafka(error, group)
+                default:
+                    return response
+                }
+            } catch let error as ClientError where error.isRetriable {
+                await cluster.invalidateCoordinator(group: group)
+                failure = error
+            }
+            backoff.recordFailure()
+            guard ContinuousClock.now + .milliseconds(backoff.delayMs()) < deadline, !closed else { throw failure }
+            try await Task.sleep(for: .milliseconds(backoff.delayMs()))
+        }
+    }
+
+    // MARK: Polling
+
+    /// Returns the next records (at most `max.poll.records`), fetching with a long poll of up
+    /// to `fetch.max.wait.ms` when none are buffered; empty when nothing arrived in that time.
+    /// With a subscription, this is also where the group is joined and rebalances happen.
+    public func poll() async throws -> [ConsumerRecord] {
+        if closed { throw ClientError.closed }
+        if subscription != nil { try await maintainGroup() }
+        if buffered.isEmpty {
+            let fetched: [FetchedPartition]
+            if let running = prefetch {
+                prefetch = nil
+                fetched = try await running.value
+            } else {
+                if let abandoned = abandonedFetch {
+                    abandonedFetch = nil
+                    _ = try? await abandoned.value
+                }
+                fetched = try await fetch()
+            }
+            // Keep only data fetched at the current position (a seek or rebalance may have moved it).
+            buffered = fetched.filter { positions[$0.tp] == $0.fetchOffset && assignment.contains($0.tp) && !paused.contains($0.tp) }
+            try await handleFetchErrors()
+        }
+        let records = takeBuffered()
+        if buffered.isEmpty && !closed { startPrefetch() }
+        if !records.isEmpty {
+            metrics.records.increment(by: Int64(records.count))
+            var bytes = 0
+            for record in records { bytes += (record.key?.readableBytes ?? 0) + (record.value?.readableBytes ?? 0) }
+            metrics.bytes.increment(by: Int64(bytes))
+        }
+        return records
+    }
+
+    /// Hands out up to `max.poll.records` buffered records, advancing positions.
+    private func takeBuffered() -> [ConsumerRecord] {
         var out: [ConsumerRecord] = []
-        for topic in response.responses {
-            for data in topic.partitions {
-                let key = PartitionKey(topic: topic.topic, partition: data.partitionIndex)
-                guard let position = positions[key] else { continue }
-                switch KafkaError(code: data.errorCode) {
-                case .noError: break
-                case .offsetOutOfRange:
-                    positions[key] = try await reset(key)
-                    continue
-                case let error:
-                    throw ClientError.kafka(error, "\(key.topic)-\(key.partition)")
-                }
-                guard var bytes = data.records else { continue }
-                var next = position
-                do {
-                    while let batch = try RecordBatch.read(from: &bytes) {
-                        try batch.validate()
-                        if !batch.attributes.isControl {
-                            for record in try batch.records() where record.offset >= next {
-                                out.append(ConsumerRecord(topic: key.topic, partition: key.partition, offset: record.offset,
-                                                          timestamp: record.timestamp, key: record.key, value: record.value,
-                                                          headers: record.headers))
-                            }
-                        }
-                        next = Swift.max(next, batch.nextOffset)
-                    }
-                } catch {
-                    throw ClientError.protocolViolation("\(key.topic)-\(key.partition) at \(next): \(error)")
-                }
-                positions[key] = next
+        var budget = configuration.maxPollRecords
+        while budget > 0, !buffered.isEmpty {
+            var chunk = buffered[0]
+            if chunk.error != nil { break }
+            let available = chunk.records.count - chunk.index
+            let take = Swift.min(available, budget)
+            if take > 0 {
+                out.append(contentsOf: chunk.records[chunk.index..<(chunk.index + take)])
+                chunk.index += take
+                budget -= take
+            }
+            if chunk.index == chunk.records.count {
+                positions[chunk.tp] = chunk.nextOffset
+                buffered.removeFirst()
+            } else {
+                positions[chunk.tp] = chunk.records[chunk.index].offset
+                buffered[0] = chunk
             }
         }
         return out
     }
 
-    /// Records as they arrive, until the task is cancelled or an error occurs.
-    public nonisolated func records() -> AsyncThrowingStream<ConsumerRecord, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    while !Task.isCancelled {
-                        for record in try await self.poll() { continuation.yield(record) }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+    /// Partition errors of the last fetch: out of range resets by `auto.offset.reset`; routing
+    /// errors refresh metadata (the next fetch goes to the new leader); others are thrown.
+    private func handleFetchErrors() async throws {
+        let failed = buffered.filter { $0.error != nil }
+        buffered.removeAll { $0.error != nil }
+        var resets: [(TopicPartition, StartPosition)] = []
+        for chunk in failed {
+            guard let error = chunk.error else { continue }
+            switch error {
+            case .offsetOutOfRange:
+                logger.info("offset out of range, resetting", metadata: ["partition": "\(chunk.tp)", "offset": "\(chunk.fetchOffset)"])
+                switch configuration.autoOffsetReset {
+                case .earliest: resets.append((chunk.tp, .earliest))
+                case .latest: resets.append((chunk.tp, .latest))
+                case .none: throw ClientError.kafka(.offsetOutOfRange, "\(chunk.tp) at \(chunk.fetchOffset)")
                 }
+            case let error where error.isRetriable:
+                await cluster.invalidate(topic: chunk.tp.topic)
+            default:
+                throw ClientError.kafka(error, "Fetch \(chunk.tp)")
             }
-            continuation.onTermination = { _ in task.cancel() }
+        }
+        if !resets.isEmpty { try await resolve(resets) }
+    }
+
+    func dropPrefetch() {
+        if let running = prefetch { abandonedFetch = running }
+        prefetch = nil
+        buffered = []
+    }
+
+    private func startPrefetch() {
+        guard prefetch == nil, !fetchablePartitions().isEmpty else { return }
+        prefetch = Task { try await self.fetch() }
+    }
+
+    func fetchablePartitions() -> [(TopicPartition, Int64)] {
+        assignment.compactMap { tp in
+            guard !paused.contains(tp), let position = positions[tp] else { return nil }
+            return (tp, position)
         }
     }
 
-    /// Commits the current positions (or `offsets`) to `group.id`, outside the group protocol.
-    public func commit(_ offsets: [(topic: String, partition: Int32, offset: Int64)]? = nil) async throws {
+    /// Records as they arrive, one at a time, until the task is cancelled or an error occurs.
+    /// The sequence polls only when the application asks for the next record, so auto-commit
+    /// covers only records the application finished with.
+    public nonisolated func records() -> ConsumerRecords {
+        ConsumerRecords(consumer: self)
+    }
+
+    /// Records as they arrive, a poll's worth at a time (for throughput).
+    public nonisolated func batches() -> ConsumerBatches {
+        ConsumerBatches(consumer: self)
+    }
+
+    // MARK: Commits
+
+    /// Commits the current positions of the assigned partitions (or `offsets`) to `group.id`,
+    /// and waits for the coordinator's answer.
+    public func commit(_ offsets: [TopicPartition: Int64]? = nil) async throws {
+        let entries = offsets ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
+        guard !entries.isEmpty else { return }
+        try await commitOffsets(entries)
+    }
+
+    /// The tuple form kept for callers of the first client version.
+    public func commit(_ offsets: [(topic: String, partition: Int32, offset: Int64)]) async throws {
+        try await commit(Dictionary(offsets.map { (TopicPartition($0.topic, $0.partition), $0.offset) }, uniquingKeysWith: { $1 }))
+    }
+
+    /// Commits in the background; `completion` (if given) gets the outcome.
+    public func commitAsync(_ offsets: [TopicPartition: Int64]? = nil,
+                            completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+        let entries = offsets ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
+        Task {
+            do {
+                try await self.commitOffsets(entries)
+                completion?(.success(()))
+            } catch {
+                completion?(.failure(error))
+            }
+        }
+    }
+
+    func commitOffsets(_ entries: [TopicPartition: Int64]) async throws {
         guard let group = configuration.groupID else { throw ClientError.kafka(.invalidGroupId, "group.id is not set") }
-        let entries = offsets ?? order.compactMap { key in positions[key].map { (key.topic, key.partition, $0) } }
+        guard !entries.isEmpty else { return }
         var request = OffsetCommitRequest()
         request.groupId = group
-        request.generationIdOrMemberEpoch = -1
+        if subscription != nil && generation >= 0 {
+            request.generationIdOrMemberEpoch = generation
+            request.memberId = memberID
+            request.groupInstanceId = configuration.groupInstanceID
+        } else {
+            request.generationIdOrMemberEpoch = -1
+            request.memberId = ""
+        }
         var byTopic: [String: [OffsetCommitRequest.OffsetCommitRequestPartition]] = [:]
-        for (topic, partition, offset) in entries {
+        for (tp, offset) in entries {
             var entry = OffsetCommitRequest.OffsetCommitRequestPartition()
-            entry.partitionIndex = partition
+            entry.partitionIndex = tp.partition
             entry.committedOffset = offset
             entry.committedLeaderEpoch = -1
-            byTopic[topic, default: []].append(entry)
+            byTopic[tp.topic, default: []].append(entry)
         }
         request.topics = byTopic.sorted { $0.key < $1.key }.map { name, partitions in
             var topic = OffsetCommitRequest.OffsetCommitRequestTopic()
             topic.name = name
-            topic.partitions = partitions
+            topic.partitions = partitions.sorted { $0.partitionIndex < $1.partitionIndex }
             return topic
         }
-        let response = try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 8))
+        let response = try await coordinatorRequest { connection in
+            try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 8))
+        } errorCode: { response in
+            response.topics.lazy.flatMap(\.partitions).map(\.errorCode).first { $0 != 0 } ?? 0
+        }
         for topic in response.topics {
             for partition in topic.partitions where partition.errorCode != 0 {
-                throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)")
+                let error = KafkaError(code: partition.errorCode)
+                if error == .rebalanceInProgress || error == .illegalGeneration || error == .unknownMemberId {
+                    needsJoin = true
+                }
+                throw ClientError.kafka(error, "OffsetCommit \(topic.name)-\(partition.partitionIndex)")
             }
         }
     }
 
+    // MARK: Closing
+
+    /// Commits (with auto-commit), leaves the group (dynamic members; a static member stays
+    /// until its session times out, so a restart gets its partitions back) and closes.
     public func close() async {
-        await connection.close()
+        guard !closed else { return }
+        if subscription != nil {
+            await leaveGroup(commit: configuration.enableAutoCommit)
+        }
+        closed = true
+        dropPrefetch()
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+        await cluster.close()
     }
+}
+
+/// Records of one partition from one fetch.
+struct FetchedPartition: Sendable {
+    var tp: TopicPartition
+    var fetchOffset: Int64
+    var records: [ConsumerRecord]
+    var index = 0
+    /// Where the position goes once every record was taken (past control batches too).
+    var nextOffset: Int64
+    var error: KafkaError? = nil
+}
+
+/// The records of a consumer, one at a time: an `AsyncSequence` that polls on demand.
+public struct ConsumerRecords: AsyncSequence, Sendable {
+    public typealias Element = ConsumerRecord
+    let consumer: KafkaConsumer
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let consumer: KafkaConsumer
+        var batch: [ConsumerRecord] = []
+        var index = 0
+
+        public mutating func next() async throws -> ConsumerRecord? {
+            while index == batch.count {
+                if Task.isCancelled { return nil }
+                batch = try await consumer.poll()
+                index = 0
+            }
+            defer { index += 1 }
+            return batch[index]
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(consumer: consumer) }
+}
+
+/// The records of a consumer, a poll's worth at a time (never empty).
+public struct ConsumerBatches: AsyncSequence, Sendable {
+    public typealias Element = [ConsumerRecord]
+    let consumer: KafkaConsumer
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let consumer: KafkaConsumer
+
+        public mutating func next() async throws -> [ConsumerRecord]? {
+            while true {
+                if Task.isCancelled { return nil }
+                let batch = try await consumer.poll()
+                if !batch.isEmpty { return batch }
+            }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(consumer: consumer) }
 }

@@ -64,7 +64,7 @@ struct KafkaProducerTests {
         }
         var seen = 0
         for partition in Int32(0)..<4 {
-            let records = try await readBack(admin.connectionForTests, topic: "produced", partition: partition)
+            let records = try await readBack(try await admin.anyConnection(), topic: "produced", partition: partition)
             #expect(records.map(\.offset) == Array(0..<Int64(records.count)), "dense offsets")
             seen += records.count
             let offsets = Set(results.filter { $0.1.partition == partition }.map(\.1.offset))
@@ -76,16 +76,47 @@ struct KafkaProducerTests {
         try await broker.stop()
     }
 
-    @Test("properties with Kafka's names configure the producer")
+    @Test("properties with Kafka's and librdkafka's names configure the producer; typos are refused")
     func properties() throws {
         let configuration = try ProducerConfiguration(properties: [
-            "bootstrap.servers": "127.0.0.1:9092,other:9092", "acks": "all", "linger.ms": "20",
-            "compression.type": "zstd", "enable.idempotence": "false",
+            "bootstrap.servers": "127.0.0.1:9092, other:9092", "acks": "all", "queue.buffering.max.ms": "20",
+            "compression.type": "zstd", "enable.idempotence": "false", "reconnect.backoff.max.ms": "5000",
+            "message.timeout.ms": "30000", "batch.num.messages": "10000",
         ])
-        #expect(configuration.bootstrap == "127.0.0.1:9092")
+        #expect(configuration.client.bootstrapServers == ["127.0.0.1:9092", "other:9092"])
         #expect(configuration.acks == -1)
         #expect(configuration.lingerMs == 20)
         #expect(configuration.compression == .zstd)
         #expect(!configuration.idempotence)
+        #expect(configuration.client.reconnectBackoffMaxMs == 5000)
+        #expect(configuration.deliveryTimeoutMs == 30000)
+        #expect(throws: ClientError.self) { try ProducerConfiguration(properties: ["bootstrap.servers": "a:1", "linger.mss": "5"]) }
+        #expect(throws: ClientError.self) { try ProducerConfiguration(properties: ["bootstrap.servers": "a:1", "linger.ms": "soon"]) }
+        #expect(throws: ClientError.self) { try ProducerConfiguration(properties: ["bootstrap.servers": "a:1", "acks": "2"]) }
+        let consumer = try ConsumerConfiguration(properties: [
+            "bootstrap.servers": "a:1", "group.id": "g", "auto.offset.reset": "smallest",
+            "partition.assignment.strategy": "roundrobin,cooperative-sticky", "enable.auto.commit": "false",
+            "group.instance.id": "i-1", "max.poll.records": "10",
+        ])
+        #expect(consumer.groupID == "g" && consumer.groupInstanceID == "i-1")
+        #expect(consumer.autoOffsetReset == .earliest && !consumer.enableAutoCommit && consumer.maxPollRecords == 10)
+        #expect(consumer.assignors.map(\.name) == ["roundrobin", "cooperative-sticky"])
+    }
+
+    @Test("backoff grows exponentially to its cap, with jitter within ±20 %")
+    func backoff() {
+        var backoff = ExponentialBackoff(baseMs: 50, maxMs: 1_000)
+        #expect(backoff.delayMs() == 0)
+        var seen: [Int] = []
+        for _ in 0..<8 {
+            backoff.recordFailure()
+            seen.append(backoff.delayMs())
+        }
+        let expected = [50, 100, 200, 400, 800, 1_000, 1_000, 1_000]
+        for (delay, nominal) in zip(seen, expected) {
+            #expect(Double(delay) >= Double(nominal) * 0.8 - 1 && Double(delay) <= Double(nominal) * 1.2 + 1)
+        }
+        backoff.reset()
+        #expect(backoff.delayMs() == 0)
     }
 }
