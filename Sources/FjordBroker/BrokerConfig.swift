@@ -69,6 +69,10 @@ public struct BrokerConfig: Sendable, Equatable {
     public var groupMaxSize: Int = Int(Int32.max)
     public var offsetMetadataMaxBytes: Int = 4096
     public var offsetsRetentionMs: Int64 = 7 * 24 * 3600 * 1000
+    /// KIP-848 groups: `group.consumer.heartbeat.interval.ms` (told to members) and
+    /// `group.consumer.session.timeout.ms` (silence after which a member is removed).
+    public var groupConsumerHeartbeatIntervalMs: Int32 = 5000
+    public var groupConsumerSessionTimeoutMs: Int32 = 45000
     /// `fjord.max.partitions.per.topic`: CreateTopics/CreatePartitions above this are refused with
     /// INVALID_PARTITIONS, so one request cannot make the broker create millions of logs.
     public var maxPartitionsPerTopic: Int32 = 10_000
@@ -129,6 +133,10 @@ public struct BrokerConfig: Sendable, Equatable {
             case "group.min.session.timeout.ms": config.groupMinSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.session.timeout.ms": config.groupMaxSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "group.max.size": config.groupMaxSize = try int(key, value, min: 1, max: Int(Int32.max))
+            case "group.consumer.heartbeat.interval.ms":
+                config.groupConsumerHeartbeatIntervalMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
+            case "group.consumer.session.timeout.ms":
+                config.groupConsumerSessionTimeoutMs = Int32(try int(key, value, min: 1, max: Int(Int32.max)))
             case "fjord.max.partitions.per.topic": config.maxPartitionsPerTopic = Int32(try int(key, value, min: 1, max: 1_000_000))
             case "offsets.retention.minutes": config.offsetsRetentionMs = Int64(try int(key, value, min: 1, max: Int(Int32.max))) * 60_000
             case "offsets.retention.check.interval.ms": break

@@ -43,13 +43,11 @@ extension GroupCoordinator {
         var lastHeartbeatMs: Int64
     }
 
-    static let consumerHeartbeatIntervalMs: Int32 = 5000
-    static let consumerSessionTimeoutMs: Int64 = 45000
 
     func consumerHeartbeat(_ request: ConsumerGroupHeartbeatRequest, version: Int16, clientID: String, clientHost: String) -> ConsumerGroupHeartbeatResponse {
         let image = metadataImage()
         var response = ConsumerGroupHeartbeatResponse()
-        response.heartbeatIntervalMs = Self.consumerHeartbeatIntervalMs
+        response.heartbeatIntervalMs = settings.consumerHeartbeatIntervalMs
         func fail(_ error: KafkaError, _ message: String) -> ConsumerGroupHeartbeatResponse {
             var failed = ConsumerGroupHeartbeatResponse()
             failed.errorCode = error.code
@@ -173,7 +171,7 @@ extension GroupCoordinator {
     func expireConsumerMembers(now: Int64) {
         let image = metadataImage()
         for group in consumerGroups.values {
-            let expired = group.members.values.filter { now - $0.lastHeartbeatMs > Self.consumerSessionTimeoutMs }.map(\.memberID)
+            let expired = group.members.values.filter { now - $0.lastHeartbeatMs > Int64(settings.consumerSessionTimeoutMs) }.map(\.memberID)
             guard !expired.isEmpty else { continue }
             for id in expired {
                 group.members[id] = nil

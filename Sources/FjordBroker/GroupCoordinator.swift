@@ -83,6 +83,8 @@ actor GroupCoordinator {
         var maxMetadataBytes: Int
         var maxGroupSize: Int
         var offsetsRetentionMs: Int64
+        var consumerHeartbeatIntervalMs: Int32 = 5000
+        var consumerSessionTimeoutMs: Int32 = 45000
     }
 
     let settings: Settings

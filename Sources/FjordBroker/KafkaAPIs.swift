@@ -37,7 +37,9 @@ public final class KafkaAPIs: Sendable {
             settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
                             maxMetadataBytes: config.offsetMetadataMaxBytes, maxGroupSize: config.groupMaxSize,
-                            offsetsRetentionMs: config.offsetsRetentionMs),
+                            offsetsRetentionMs: config.offsetsRetentionMs,
+                            consumerHeartbeatIntervalMs: config.groupConsumerHeartbeatIntervalMs,
+                            consumerSessionTimeoutMs: config.groupConsumerSessionTimeoutMs),
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
     }
 

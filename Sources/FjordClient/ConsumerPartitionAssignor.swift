@@ -140,10 +140,9 @@ public struct CooperativeStickyAssignor: ConsumerPartitionAssignor {
     public init() {}
 
     public func assign(members: [AssignorMember], partitionCounts: [String: Int32]) -> [String: [TopicPartition]] {
-        let target = Self.stickyBalanced(members: members, partitionCounts: partitionCounts)
-        // Cooperative: a partition moving from a member still in the group is held back.
-        var owners: [TopicPartition: String] = [:]
-        for member in members { for tp in member.ownedPartitions { owners[tp] = member.memberID } }
+        let (target, owners) = Self.stickyBalanced(members: members, partitionCounts: partitionCounts)
+        // Cooperative: a partition moving away from its (valid) owner, who is still in the group,
+        // is held back until that owner revoked it.
         var result: [String: [TopicPartition]] = [:]
         for (member, partitions) in target {
             result[member] = partitions.filter { tp in
@@ -154,11 +153,13 @@ public struct CooperativeStickyAssignor: ConsumerPartitionAssignor {
         return result
     }
 
-    /// The sticky, balanced target assignment (before cooperative hold-backs).
-    static func stickyBalanced(members: [AssignorMember], partitionCounts: [String: Int32]) -> [String: [TopicPartition]] {
+    /// The sticky, balanced target assignment (before cooperative hold-backs) and the valid
+    /// owner of each claimed partition.
+    static func stickyBalanced(members: [AssignorMember], partitionCounts: [String: Int32])
+        -> (target: [String: [TopicPartition]], owners: [TopicPartition: String]) {
         let ordered = members.sorted(by: AssignorMember.ordered)
         var result: [String: [TopicPartition]] = Dictionary(uniqueKeysWithValues: members.map { ($0.memberID, []) })
-        guard !ordered.isEmpty else { return result }
+        guard !ordered.isEmpty else { return (result, [:]) }
         var all: [TopicPartition] = []
         for topic in Set(members.flatMap(\.topics)).sorted() {
             for partition in 0..<(partitionCounts[topic] ?? 0) { all.append(TopicPartition(topic, partition)) }
@@ -211,6 +212,6 @@ public struct CooperativeStickyAssignor: ConsumerPartitionAssignor {
             result[chosen.memberID, default: []].append(tp)
         }
         for key in result.keys { result[key]?.sort() }
-        return result
+        return (result, claims.mapValues(\.member))
     }
 }

@@ -46,6 +46,7 @@ extension KafkaConsumer {
     // MARK: Driving membership from poll
 
     func maintainGroup() async throws {
+        if closed { throw ClientError.closed }
         if partitionsLost {
             partitionsLost = false
             let lost = assignment

@@ -28,7 +28,29 @@ public final class InProcessBroker: Sendable {
     /// Starts a broker; `settings` are server.properties overrides.
     public static func start(settings: [String: String] = [:]) async throws -> InProcessBroker {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-inprocess-\(UUID().uuidString)").path
-        var overrides = ["log.dirs": directory, "listeners": "PLAINTEXT://127.0.0.1:0", "group.initial.rebalance.delay.ms": "0"]
+        return try await start(settings: settings, directory: directory, port: 0)
+    }
+
+    /// Stops this broker as a clean shutdown does and starts a new one on the same port and data
+    /// directory (clients see the connection drop and reconnect).
+    public func restart(settings: [String: String] = [:]) async throws -> InProcessBroker {
+        await server.stop()
+        try await broker.shutdown()
+        try await group.shutdownGracefully()
+        var lastError: (any Error)? = nil
+        for _ in 0..<50 {  // the port may linger for a moment
+            do {
+                return try await Self.start(settings: settings, directory: dataDirectory, port: port)
+            } catch {
+                lastError = error
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        throw lastError!
+    }
+
+    private static func start(settings: [String: String], directory: String, port: Int) async throws -> InProcessBroker {
+        var overrides = ["log.dirs": directory, "listeners": "PLAINTEXT://127.0.0.1:\(port)", "group.initial.rebalance.delay.ms": "0"]
         for (key, value) in settings { overrides[key] = value }
         let config = try BrokerConfig.parse(overrides: overrides)
         var logger = Logger(label: "fjord-test-broker")
