@@ -3,6 +3,7 @@ import FjordCompression
 import FjordProtocol
 import FjordTesting
 import NIOCore
+import Synchronization
 import Testing
 
 @Suite("KafkaProducer against an in-process broker")
@@ -73,6 +74,59 @@ struct KafkaProducerTests {
         #expect(seen == 10_000)
         await producer.close()
         await admin.close()
+        try await broker.stop()
+    }
+
+    @Test("a broker restart during production: with idempotence no record is lost, duplicated or reordered")
+    func restartDuringProduction() async throws {
+        var broker = try await InProcessBroker.start()
+        let admin = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)
+        try await admin.createTopic("restart", partitions: 3)
+        await admin.close()
+        var configuration = ProducerConfiguration(bootstrap: broker.bootstrap)
+        configuration.client.reconnectBackoffMaxMs = 200
+        configuration.client.retryBackoffMaxMs = 200
+        let producer = try await KafkaProducer.connect(configuration)
+        let failures = Mutex<[String]>([])
+        let total = 20_000
+        let acknowledged = Mutex(0)
+        let sending = Task {
+            for i in 0..<total {
+                try await producer.produce(topic: "restart", key: ByteBuffer(string: "k\(i % 10)"), value: ByteBuffer(string: "\(i)")) {
+                    switch $0 {
+                    case .failure(let error): failures.withLock { $0.append("\(error)") }
+                    case .success: acknowledged.withLock { $0 += 1 }
+                    }
+                }
+                if i % 500 == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(150))
+        let beforeRestart = acknowledged.withLock { $0 }
+        broker = try await broker.restart()  // connections drop mid-stream; the producer reconnects
+        #expect(beforeRestart > 0 && beforeRestart < total, "the restart happened mid-stream (\(beforeRestart) acknowledged)")
+        try await sending.value
+        await producer.flush()
+        #expect(failures.withLock { $0 } == [])
+        await producer.close()
+
+        let reader = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)
+        var values: [Int] = []
+        for partition in Int32(0)..<3 {
+            let records = try await readBack(try await reader.anyConnection(), topic: "restart", partition: partition)
+            #expect(records.map(\.offset) == Array(0..<Int64(records.count)), "no gap in partition \(partition)")
+            var lastPerKey: [String: Int] = [:]
+            for record in records {
+                let key = String(buffer: record.key!)
+                let value = Int(String(buffer: record.value!))!
+                #expect(value > (lastPerKey[key] ?? -1), "per-key order kept")
+                lastPerKey[key] = value
+                values.append(value)
+            }
+        }
+        #expect(values.count == total, "no duplicate, nothing lost")
+        #expect(Set(values).count == total)
+        await reader.close()
         try await broker.stop()
     }
 
