@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 public import FjordProtocol
 import CoreMetrics
 import Metrics
@@ -40,8 +45,9 @@ final class ResponseDispatcher: ChannelInboundHandler {
         }
         var scheduled: Scheduled<Void>? = nil
         if let timeout {
-            scheduled = channel.eventLoop.scheduleTask(in: timeout) { [weak self] in
-                guard let self, let entry = self.pending.removeValue(forKey: correlationID) else { return }
+            let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)  // the task runs on this loop
+            scheduled = channel.eventLoop.scheduleTask(in: timeout) {
+                guard let entry = bound.value.pending.removeValue(forKey: correlationID) else { return }
                 entry.promise.fail(ClientError.timeout(describe()))
                 channel.close(promise: nil)
             }
@@ -123,6 +129,14 @@ public final class BrokerConnection: Sendable {
         let channel: any Channel
         do {
             channel = try await bootstrap.connect(host: host, port: port).get()
+        } catch let error as NIOConnectionError {
+            // "Connection refused", not NIO's nested error dump.
+            let reasons = error.connectionErrors.map { failure -> String in
+                if let io = failure.error as? IOError { return String(cString: strerror(io.errnoCode)) }
+                return "\(failure.error)"
+            }
+            let reason = reasons.last ?? (error.dnsAError ?? error.dnsAAAAError).map { "cannot resolve: \($0)" } ?? "\(error)"
+            throw ClientError.connection("\(host):\(port): \(reason)")
         } catch {
             throw ClientError.connection("\(host):\(port): \(error)")
         }

@@ -467,12 +467,20 @@ extension KafkaConsumer {
                 guard configuration.groupInstanceID == nil, !memberID.isEmpty else { return }
                 var request = LeaveGroupRequest()
                 request.groupId = group
-                request.memberId = memberID
-                var member = LeaveGroupRequest.MemberIdentity()
-                member.memberId = memberID
-                member.reason = "the consumer is closing"
-                request.members = [member]
-                _ = try await coordinatorRequest { connection in try await connection.send(request) } errorCode: { $0.errorCode }
+                let memberID = self.memberID
+                _ = try await coordinatorRequest { connection in
+                    let version = try connection.version(of: .leaveGroup)
+                    var request = request
+                    if version >= 3 {
+                        var member = LeaveGroupRequest.MemberIdentity()
+                        member.memberId = memberID
+                        member.reason = "the consumer is closing"
+                        request.members = [member]
+                    } else {
+                        request.memberId = memberID
+                    }
+                    return try await connection.send(request, version: version)
+                } errorCode: { $0.errorCode }
             case .consumer:
                 guard !memberID.isEmpty, generation >= 0 else { return }
                 var request = ConsumerGroupHeartbeatRequest()

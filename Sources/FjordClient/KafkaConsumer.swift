@@ -217,6 +217,21 @@ public actor KafkaConsumer {
         }
     }
 
+    /// The log end offset of each partition (the last stable offset with read_committed).
+    public func endOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        try await listOffsets(partitions.map { ($0, -1) })
+    }
+
+    /// The log start offset of each partition.
+    public func beginningOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        try await listOffsets(partitions.map { ($0, -2) })
+    }
+
+    /// The partitions of a topic (from cluster metadata).
+    public func partitions(of topic: String) async throws -> [Int32] {
+        try await cluster.topic(topic).partitions.map(\.partition)
+    }
+
     /// ListOffsets for each partition at its leader (-2 earliest, -1 latest, else a timestamp;
     /// a timestamp past the last record resolves to the log end).
     func listOffsets(_ wanted: [(TopicPartition, Int64)]) async throws -> [TopicPartition: Int64] {
