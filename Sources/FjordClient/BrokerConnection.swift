@@ -160,9 +160,16 @@ public final class BrokerConnection: Sendable {
     /// False once the connection is closed (by either side, or after a request timeout).
     public var isActive: Bool { channel.isActive }
 
+    /// ApiVersions v3 first; a broker without it answers UNSUPPORTED_VERSION in the v0 body
+    /// format (KIP-511), which is decoded as such before asking again at v0.
     private func negotiateVersions() async throws {
-        var response = try await send(ApiVersionsRequest(), version: 3, checkVersion: false)
-        if response.errorCode == KafkaError.unsupportedVersion.code {
+        let pending = try submit(ApiVersionsRequest(), version: 3, checkVersion: false, timeout: nil)
+        let frame = try await pending.future.get()
+        var response: ApiVersionsResponse
+        if let decoded = try? ResponseFrame.decode(frame, apiKey: .apiVersions, version: 3).1 as? ApiVersionsResponse,
+           decoded.errorCode != KafkaError.unsupportedVersion.code {
+            response = decoded
+        } else {
             response = try await send(ApiVersionsRequest(), version: 0, checkVersion: false)
         }
         guard response.errorCode == 0 else {

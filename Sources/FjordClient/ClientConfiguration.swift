@@ -76,6 +76,13 @@ public struct ClientConfiguration: Sendable {
         return parsed
     }
 
+    static func int32(_ key: String, _ value: String, min: Int32 = Int32.min) throws -> Int32 {
+        guard let parsed = Int32(value.trimmingSpaces()), parsed >= min else {
+            throw ClientError.invalidConfiguration("\(key)=\(value): expected an integer from \(min) to \(Int32.max)")
+        }
+        return parsed
+    }
+
     static func bool(_ key: String, _ value: String) throws -> Bool {
         switch value.trimmingSpaces().lowercased() {
         case "true", "1", "yes": return true

@@ -92,9 +92,9 @@ public struct ConsumerConfiguration: Sendable {
                 default: throw ClientError.invalidConfiguration("unknown assignor '\(name)'")
                 }
             }
-        case "session.timeout.ms": sessionTimeoutMs = Int32(try ClientConfiguration.int(key, value, min: 1))
+        case "session.timeout.ms": sessionTimeoutMs = try ClientConfiguration.int32(key, value, min: 1)
         case "heartbeat.interval.ms": heartbeatIntervalMs = try ClientConfiguration.int(key, value, min: 1)
-        case "max.poll.interval.ms": maxPollIntervalMs = Int32(try ClientConfiguration.int(key, value, min: 1))
+        case "max.poll.interval.ms": maxPollIntervalMs = try ClientConfiguration.int32(key, value, min: 1)
         case "enable.auto.commit": enableAutoCommit = try ClientConfiguration.bool(key, value)
         case "auto.commit.interval.ms": autoCommitIntervalMs = try ClientConfiguration.int(key, value, min: 1)
         case "auto.offset.reset":
@@ -104,11 +104,11 @@ public struct ConsumerConfiguration: Sendable {
             case "none", "error": autoOffsetReset = .none
             default: throw ClientError.invalidConfiguration("auto.offset.reset=\(value): expected earliest, latest or none")
             }
-        case "fetch.max.wait.ms", "fetch.wait.max.ms": fetchMaxWaitMs = Int32(try ClientConfiguration.int(key, value, min: 0))
-        case "fetch.min.bytes": fetchMinBytes = Int32(try ClientConfiguration.int(key, value, min: 0))
-        case "fetch.max.bytes": fetchMaxBytes = Int32(try ClientConfiguration.int(key, value, min: 1))
+        case "fetch.max.wait.ms", "fetch.wait.max.ms": fetchMaxWaitMs = try ClientConfiguration.int32(key, value, min: 0)
+        case "fetch.min.bytes": fetchMinBytes = try ClientConfiguration.int32(key, value, min: 0)
+        case "fetch.max.bytes": fetchMaxBytes = try ClientConfiguration.int32(key, value, min: 1)
         case "max.partition.fetch.bytes", "fetch.message.max.bytes":
-            maxPartitionFetchBytes = Int32(try ClientConfiguration.int(key, value, min: 1))
+            maxPartitionFetchBytes = try ClientConfiguration.int32(key, value, min: 1)
         case "max.poll.records": maxPollRecords = try ClientConfiguration.int(key, value, min: 1)
         case "isolation.level":
             switch value.lowercased() {

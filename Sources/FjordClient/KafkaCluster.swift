@@ -27,6 +27,9 @@ public actor KafkaCluster {
     /// Topics the owners asked about: every refresh asks for all of them.
     private var interestingTopics: Set<String> = []
     private var refreshing: Task<Void, any Error>? = nil
+    /// Metadata requests sent, and the newest whose response was applied.
+    private var metadataRequests = 0
+    private var appliedMetadataRequest = 0
 
     private var connections: [Int32: BrokerConnection] = [:]
     private var connecting: [Int32: Task<BrokerConnection, any Error>] = [:]
@@ -215,11 +218,15 @@ public actor KafkaCluster {
         let wanted = interestingTopics
         let task = Task { try await self.fetchMetadata(topics: wanted) }
         refreshing = task
-        defer { refreshing = nil }
+        defer { if refreshing == task { refreshing = nil } }
         try await task.value
     }
 
     private func fetchMetadata(topics: Set<String>) async throws {
+        metadataRequests += 1
+        let sequence = metadataRequests
+        // Only what was stale when the request left is fresh once it returns.
+        let staleAtSend = staleTopics.intersection(topics)
         var request = MetadataRequest()
         request.topics = topics.sorted().map { name in
             var topic = MetadataRequest.MetadataRequestTopic()
@@ -235,6 +242,8 @@ public actor KafkaCluster {
             await connection.close()
             throw error
         }
+        guard sequence > appliedMetadataRequest else { return }  // a newer response was applied already
+        appliedMetadataRequest = sequence
         var fresh = ClusterMetadata(response)
         // Keep topics this response did not ask about (their staleness is tracked apart).
         for (name, topic) in metadata.topics where fresh.topics[name] == nil && !topics.contains(name) {
@@ -248,7 +257,7 @@ public actor KafkaCluster {
         }
         metadata = fresh
         metadataFetchedAt = ContinuousClock.now
-        staleTopics.subtract(topics)
+        staleTopics.subtract(staleAtSend)
     }
 
     // MARK: Coordinators

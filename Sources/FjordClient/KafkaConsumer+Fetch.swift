@@ -137,8 +137,9 @@ extension KafkaConsumer {
                 guard let fetchOffset = wanted[tp] else { continue }
                 let error = KafkaError(code: data.errorCode)
                 if error != .noError {
-                    // The broker drops a failed partition from the session; fetch it in full next time.
-                    sessions[node]?.partitions[tp] = nil
+                    // The partition stays in the broker's session; a sentinel offset makes the next
+                    // request name it again (or forget it, if it moved to another leader).
+                    sessions[node]?.partitions[tp] = -1
                     out.append(FetchedPartition(tp: tp, fetchOffset: fetchOffset, records: [], nextOffset: fetchOffset, error: error))
                     continue
                 }

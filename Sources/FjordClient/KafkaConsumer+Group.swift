@@ -49,11 +49,14 @@ extension KafkaConsumer {
         if closed { throw ClientError.closed }
         if partitionsLost {
             partitionsLost = false
-            let lost = assignment
-            if !lost.isEmpty {
-                logger.info("partitions lost", metadata: ["partitions": "\(lost)"])
-                removeAssigned(lost)
-                await listener?.partitionsLost(lost, consumer: self)
+            await losePartitions()
+        }
+        if !needsJoin, let counts = leaderPartitionCounts {
+            // Cached metadata is refreshed once older than metadata.max.age.ms.
+            let metadata = try await cluster.currentMetadata()
+            for (topic, count) in counts where Int32(metadata.topics[topic]?.partitions.count ?? Int(count)) != count {
+                logger.info("partition count changed: rebalancing", metadata: ["topic": "\(topic)"])
+                needsJoin = true
             }
         }
         if needsJoin && !joining {
@@ -101,11 +104,28 @@ extension KafkaConsumer {
         removeAssigned(partitions)
     }
 
+    /// Takes new partitions. Their positions are looked up here; one that cannot be yet is
+    /// looked up again by the next `poll` (the partition stays assigned either way).
     private func adopt(_ added: [TopicPartition]) async throws {
         guard !added.isEmpty else { return }
         for tp in added where !assignment.contains(tp) { assignment.append(tp) }
-        try await resolve(added.map { ($0, .committed) })
+        do {
+            try await resolve(added.map { ($0, .committed) })
+        } catch let error as ClientError where error.isRetriable {
+            logger.info("positions of new partitions not known yet", metadata: ["error": "\(error)"])
+        }
         await listener?.partitionsAssigned(added, consumer: self)
+    }
+
+    /// Gives up partitions without committing (membership was lost: another member may own
+    /// them already) and tells the listener.
+    func losePartitions() async {
+        let lost = assignment
+        generation = -1
+        guard !lost.isEmpty else { return }
+        logger.info("partitions lost", metadata: ["partitions": "\(lost)"])
+        removeAssigned(lost)
+        await listener?.partitionsLost(lost, consumer: self)
     }
 
     // MARK: Classic protocol
@@ -175,6 +195,7 @@ extension KafkaConsumer {
                 continue
             case .unknownMemberId:
                 memberID = ""
+                await losePartitions()
                 continue
             case .rebalanceInProgress, .coordinatorLoadInProgress, .notCoordinator, .coordinatorNotAvailable:
                 backoff.recordFailure()
@@ -193,6 +214,7 @@ extension KafkaConsumer {
             sync.groupInstanceId = configuration.groupInstanceID
             sync.protocolType = "consumer"
             sync.protocolName = protocolName
+            leaderPartitionCounts = nil
             if joined.leader == memberID && !joined.skipAssignment {
                 sync.assignments = try await leaderAssign(joined)
             }
@@ -205,8 +227,8 @@ extension KafkaConsumer {
             case .rebalanceInProgress:
                 continue
             case .unknownMemberId, .illegalGeneration:
-                memberID = ""
-                generation = -1
+                if KafkaError(code: synced.errorCode) == .unknownMemberId { memberID = "" }
+                await losePartitions()
                 continue
             case let error:
                 throw ClientError.kafka(error, "SyncGroup \(group)")
@@ -280,6 +302,7 @@ extension KafkaConsumer {
             if let info = metadata.topics[topic], info.error == .noError { counts[topic] = Int32(info.partitions.count) }
         }
         let plan = assignor.assign(members: members, partitionCounts: counts)
+        leaderPartitionCounts = counts
         return try members.map { member in
             var assignment = ConsumerProtocolAssignment()
             assignment.assignedPartitions = Self.grouped(plan[member.memberID] ?? []).map { topic, partitions in
@@ -378,7 +401,8 @@ extension KafkaConsumer {
         request.rebalanceTimeoutMs = configuration.maxPollIntervalMs
         request.subscribedTopicNames = subscription
         let metadata = try await cluster.currentMetadata()
-        request.topicPartitions = try Self.grouped(assignment).map { topic, partitions in
+        // A (re)joining member owns nothing, whatever poll has not cleaned up yet.
+        request.topicPartitions = try Self.grouped(joiningNow ? [] : assignment).map { topic, partitions in
             guard let id = metadata.topics[topic]?.topicID else { throw ClientError.kafka(.unknownTopicOrPartition, topic) }
             var entry = ConsumerGroupHeartbeatRequest.TopicPartitions()
             entry.topicId = id
@@ -394,6 +418,8 @@ extension KafkaConsumer {
         case .fencedMemberEpoch, .unknownMemberId:
             logger.info("lost group membership", metadata: ["error": "\(KafkaError(code: response.errorCode).name)"])
             generation = -1
+            pendingAssignment = nil
+            pendingTopicIDs = nil
             partitionsLost = true
             needsJoin = true
             return
@@ -406,18 +432,30 @@ extension KafkaConsumer {
         generation = response.memberEpoch
         if response.heartbeatIntervalMs > 0 { consumerHeartbeatIntervalMs = Int(response.heartbeatIntervalMs) }
         if let assignment = response.assignment {
+            pendingTopicIDs = assignment.topicPartitions.map { ($0.topicId, $0.partitions) }
+        }
+        if let entries = pendingTopicIDs {
+            // Topic ids are resolved through metadata; one not known yet keeps the assignment
+            // pending (the broker does not send an unchanged assignment again).
             var target: Set<TopicPartition> = []
             var fresh = metadata
-            for entry in assignment.topicPartitions {
-                if fresh.topicName(for: entry.topicId) == nil {
+            var unresolved = false
+            for (id, partitions) in entries {
+                if fresh.topicName(for: id) == nil {
                     try await cluster.refreshMetadata()
                     fresh = try await cluster.currentMetadata()
                 }
-                guard let name = fresh.topicName(for: entry.topicId) else { continue }
-                for partition in entry.partitions { target.insert(TopicPartition(name, partition)) }
+                guard let name = fresh.topicName(for: id) else {
+                    unresolved = true
+                    continue
+                }
+                for partition in partitions { target.insert(TopicPartition(name, partition)) }
             }
-            pendingAssignment = target
-            needsJoin = true
+            if !unresolved {
+                pendingTopicIDs = nil
+                pendingAssignment = target
+                needsJoin = true
+            }
         }
         if applyingAssignment, let target = pendingAssignment {
             pendingAssignment = nil

@@ -91,6 +91,10 @@ public actor KafkaConsumer {
     /// KIP-848: the broker's heartbeat interval, and an assignment not yet applied by `poll`.
     var consumerHeartbeatIntervalMs: Int? = nil
     var pendingAssignment: Set<TopicPartition>? = nil
+    var pendingTopicIDs: [(KafkaUUID, [Int32])]? = nil
+    /// Classic protocol, as leader: the partition counts the last assignment used; a change
+    /// (partitions added) makes the leader rejoin so the new ones get assigned.
+    var leaderPartitionCounts: [String: Int32]? = nil
 
     init(configuration: ConsumerConfiguration, cluster: KafkaCluster) {
         self.configuration = configuration
@@ -296,9 +300,11 @@ public actor KafkaConsumer {
             topic.partitionIndexes = indexes
             return topic
         }
-        request.requireStable = true
         let response = try await coordinatorRequest { connection in
-            try await connection.send(request, version: try connection.version(of: .offsetFetch, max: 7))
+            let version = try connection.version(of: .offsetFetch, max: 7)
+            var request = request
+            request.requireStable = version >= 7
+            return try await connection.send(request, version: version)
         } errorCode: { $0.errorCode }
         var result: [TopicPartition: Int64] = [:]
         for topic in response.topics {
@@ -349,6 +355,7 @@ public actor KafkaConsumer {
     public func poll() async throws -> [ConsumerRecord] {
         if closed { throw ClientError.closed }
         if subscription != nil { try await maintainGroup() }
+        try await resolveMissingPositions()
         if buffered.isEmpty {
             let fetched: [FetchedPartition]
             if let running = prefetch {
@@ -374,6 +381,19 @@ public actor KafkaConsumer {
             metrics.bytes.increment(by: Int64(bytes))
         }
         return records
+    }
+
+    /// Assigned partitions without a position (their lookup failed, e.g. a coordinator moved)
+    /// are looked up again before each fetch, as Java's `updateFetchPositions` does; a
+    /// retriable failure waits for the next poll.
+    private func resolveMissingPositions() async throws {
+        let missing = assignment.filter { positions[$0] == nil }
+        guard !missing.isEmpty else { return }
+        do {
+            try await resolve(missing.map { ($0, .committed) })
+        } catch let error as ClientError where error.isRetriable {
+            logger.debug("cannot resolve positions yet", metadata: ["partitions": "\(missing)", "error": "\(error)"])
+        }
     }
 
     /// Hands out up to `max.poll.records` buffered records, advancing positions.
@@ -513,7 +533,7 @@ public actor KafkaConsumer {
             return topic
         }
         let response = try await coordinatorRequest { connection in
-            try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 8))
+            try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 9))
         } errorCode: { response in
             response.topics.lazy.flatMap(\.partitions).map(\.errorCode).first { $0 != 0 } ?? 0
         }

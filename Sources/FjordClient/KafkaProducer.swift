@@ -48,7 +48,9 @@ public actor KafkaProducer {
     private var producerID: Int64 = RecordBatch.noProducerID
     private var producerEpoch: Int16 = RecordBatch.noProducerEpoch
     private var partitions: [TopicPartition: PartitionState] = [:]
-    private var partitionCounts: [String: Int32] = [:]
+    private var partitionCounts: [String: (count: Int32, at: ContinuousClock.Instant)] = [:]
+    /// Every batch created and not yet completed (`flush` waits for a snapshot of it).
+    private var pendingBatches: Set<UInt64> = []
     private var stickyPartition: [String: Int32] = [:]
     private var bufferedBytes = 0
     private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
@@ -74,9 +76,16 @@ public actor KafkaProducer {
         var producerEpoch: Int16 = RecordBatch.noProducerEpoch
         var baseSequence: Int32 = RecordBatch.noSequence
         var built: ByteBuffer? = nil
+        /// Failed attempts so far (bounded by `retries`).
+        var attempts = 0
+        /// After renumbering: the sequence after this batch.
+        var renumberedNext: Int32? = nil
     }
 
-    struct PartitionState {
+    /// A partition's accumulator and sender state. A class so that appending to the open batch
+    /// mutates it in place (a struct in the dictionary would copy the batch buffer on write);
+    /// confined to the actor like every other stored property.
+    final class PartitionState {
         /// The batch records are being added to.
         var open: PendingBatch? = nil
         /// Closed batches, oldest first, waiting for the sender.
@@ -182,7 +191,7 @@ public actor KafkaProducer {
     private func append(_ tp: TopicPartition, size: Int, timestamp: Int64?, key: ByteBuffer?, value: ByteBuffer?,
                         headers: [RecordHeader], waiter: Waiter) {
         bufferedBytes += size
-        var state = partitions[tp] ?? PartitionState()
+        let state = self.state(tp)
         // Close the open batch first if this record would overflow it (Kafka's RecordAccumulator).
         if let open = state.open, open.bytes > 0, open.bytes + size > configuration.batchSize {
             state.ready.append(open)
@@ -192,25 +201,25 @@ public actor KafkaProducer {
         if state.open == nil {
             nextBatchID &+= 1
             let builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: configuration.compression),
-                                             initialCapacity: Swift.min(configuration.batchSize, 1 << 20) + 64)
+                                             initialCapacity: Swift.min(configuration.batchSize, 16 * 1024) + 64)
             state.open = PendingBatch(id: nextBatchID, builder: builder, createdAt: .now)
+            pendingBatches.insert(nextBatchID)
             fresh = true
         }
+        // In place: `state` is a class, so the builder's buffer is not copied on write.
         state.open!.builder.append(timestamp: timestamp ?? currentTimeMs(), key: key, value: value, headers: headers)
         state.open!.waiters.append(waiter)  // one per record: its index is the offset delta
         state.open!.bytes += size
-        let full = state.open!.bytes >= configuration.batchSize || configuration.lingerMs == 0
-        let openID = state.open!.id
-        if full {
+        if state.open!.bytes >= configuration.batchSize {
             state.ready.append(state.open!)
             state.open = nil
         }
-        partitions[tp] = state
-        if full || !state.ready.isEmpty {
-            if stickyPartition[tp.topic] == tp.partition { stickyPartition[tp.topic] = nil }
+        if !state.ready.isEmpty || (configuration.lingerMs == 0 && state.open != nil) {
+            if stickyPartition[tp.topic] == tp.partition && state.open == nil { stickyPartition[tp.topic] = nil }
             startSender(tp)
         }
-        if fresh && !full {
+        // Every new open batch gets its linger timer, whether or not the sender is busy.
+        if fresh, configuration.lingerMs > 0, let openID = state.open?.id {
             let linger = configuration.lingerMs
             Task {
                 try? await Task.sleep(for: .milliseconds(linger))
@@ -219,26 +228,33 @@ public actor KafkaProducer {
         }
     }
 
+    private func state(_ tp: TopicPartition) -> PartitionState {
+        if let state = partitions[tp] { return state }
+        let state = PartitionState()
+        partitions[tp] = state
+        return state
+    }
+
     private func lingerExpired(_ tp: TopicPartition, batchID: UInt64) {
-        guard var state = partitions[tp], let open = state.open, open.id == batchID else { return }
+        guard let state = partitions[tp], let open = state.open, open.id == batchID else { return }
         state.ready.append(open)
         state.open = nil
-        partitions[tp] = state
         if stickyPartition[tp.topic] == tp.partition { stickyPartition[tp.topic] = nil }
         startSender(tp)
     }
 
-    /// Waits until every record sent so far is acknowledged or failed.
+    /// Waits until every record sent before this call is acknowledged or failed (records sent
+    /// meanwhile by other tasks do not hold it up).
     public func flush() async {
-        for (tp, var state) in partitions {
+        for (tp, state) in partitions {
             if let open = state.open {
                 state.ready.append(open)
                 state.open = nil
-                partitions[tp] = state
                 startSender(tp)
             }
         }
-        while partitions.values.contains(where: { $0.open != nil || !$0.ready.isEmpty || $0.senderRunning }) {
+        let snapshot = pendingBatches
+        while !snapshot.isDisjoint(with: pendingBatches) {
             await withCheckedContinuation { idleWaiters.append($0) }
         }
     }
@@ -254,8 +270,13 @@ public actor KafkaProducer {
     }
 
     private func choosePartition(topic: String, key: ByteBuffer?, explicit: Int32?) async throws -> Int32 {
-        let count = try await partitionCount(topic)
+        var count = try await partitionCount(topic)
         if let explicit {
+            if explicit >= count {
+                // Maybe partitions were added since: look again before refusing.
+                partitionCounts[topic] = nil
+                count = try await partitionCount(topic)
+            }
             guard explicit >= 0 && explicit < count else {
                 throw ClientError.kafka(.unknownTopicOrPartition, "\(topic)-\(explicit)")
             }
@@ -270,79 +291,145 @@ public actor KafkaProducer {
         return chosen
     }
 
+    /// The topic's partition count, refreshed once older than `metadata.max.age.ms` so
+    /// partitions added later are used.
     private func partitionCount(_ topic: String) async throws -> Int32 {
-        if let count = partitionCounts[topic] { return count }
+        if let cached = partitionCounts[topic],
+           ContinuousClock.now - cached.at < .milliseconds(configuration.client.metadataMaxAgeMs) {
+            return cached.count
+        }
         let count = Int32(try await cluster.topic(topic).partitions.count)
-        partitionCounts[topic] = count
+        partitionCounts[topic] = (count, .now)
         return count
     }
 
     // MARK: The sender
 
     private func startSender(_ tp: TopicPartition) {
-        guard var state = partitions[tp], !state.senderRunning else { return }
+        guard let state = partitions[tp], !state.senderRunning else { return }
         state.senderRunning = true
-        partitions[tp] = state
         Task { await self.runSender(tp) }
     }
 
+    /// The next batch to send: a closed one, or with linger.ms=0 the open one.
+    private func nextBatch(_ tp: TopicPartition) -> PendingBatch? {
+        guard let state = partitions[tp] else { return nil }
+        if let batch = state.ready.popFirst() { return batch }
+        if configuration.lingerMs == 0, let open = state.open {
+            state.open = nil
+            if stickyPartition[tp.topic] == tp.partition { stickyPartition[tp.topic] = nil }
+            return open
+        }
+        return nil
+    }
+
     /// One sender per partition with ready batches: pipelines up to `maxInFlight` of them to
-    /// the leader, completes them in order, and on a retriable failure resends every
-    /// unacknowledged batch in order after a backoff.
+    /// the leader and completes them. With idempotence, batches complete in order and after a
+    /// retriable failure every unacknowledged batch is resent in order (the broker answers a
+    /// resent duplicate with its original offsets); without it, only failed batches are resent.
     private func runSender(_ tp: TopicPartition) async {
         var window = CircularBuffer<PendingBatch>()
         var backoff = ExponentialBackoff(baseMs: configuration.client.retryBackoffMs, maxMs: configuration.client.retryBackoffMaxMs)
         while true {
-            // Take new batches into the window.
-            while window.count < configuration.maxInFlight, var batch = partitions[tp]?.ready.popFirst() {
+            while window.count < configuration.maxInFlight, var batch = nextBatch(tp) {
                 assignSequence(tp, &batch)
                 window.append(batch)
             }
             if window.isEmpty { break }
             let outcomes = await sendWindow(tp, &window)
-            var retry = false
+            var results: [UInt64: Result<Int64, any Error>] = [:]
+            for outcome in outcomes { results[outcome.batchID] = outcome.result }
+            var kept = CircularBuffer<PendingBatch>()
             var retryError: (any Error)? = nil
-            while let outcome = outcomes.first(where: { $0.batchID == window.first?.id }) {
-                let batch = window.removeFirst()
-                switch outcome.result {
+            var renumberFrom: PendingBatch? = nil
+            var resequenceRest = false
+            for var batch in window {
+                let result = results[batch.id] ?? .failure(ClientError.protocolViolation("no outcome"))
+                if let failed = renumberFrom {
+                    // Behind a refused batch (which did not append): take over its sequences.
+                    renumber(tp, &batch, after: failed)
+                    renumberFrom = batch
+                    kept.append(batch)
+                    continue
+                }
+                if resequenceRest {
+                    // Behind a batch of unknown fate: what failed goes again under the new producer id.
+                    if case .success(let baseOffset) = result {
+                        complete(tp, batch, .success(baseOffset))
+                    } else {
+                        batch.producerID = RecordBatch.noProducerID
+                        batch.baseSequence = RecordBatch.noSequence
+                        batch.built = nil
+                        assignSequence(tp, &batch)
+                        kept.append(batch)
+                    }
+                    continue
+                }
+                if retryError != nil && configuration.idempotence {
+                    // In order: everything behind a failure waits for the resend (a success here
+                    // comes back as a duplicate with its original offsets).
+                    kept.append(batch)
+                    continue
+                }
+                switch result {
                 case .success(let baseOffset):
                     backoff.reset()
                     complete(tp, batch, .success(baseOffset))
-                case .failure(let error) where isRetriable(error):
-                    window.prepend(batch)
-                    retry = true
-                    retryError = error
+                case .failure(let error) where isRetriable(error) && batch.attempts < configuration.retries:
+                    batch.attempts += 1
+                    retryError = retryError ?? error
+                    kept.append(batch)
                 case .failure(let error):
                     complete(tp, batch, .failure(error))
-                    if !(error is CancellationError) { renumber(tp, after: batch, in: &window) }
+                    guard configuration.idempotence else { break }
+                    if Self.refusedWithoutAppend(error) {
+                        if let state = partitions[tp], state.producerID == batch.producerID { state.nextSequence = batch.baseSequence }
+                        renumberFrom = batch
+                    } else {
+                        // The batch may have been written: continue under a new producer id.
+                        await resetProducerID(tp)
+                        resequenceRest = true
+                    }
                 }
-                if retry { break }
             }
-            if retry {
-                // Batches that timed out for delivery fail; the fate of a batch that was on the
-                // wire is unknown, so the partition continues under a new producer id.
-                let now = ContinuousClock.now
+            window = kept
+            if let retryError {
                 let limit = Duration.milliseconds(configuration.deliveryTimeoutMs)
-                if let first = window.first, now - first.createdAt > limit {
+                if let first = window.first, ContinuousClock.now - first.createdAt > limit {
+                    // Out of time: fail what is left; its fate is unknown, so a new producer id follows.
                     let expired = window
                     window.removeAll()
                     for batch in expired {
                         complete(tp, batch, .failure(ClientError.timeout(
-                            "delivery.timeout.ms expired for \(tp.topic)-\(tp.partition): \(retryError.map { "\($0)" } ?? "")")))
+                            "delivery.timeout.ms expired for \(tp.topic)-\(tp.partition): \(retryError)")))
                     }
-                    await resetProducerID(tp)
+                    if configuration.idempotence { await resetProducerID(tp) }
                     continue
                 }
                 await cluster.invalidate(topic: tp.topic)
                 backoff.recordFailure()
-                logger.debug("retrying produce", metadata: ["partition": "\(tp.topic)-\(tp.partition)",
-                                                            "error": "\(retryError.map { "\($0)" } ?? "")"])
+                logger.debug("retrying produce", metadata: ["partition": "\(tp.topic)-\(tp.partition)", "error": "\(retryError)"])
                 try? await Task.sleep(for: .milliseconds(backoff.delayMs()))
             }
         }
         partitions[tp]?.senderRunning = false
-        if let state = partitions[tp], !state.ready.isEmpty { startSender(tp) }
-        wakeIdleWaiters()
+        if let state = partitions[tp], !state.ready.isEmpty || (configuration.lingerMs == 0 && state.open != nil) {
+            startSender(tp)
+        }
+    }
+
+    /// Errors after which Kafka guarantees the batch was not appended, so the batches behind it
+    /// can take its sequence numbers.
+    static func refusedWithoutAppend(_ error: any Error) -> Bool {
+        guard case .kafka(let code, _) = error as? ClientError else { return false }
+        switch code {
+        case .corruptMessage, .messageTooLarge, .recordListTooLarge, .invalidRecord, .invalidTimestamp,
+             .invalidRequiredAcks, .topicAuthorizationFailed, .clusterAuthorizationFailed, .invalidTopicException,
+             .unsupportedForMessageFormat, .unsupportedCompressionType, .policyViolation, .invalidRequest:
+            return true
+        default:
+            return false
+        }
     }
 
     private func isRetriable(_ error: any Error) -> Bool {
@@ -367,7 +454,7 @@ public actor KafkaProducer {
         } catch {
             return window.map { Outcome(batchID: $0.id, result: .failure(error)) }
         }
-        var pending: [(UInt64, Result<PendingResponse<ProduceRequest>, any Error>)] = []
+        var pending: [(UInt64, Result<PendingResponse<ProduceRequest>?, any Error>)] = []
         for index in window.indices {
             let records: ByteBuffer
             do {
@@ -390,7 +477,7 @@ public actor KafkaProducer {
             if configuration.acks == 0 {
                 do {
                     try await connection.sendWithoutResponse(request)
-                    pending.append((window[index].id, .failure(AcksZero())))
+                    pending.append((window[index].id, .success(nil)))
                 } catch {
                     pending.append((window[index].id, .failure(error)))
                 }
@@ -401,11 +488,11 @@ public actor KafkaProducer {
         var outcomes: [Outcome] = []
         for (id, submitted) in pending {
             switch submitted {
-            case .failure(let error) where error is AcksZero:
+            case .success(nil):
                 outcomes.append(Outcome(batchID: id, result: .success(-1)))
             case .failure(let error):
                 outcomes.append(Outcome(batchID: id, result: .failure(error)))
-            case .success(let response):
+            case .success(let response?):
                 do {
                     let answer = try await response.response()
                     guard let result = answer.responses.first?.partitionResponses.first else {
@@ -429,8 +516,6 @@ public actor KafkaProducer {
         return outcomes
     }
 
-    private struct AcksZero: Error {}
-
     private func build(_ batch: PendingBatch) throws -> ByteBuffer {
         var builder = batch.builder
         builder.producerID = batch.producerID
@@ -441,7 +526,7 @@ public actor KafkaProducer {
 
     private func assignSequence(_ tp: TopicPartition, _ batch: inout PendingBatch) {
         guard configuration.idempotence, batch.baseSequence == RecordBatch.noSequence else { return }
-        var state = partitions[tp] ?? PartitionState()
+        let state = self.state(tp)
         if state.producerID == RecordBatch.noProducerID {
             state.producerID = producerID
             state.producerEpoch = producerEpoch
@@ -450,7 +535,6 @@ public actor KafkaProducer {
         batch.producerEpoch = state.producerEpoch
         batch.baseSequence = state.nextSequence
         state.nextSequence = Self.add(state.nextSequence, batch.builder.recordCount)
-        partitions[tp] = state
     }
 
     /// Sequences wrap from Int32.max to 0, as in Kafka.
@@ -459,23 +543,19 @@ public actor KafkaProducer {
         return Int32(truncatingIfNeeded: next > Int64(Int32.max) ? next - Int64(Int32.max) - 1 : next)
     }
 
-    /// A refused batch did not append: the batches behind it take its sequence numbers.
-    private func renumber(_ tp: TopicPartition, after failed: PendingBatch, in window: inout CircularBuffer<PendingBatch>) {
-        guard configuration.idempotence, failed.baseSequence != RecordBatch.noSequence,
-              var state = partitions[tp], state.producerID == failed.producerID else { return }
-        var sequence = failed.baseSequence
-        for index in window.indices where window[index].producerID == failed.producerID {
-            window[index].baseSequence = sequence
-            window[index].built = nil
-            sequence = Self.add(sequence, window[index].builder.recordCount)
-        }
-        state.nextSequence = sequence
-        partitions[tp] = state
+    /// A batch behind a refused one takes the sequences right after `previous`'s start (the
+    /// refused batch's own start for the first one), and the partition's next sequence follows.
+    private func renumber(_ tp: TopicPartition, _ batch: inout PendingBatch, after previous: PendingBatch) {
+        guard batch.producerID == previous.producerID, let state = partitions[tp] else { return }
+        let start = previous.renumberedNext ?? previous.baseSequence
+        batch.baseSequence = start
+        batch.built = nil
+        batch.renumberedNext = Self.add(start, batch.builder.recordCount)
+        if state.producerID == batch.producerID { state.nextSequence = batch.renumberedNext! }
     }
 
     /// After a batch's fate became unknown: the partition's next batches use a new producer id.
     private func resetProducerID(_ tp: TopicPartition) async {
-        guard configuration.idempotence else { return }
         do {
             let (id, epoch) = try await newProducerID()
             partitions[tp]?.producerID = id
@@ -488,6 +568,7 @@ public actor KafkaProducer {
 
     private func complete(_ tp: TopicPartition, _ batch: PendingBatch, _ result: Result<Int64, any Error>) {
         bufferedBytes -= batch.bytes
+        pendingBatches.remove(batch.id)
         switch result {
         case .success(let baseOffset):
             metrics.records.increment(by: Int64(batch.waiters.count))
@@ -516,10 +597,6 @@ public actor KafkaProducer {
         let waiting = spaceWaiters
         spaceWaiters = []
         for waiter in waiting { waiter.resume() }
-    }
-
-    private func wakeIdleWaiters() {
-        guard !partitions.values.contains(where: { $0.open != nil || !$0.ready.isEmpty || $0.senderRunning }) else { return }
         let idle = idleWaiters
         idleWaiters = []
         for waiter in idle { waiter.resume() }

@@ -98,10 +98,13 @@ struct KafkaProducerTests {
                     case .success: acknowledged.withLock { $0 += 1 }
                     }
                 }
-                if i % 500 == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                if i % 200 == 0 { try await Task.sleep(for: .milliseconds(10)) }  // ≥ 1 s in all
             }
         }
-        try await Task.sleep(for: .milliseconds(150))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while acknowledged.withLock({ $0 }) < 2_000 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         let beforeRestart = acknowledged.withLock { $0 }
         broker = try await broker.restart()  // connections drop mid-stream; the producer reconnects
         #expect(beforeRestart > 0 && beforeRestart < total, "the restart happened mid-stream (\(beforeRestart) acknowledged)")
