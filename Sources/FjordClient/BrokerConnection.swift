@@ -251,6 +251,13 @@ public final class BrokerConnection: Sendable {
         return (correlationID, payload)
     }
 
+    /// Writes a request the broker does not answer (Produce with acks=0), without waiting.
+    public func submitWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) throws {
+        let chosen = try version ?? self.version(of: Request.apiKey)
+        let (_, payload) = try encodeFrame(request, version: chosen)
+        channel.writeAndFlush(payload, promise: nil)
+    }
+
     /// Sends a request the broker does not answer (Produce with acks=0).
     public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
         let chosen = try version ?? self.version(of: Request.apiKey)

@@ -1,5 +1,5 @@
-public import FjordProtocol
-public import Logging
+import FjordProtocol
+import Logging
 public import NIOCore
 public import NIOPosix
 

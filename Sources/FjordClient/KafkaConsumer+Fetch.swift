@@ -1,4 +1,4 @@
-public import FjordProtocol
+import FjordProtocol
 import Logging
 import NIOCore
 

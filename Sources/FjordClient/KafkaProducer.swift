@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-public import FjordCompression
+import FjordCompression
 public import FjordProtocol
 import CoreMetrics
 import Logging
@@ -166,9 +166,40 @@ public actor KafkaProducer {
     public func produce(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
                         partition: Int32? = nil, timestamp: Int64? = nil,
                         onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)? = nil) async throws {
-        let (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
+        // Fast path without suspension: room in the buffer and the partition count known.
+        let tp: TopicPartition
+        let size: Int
+        if let fast = try admitNow(topic: topic, key: key, value: value, headers: headers, partition: partition) {
+            (tp, size) = fast
+        } else {
+            (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
+        }
         append(tp, size: size, timestamp: timestamp, key: key, value: value, headers: headers,
                waiter: onDelivery.map { .callback($0) } ?? .none)
+    }
+
+    /// `admit` without waiting: nil when it would have to wait (buffer full, metadata unknown).
+    private func admitNow(topic: String, key: ByteBuffer?, value: ByteBuffer?, headers: [RecordHeader],
+                          partition explicit: Int32?) throws -> (TopicPartition, Int)? {
+        if closed { throw ClientError.closed }
+        var size = (key?.readableBytes ?? 0) + (value?.readableBytes ?? 0) + 24
+        for header in headers { size += header.key.utf8.count + (header.value?.readableBytes ?? 0) + 4 }
+        guard bufferedBytes + size <= configuration.bufferMemory, size <= configuration.maxRequestSize,
+              let cached = partitionCounts[topic],
+              ContinuousClock.now - cached.at < .milliseconds(configuration.client.metadataMaxAgeMs) else { return nil }
+        let count = cached.count
+        let partition: Int32
+        if let explicit {
+            guard explicit >= 0 && explicit < count else { return nil }
+            partition = explicit
+        } else if let key {
+            partition = DefaultPartitioner.partition(forKey: key.readableBytesView, partitions: count)
+        } else if let sticky = stickyPartition[topic], sticky < count {
+            partition = sticky
+        } else {
+            return nil
+        }
+        return (TopicPartition(topic: topic, partition: partition), size)
     }
 
     /// Waits for buffer space and chooses the partition.
@@ -323,99 +354,136 @@ public actor KafkaProducer {
         return nil
     }
 
-    /// One sender per partition with ready batches: pipelines up to `maxInFlight` of them to
-    /// the leader and completes them. With idempotence, batches complete in order and after a
-    /// retriable failure every unacknowledged batch is resent in order (the broker answers a
-    /// resent duplicate with its original offsets); without it, only failed batches are resent.
+    /// One sender per partition with ready batches: a sliding window of up to `maxInFlight`
+    /// batches on the leader's connection; a new batch goes out as soon as the oldest is
+    /// answered. On a failure every batch still on the wire is awaited, then the window is
+    /// settled as a whole (`settle`): with idempotence, batches complete in order and after a
+    /// retriable failure every unacknowledged batch is resent in order with its sequences (the
+    /// broker answers a resent duplicate with its original offsets); without it, only failed
+    /// batches are resent.
     private func runSender(_ tp: TopicPartition) async {
-        var window = CircularBuffer<PendingBatch>()
+        var inflight = CircularBuffer<(batch: PendingBatch, response: Result<PendingResponse<ProduceRequest>?, any Error>)>()
         var backoff = ExponentialBackoff(baseMs: configuration.client.retryBackoffMs, maxMs: configuration.client.retryBackoffMaxMs)
+        var connection: BrokerConnection? = nil
         while true {
-            while window.count < configuration.maxInFlight, var batch = nextBatch(tp) {
+            while inflight.count < configuration.maxInFlight, var batch = nextBatch(tp) {
                 assignSequence(tp, &batch)
-                window.append(batch)
-            }
-            if window.isEmpty { break }
-            let outcomes = await sendWindow(tp, &window)
-            var results: [UInt64: Result<Int64, any Error>] = [:]
-            for outcome in outcomes { results[outcome.batchID] = outcome.result }
-            var kept = CircularBuffer<PendingBatch>()
-            var retryError: (any Error)? = nil
-            var renumberFrom: PendingBatch? = nil
-            var resequenceRest = false
-            for var batch in window {
-                let result = results[batch.id] ?? .failure(ClientError.protocolViolation("no outcome"))
-                if let failed = renumberFrom {
-                    // Behind a refused batch (which did not append): take over its sequences.
-                    renumber(tp, &batch, after: failed)
-                    renumberFrom = batch
-                    kept.append(batch)
-                    continue
-                }
-                if resequenceRest {
-                    // Behind a batch of unknown fate: what failed goes again under the new producer id.
-                    if case .success(let baseOffset) = result {
-                        complete(tp, batch, .success(baseOffset))
-                    } else {
-                        batch.producerID = RecordBatch.noProducerID
-                        batch.baseSequence = RecordBatch.noSequence
-                        batch.built = nil
-                        assignSequence(tp, &batch)
-                        kept.append(batch)
-                    }
-                    continue
-                }
-                if retryError != nil && configuration.idempotence {
-                    // In order: everything behind a failure waits for the resend (a success here
-                    // comes back as a duplicate with its original offsets).
-                    kept.append(batch)
-                    continue
-                }
-                switch result {
-                case .success(let baseOffset):
-                    backoff.reset()
-                    complete(tp, batch, .success(baseOffset))
-                case .failure(let error) where isRetriable(error) && batch.attempts < configuration.retries:
-                    batch.attempts += 1
-                    retryError = retryError ?? error
-                    kept.append(batch)
-                case .failure(let error):
-                    complete(tp, batch, .failure(error))
-                    guard configuration.idempotence else { break }
-                    if Self.refusedWithoutAppend(error) {
-                        if let state = partitions[tp], state.producerID == batch.producerID { state.nextSequence = batch.baseSequence }
-                        renumberFrom = batch
-                    } else {
-                        // The batch may have been written: continue under a new producer id.
-                        await resetProducerID(tp)
-                        resequenceRest = true
+                if connection == nil || connection?.isActive == false {
+                    do {
+                        connection = try await cluster.leader(topic: tp.topic, partition: tp.partition).connection
+                    } catch {
+                        inflight.append((batch, .failure(error)))
+                        break
                     }
                 }
+                let response = submit(tp, &batch, on: connection!)
+                inflight.append((batch, response))
             }
-            window = kept
-            if let retryError {
-                let limit = Duration.milliseconds(configuration.deliveryTimeoutMs)
-                if let first = window.first, ContinuousClock.now - first.createdAt > limit {
-                    // Out of time: fail what is left; its fate is unknown, so a new producer id follows.
-                    let expired = window
-                    window.removeAll()
-                    for batch in expired {
+            guard let oldest = inflight.popFirst() else { break }
+            let result = await outcome(oldest.response)
+            if case .success(let baseOffset) = result {
+                backoff.reset()
+                complete(tp, oldest.batch, .success(baseOffset))
+                continue
+            }
+            // A failure: learn the fate of everything still on the wire, then settle the window.
+            var window = CircularBuffer<PendingBatch>([oldest.batch])
+            var results: [UInt64: Result<Int64, any Error>] = [oldest.batch.id: result]
+            while let next = inflight.popFirst() {
+                window.append(next.batch)
+                results[next.batch.id] = await outcome(next.response)
+            }
+            connection = nil
+            let (kept, retryError) = await settle(tp, window: window, results: results, backoff: &backoff)
+            // Kept batches go back to the front of the queue, in order, keeping their sequences.
+            if let state = partitions[tp] {
+                for batch in kept.reversed() { state.ready.prepend(batch) }
+            }
+            guard let retryError else { continue }
+            let limit = Duration.milliseconds(configuration.deliveryTimeoutMs)
+            if let first = kept.first, ContinuousClock.now - first.createdAt > limit {
+                // Out of time: fail what is left; its fate is unknown, so a new producer id follows.
+                if let state = partitions[tp] {
+                    let expired = Set(kept.map(\.id))
+                    let failing = state.ready.filter { expired.contains($0.id) }
+                    state.ready.removeAll { expired.contains($0.id) }
+                    for batch in failing {
                         complete(tp, batch, .failure(ClientError.timeout(
                             "delivery.timeout.ms expired for \(tp.topic)-\(tp.partition): \(retryError)")))
                     }
-                    if configuration.idempotence { await resetProducerID(tp) }
-                    continue
                 }
-                await cluster.invalidate(topic: tp.topic)
-                backoff.recordFailure()
-                logger.debug("retrying produce", metadata: ["partition": "\(tp.topic)-\(tp.partition)", "error": "\(retryError)"])
-                try? await Task.sleep(for: .milliseconds(backoff.delayMs()))
+                if configuration.idempotence { await resetProducerID(tp) }
+                continue
             }
+            await cluster.invalidate(topic: tp.topic)
+            backoff.recordFailure()
+            logger.debug("retrying produce", metadata: ["partition": "\(tp.topic)-\(tp.partition)", "error": "\(retryError)"])
+            try? await Task.sleep(for: .milliseconds(backoff.delayMs()))
         }
         partitions[tp]?.senderRunning = false
         if let state = partitions[tp], !state.ready.isEmpty || (configuration.lingerMs == 0 && state.open != nil) {
             startSender(tp)
         }
+    }
+
+    /// Decides the fate of every batch of a window that saw a failure; returns the batches to
+    /// send again (in order) and the first retriable error, if any.
+    private func settle(_ tp: TopicPartition, window: CircularBuffer<PendingBatch>, results: [UInt64: Result<Int64, any Error>],
+                        backoff: inout ExponentialBackoff) async -> (CircularBuffer<PendingBatch>, (any Error)?) {
+        var kept = CircularBuffer<PendingBatch>()
+        var retryError: (any Error)? = nil
+        var renumberFrom: PendingBatch? = nil
+        var resequenceRest = false
+        for var batch in window {
+            let result = results[batch.id] ?? .failure(ClientError.protocolViolation("no outcome"))
+            if let failed = renumberFrom {
+                // Behind a refused batch (which did not append): take over its sequences.
+                renumber(tp, &batch, after: failed)
+                renumberFrom = batch
+                kept.append(batch)
+                continue
+            }
+            if resequenceRest {
+                // Behind a batch of unknown fate: what failed goes again under the new producer id.
+                if case .success(let baseOffset) = result {
+                    complete(tp, batch, .success(baseOffset))
+                } else {
+                    batch.producerID = RecordBatch.noProducerID
+                    batch.baseSequence = RecordBatch.noSequence
+                    batch.built = nil
+                    assignSequence(tp, &batch)
+                    kept.append(batch)
+                }
+                continue
+            }
+            if retryError != nil && configuration.idempotence {
+                // In order: everything behind a failure waits for the resend (a success here
+                // comes back as a duplicate with its original offsets).
+                kept.append(batch)
+                continue
+            }
+            switch result {
+            case .success(let baseOffset):
+                backoff.reset()
+                complete(tp, batch, .success(baseOffset))
+            case .failure(let error) where isRetriable(error) && batch.attempts < configuration.retries:
+                batch.attempts += 1
+                retryError = retryError ?? error
+                kept.append(batch)
+            case .failure(let error):
+                complete(tp, batch, .failure(error))
+                guard configuration.idempotence else { break }
+                if Self.refusedWithoutAppend(error) {
+                    if let state = partitions[tp], state.producerID == batch.producerID { state.nextSequence = batch.baseSequence }
+                    renumberFrom = batch
+                } else {
+                    // The batch may have been written: continue under a new producer id.
+                    await resetProducerID(tp)
+                    resequenceRest = true
+                }
+            }
+        }
+        return (kept, retryError)
     }
 
     /// Errors after which Kafka guarantees the batch was not appended, so the batches behind it
@@ -440,80 +508,56 @@ public actor KafkaProducer {
         }
     }
 
-    private struct Outcome {
-        var batchID: UInt64
-        var result: Result<Int64, any Error>
+    /// Builds (once) and writes one batch to the leader; nil response means acks=0 (no answer).
+    private func submit(_ tp: TopicPartition, _ batch: inout PendingBatch,
+                        on connection: BrokerConnection) -> Result<PendingResponse<ProduceRequest>?, any Error> {
+        let records: ByteBuffer
+        do {
+            if batch.built == nil { batch.built = try build(batch) }
+            records = batch.built!
+        } catch {
+            return .failure(error)
+        }
+        var request = ProduceRequest()
+        request.acks = configuration.acks
+        request.timeoutMs = Int32(clamping: configuration.client.requestTimeoutMs)
+        var topic = ProduceRequest.TopicProduceData()
+        topic.name = tp.topic
+        var data = ProduceRequest.PartitionProduceData()
+        data.index = tp.partition
+        data.records = records
+        topic.partitionData = [data]
+        request.topicData = [topic]
+        if configuration.acks == 0 {
+            return Result { try connection.submitWithoutResponse(request) }.map { nil }
+        }
+        return Result { try connection.submit(request) }
     }
 
-    /// Sends every batch of the window on the leader's connection (pipelined, in order) and
-    /// collects each outcome. All outcomes are awaited, so nothing is left on the wire.
-    private func sendWindow(_ tp: TopicPartition, _ window: inout CircularBuffer<PendingBatch>) async -> [Outcome] {
-        let connection: BrokerConnection
-        do {
-            connection = try await cluster.leader(topic: tp.topic, partition: tp.partition).connection
-        } catch {
-            return window.map { Outcome(batchID: $0.id, result: .failure(error)) }
-        }
-        var pending: [(UInt64, Result<PendingResponse<ProduceRequest>?, any Error>)] = []
-        for index in window.indices {
-            let records: ByteBuffer
+    /// Waits for a submitted batch's answer: its base offset, or why it failed.
+    private func outcome(_ submitted: Result<PendingResponse<ProduceRequest>?, any Error>) async -> Result<Int64, any Error> {
+        switch submitted {
+        case .failure(let error):
+            return .failure(error)
+        case .success(nil):
+            return .success(-1)
+        case .success(let response?):
             do {
-                if window[index].built == nil { window[index].built = try build(window[index]) }
-                records = window[index].built!
+                let answer = try await response.response()
+                guard let result = answer.responses.first?.partitionResponses.first else {
+                    throw ClientError.protocolViolation("empty Produce response")
+                }
+                let error = KafkaError(code: result.errorCode)
+                if error == .noError || error == .duplicateSequenceNumber { return .success(result.baseOffset) }
+                var message = result.errorMessage ?? error.message
+                if let first = result.recordErrors.first {
+                    message = "record \(first.batchIndex): \(first.batchIndexErrorMessage ?? message)"
+                }
+                return .failure(ClientError.kafka(error, message))
             } catch {
-                pending.append((window[index].id, .failure(error)))
-                continue
-            }
-            var request = ProduceRequest()
-            request.acks = configuration.acks
-            request.timeoutMs = Int32(clamping: configuration.client.requestTimeoutMs)
-            var topic = ProduceRequest.TopicProduceData()
-            topic.name = tp.topic
-            var data = ProduceRequest.PartitionProduceData()
-            data.index = tp.partition
-            data.records = records
-            topic.partitionData = [data]
-            request.topicData = [topic]
-            if configuration.acks == 0 {
-                do {
-                    try await connection.sendWithoutResponse(request)
-                    pending.append((window[index].id, .success(nil)))
-                } catch {
-                    pending.append((window[index].id, .failure(error)))
-                }
-                continue
-            }
-            pending.append((window[index].id, Result { try connection.submit(request) }))
-        }
-        var outcomes: [Outcome] = []
-        for (id, submitted) in pending {
-            switch submitted {
-            case .success(nil):
-                outcomes.append(Outcome(batchID: id, result: .success(-1)))
-            case .failure(let error):
-                outcomes.append(Outcome(batchID: id, result: .failure(error)))
-            case .success(let response?):
-                do {
-                    let answer = try await response.response()
-                    guard let result = answer.responses.first?.partitionResponses.first else {
-                        throw ClientError.protocolViolation("empty Produce response")
-                    }
-                    let error = KafkaError(code: result.errorCode)
-                    if error == .noError || error == .duplicateSequenceNumber {
-                        outcomes.append(Outcome(batchID: id, result: .success(result.baseOffset)))
-                    } else {
-                        var message = result.errorMessage ?? error.message
-                        if let first = result.recordErrors.first {
-                            message = "record \(first.batchIndex): \(first.batchIndexErrorMessage ?? message)"
-                        }
-                        outcomes.append(Outcome(batchID: id, result: .failure(ClientError.kafka(error, message))))
-                    }
-                } catch {
-                    outcomes.append(Outcome(batchID: id, result: .failure(error)))
-                }
+                return .failure(error)
             }
         }
-        return outcomes
     }
 
     private func build(_ batch: PendingBatch) throws -> ByteBuffer {
