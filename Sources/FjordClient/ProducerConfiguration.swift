@@ -10,7 +10,9 @@ public struct ProducerConfiguration: Sendable {
     /// `linger.ms`: how long a partition's open batch waits for more records.
     public var lingerMs: Int = 5
     /// `batch.size`: a batch is closed and sent once its records reach this many bytes.
-    public var batchSize: Int = 64 * 1024
+    /// librdkafka's default (1 MB) rather than Java's 16 KiB: fewer, larger requests under load;
+    /// at low rates `linger.ms` decides, and `buffer.memory` bounds the total either way.
+    public var batchSize: Int = 1_000_000
     /// `compression.type`: none, gzip, snappy, lz4 or zstd.
     public var compression: CompressionCodec = .none
     /// `enable.idempotence`: producer id, epoch and per-partition sequences, so retries never
