@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
         .library(name: "FjordClient", targets: ["FjordClient"]),
+        // For contract tests and benchmarks of clients: a broker inside the calling process.
+        .library(name: "FjordTesting", targets: ["FjordTesting"]),
         .executable(name: "fjord", targets: ["fjord"]),
     ],
     dependencies: [

@@ -1,5 +1,4 @@
 public import FjordCompression
-public import FjordProtocol
 
 /// Producer settings, with Kafka's property names accepted by `init(properties:)`.
 public struct ProducerConfiguration: Sendable {
