@@ -8,24 +8,18 @@ let bootstrap = CommandLine.arguments.dropFirst().first ?? "127.0.0.1:9092"
 // Produce: idempotent, batched, keyed records land where Kafka's Java client would put them.
 let producer = try await KafkaProducer.connect(ProducerConfiguration(bootstrap: bootstrap))
 for i in 0..<10 {
-    let where_ = try await producer.send(topic: "quickstart", key: ByteBuffer(string: "user-\(i % 3)"),
-                                         value: ByteBuffer(string: "event \(i)"))
-    print("sent event \(i) to partition \(where_.partition) at offset \(where_.offset)")
+    let sent = try await producer.send(topic: "quickstart", key: ByteBuffer(string: "user-\(i % 3)"),
+                                       value: ByteBuffer(string: "event \(i)"))
+    print("sent event \(i) to partition \(sent.partition) at offset \(sent.offset)")
 }
 await producer.close()
 
-// Consume: assign the topic's partitions from the beginning and read the ten records back.
-var settings = ConsumerConfiguration(bootstrap: bootstrap)
+// Consume as a member of a group: the group assigns the partitions and auto-commits what was read.
+var settings = ConsumerConfiguration(bootstrap: bootstrap, groupID: "quickstart-readers")
 settings.autoOffsetReset = .earliest
 let consumer = try await KafkaConsumer.connect(settings)
-let admin = try await KafkaAdmin.connect(bootstrap: bootstrap)
-let partitions = try await admin.describeTopics(["quickstart"]).first?.partitions.map(\.partition) ?? [0]
-try await consumer.assign(topic: "quickstart", partitions: partitions, from: .earliest)
-var count = 0
-for try await record in consumer.records() {
+try await consumer.subscribe(topics: ["quickstart"])
+for try await record in consumer.records().prefix(10) {
     print("read \(String(buffer: record.key!)): \(String(buffer: record.value!)) (partition \(record.partition), offset \(record.offset))")
-    count += 1
-    if count == 10 { break }
 }
 await consumer.close()
-await admin.close()
