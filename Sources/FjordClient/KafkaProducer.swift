@@ -10,6 +10,16 @@ import Logging
 public import NIOCore
 public import NIOPosix
 
+/// Counts since the producer connected (`KafkaProducer.statistics()`).
+public struct ProducerStatistics: Sendable, Equatable {
+    /// Records the broker acknowledged (with acks=0: written to the connection).
+    public var recordsDelivered = 0
+    /// Records whose delivery failed.
+    public var recordsFailed = 0
+    /// Batches completed (delivered or failed).
+    public var batches = 0
+}
+
 /// Where a record landed.
 public struct RecordMetadata: Sendable, Equatable {
     public var topic: String
@@ -52,6 +62,10 @@ public actor KafkaProducer {
     /// Every batch created and not yet completed (`flush` waits for a snapshot of it).
     private var pendingBatches: Set<UInt64> = []
     private var fastPathCount = 0
+    private var counters = ProducerStatistics()
+
+    /// What was delivered and what failed so far.
+    public func statistics() -> ProducerStatistics { counters }
     private var stickyPartition: [String: Int32] = [:]
     private var bufferedBytes = 0
     private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
@@ -229,25 +243,30 @@ public actor KafkaProducer {
                         headers: [RecordHeader], waiter: Waiter) {
         bufferedBytes += size
         let state = self.state(tp)
-        // Close the open batch first if this record would overflow it (Kafka's RecordAccumulator).
-        if let bytes = state.open?.bytes, bytes > 0, bytes + size > configuration.batchSize {
-            state.ready.append(state.open.take()!)
-        }
+        // The open batch is moved out of the state while records are added (a unique value:
+        // no copy-on-write, and one exclusivity check instead of one per field access).
         var fresh = false
-        if state.open == nil {
-            nextBatchID &+= 1
-            let builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: configuration.compression),
-                                             initialCapacity: Swift.min(configuration.batchSize, 16 * 1024) + 64)
-            state.open = PendingBatch(id: nextBatchID, builder: builder, createdAt: .now)
-            pendingBatches.insert(nextBatchID)
+        var batch: PendingBatch
+        if let open = state.open.take() {
+            if open.bytes > 0, open.bytes + size > configuration.batchSize {
+                // This record would overflow it: close it first (Kafka's RecordAccumulator).
+                state.ready.append(open)
+                batch = newBatch()
+                fresh = true
+            } else {
+                batch = open
+            }
+        } else {
+            batch = newBatch()
             fresh = true
         }
-        // In place: `state` is a class, so the builder's buffer is not copied on write.
-        state.open!.builder.append(timestamp: timestamp ?? currentTimeMs(), key: key, value: value, headers: headers)
-        state.open!.waiters.append(waiter)  // one per record: its index is the offset delta
-        state.open!.bytes += size
-        if state.open!.bytes >= configuration.batchSize {
-            state.ready.append(state.open.take()!)
+        batch.builder.append(timestamp: timestamp ?? currentTimeMs(), key: key, value: value, headers: headers)
+        batch.waiters.append(waiter)  // one per record: its index is the offset delta
+        batch.bytes += size
+        if batch.bytes >= configuration.batchSize {
+            state.ready.append(batch)
+        } else {
+            state.open = batch
         }
         if !state.ready.isEmpty || (configuration.lingerMs == 0 && state.open != nil) {
             if stickyPartition[tp.topic] == tp.partition && state.open == nil { stickyPartition[tp.topic] = nil }
@@ -261,6 +280,14 @@ public actor KafkaProducer {
                 self.lingerExpired(tp, batchID: openID)
             }
         }
+    }
+
+    private func newBatch() -> PendingBatch {
+        nextBatchID &+= 1
+        pendingBatches.insert(nextBatchID)
+        let builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: configuration.compression),
+                                         initialCapacity: Swift.min(configuration.batchSize, 16 * 1024) + 64)
+        return PendingBatch(id: nextBatchID, builder: builder, createdAt: .now)
     }
 
     private func state(_ tp: TopicPartition) -> PartitionState {
@@ -617,8 +644,10 @@ public actor KafkaProducer {
     private func complete(_ tp: TopicPartition, _ batch: PendingBatch, _ result: Result<Int64, any Error>) {
         bufferedBytes -= batch.bytes
         pendingBatches.remove(batch.id)
+        counters.batches += 1
         switch result {
         case .success(let baseOffset):
+            counters.recordsDelivered += batch.waiters.count
             metrics.records.increment(by: Int64(batch.waiters.count))
             metrics.bytes.increment(by: Int64(batch.bytes))
             metrics.batchRecords.record(batch.waiters.count)
@@ -632,6 +661,7 @@ public actor KafkaProducer {
                 }
             }
         case .failure(let error):
+            counters.recordsFailed += batch.waiters.count
             metrics.errors.increment(by: Int64(batch.waiters.count))
             logger.debug("batch failed", metadata: ["partition": "\(tp.topic)-\(tp.partition)", "error": "\(error)"])
             for waiter in batch.waiters {

@@ -77,12 +77,25 @@ struct Bench: AsyncParsableCommand {
                             let began = DispatchTime.now().uptimeNanoseconds
                             for i in 0..<share {
                                 if let rate { await pace(i, rate: rate, since: began) }
-                                let sent = DispatchTime.now().uptimeNanoseconds
-                                try await producer.produce(topic: topic, value: value) { result in
-                                    meter.record(latencyNs: DispatchTime.now().uptimeNanoseconds - sent, bytes: size, failed: !result.isSuccess)
+                                // Latency is sampled (1 record in 8) into the histogram; every
+                                // record's delivery is counted by the producer's statistics.
+                                if i & 7 == 0 {
+                                    let sent = DispatchTime.now().uptimeNanoseconds
+                                    try await producer.produce(topic: topic, value: value) { _ in
+                                        meter.sample(latencyNs: DispatchTime.now().uptimeNanoseconds - sent)
+                                    }
+                                } else {
+                                    try await producer.produce(topic: topic, value: value)
+                                }
+                                if i & 4095 == 0 {
+                                    let stats = await producer.statistics()
+                                    meter.progress(records: stats.recordsDelivered, bytes: stats.recordsDelivered * size, of: index)
                                 }
                             }
                             await producer.flush()
+                            let stats = await producer.statistics()
+                            meter.progress(records: stats.recordsDelivered, bytes: stats.recordsDelivered * size, of: index,
+                                           failures: stats.recordsFailed)
                         }
                     }
                     try await group.waitForAll()
@@ -227,6 +240,7 @@ final class Meter: Sendable {
         var failures = 0
         var started: UInt64 = 0
         var stopped: UInt64 = 0
+        var perSource: [Int: (Int, Int, Int)] = [:]
     }
     private let state = Mutex(State())
     private let progress = Mutex<Task<Void, Never>?>(nil)
@@ -255,6 +269,21 @@ final class Meter: Sendable {
                     last = (records, bytes, now)
                 }
             }
+        }
+    }
+
+    /// A latency sample only (counts come from `progress`).
+    func sample(latencyNs: UInt64) {
+        state.withLock { _ = $0.histogram.record(Swift.max(1, latencyNs / 1_000)) }
+    }
+
+    /// Totals reported by one of several producers (`source`); the meter sums the latest of each.
+    func progress(records: Int, bytes: Int, of source: Int, failures: Int = 0) {
+        state.withLock { s in
+            s.perSource[source] = (records, bytes, failures)
+            s.records = s.perSource.values.reduce(0) { $0 + $1.0 }
+            s.bytes = s.perSource.values.reduce(0) { $0 + $1.1 }
+            s.failures = s.perSource.values.reduce(0) { $0 + $1.2 }
         }
     }
 

@@ -130,12 +130,12 @@ struct GroupConsumerTests {
         var assignedTotal = 0
         for consumer in consumers { assignedTotal += await consumer.assignedPartitions().count }
         #expect(assignedTotal == 6, "the group covers all six partitions once")
-        // Closing commits and leaves; members still polling take over and commit in turn.
-        for (consumer, poller) in zip(consumers, pollers) {
-            await consumer.close()
-            poller.cancel()
-            _ = await poller.value
-        }
+        // The application stops polling, then closes each member: close commits and leaves.
+        // (Members still polling while others leave would be rebalancing, and a commit during
+        // a rebalance is refused by the coordinator, as in Kafka.)
+        for poller in pollers { poller.cancel() }
+        for poller in pollers { _ = await poller.value }
+        for consumer in consumers { await consumer.close() }
         #expect(collector.count == total, "nothing read twice, even while members left")
         #expect(collector.anomalies() == [], "each record once, in order")
         let admin = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)

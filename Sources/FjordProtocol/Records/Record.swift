@@ -87,32 +87,63 @@ public struct Record: Sendable, Equatable {
         return KafkaVarint.size(Int32(bytes.readableBytes)) + bytes.readableBytes
     }
 
-    /// Appends the record (length prefix included) to `buffer`.
+    /// Appends the record (length prefix included) to `buffer`: one capacity check, then the
+    /// varints and bytes written straight into the buffer's memory (the producer's hot path).
     public func write(to buffer: inout ByteBuffer) {
         let body = bodySize()
-        buffer.reserveCapacity(minimumWritableBytes: body + 5)
-        buffer.writeKafkaVarint(Int32(body))
-        buffer.writeInteger(attributes)
-        buffer.writeKafkaVarlong(timestampDelta)
-        buffer.writeKafkaVarint(offsetDelta)
-        Self.writeVarintBytes(key, to: &buffer)
-        Self.writeVarintBytes(value, to: &buffer)
-        buffer.writeKafkaVarint(Int32(headers.count))
-        for header in headers {
-            buffer.writeKafkaVarint(Int32(header.key.utf8.count))
-            buffer.writeString(header.key)
-            Self.writeVarintBytes(header.value, to: &buffer)
+        let total = KafkaVarint.size(Int32(body)) + body
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            var at = 0
+            Self.put(zigzag: Int64(body), into: out, at: &at)
+            out[at] = UInt8(bitPattern: attributes)
+            at += 1
+            Self.put(zigzag: timestampDelta, into: out, at: &at)
+            Self.put(zigzag: Int64(offsetDelta), into: out, at: &at)
+            Self.put(bytes: key, into: out, at: &at)
+            Self.put(bytes: value, into: out, at: &at)
+            Self.put(zigzag: Int64(headers.count), into: out, at: &at)
+            for header in headers {
+                var name = header.key
+                name.withUTF8 { utf8 in
+                    Self.put(zigzag: Int64(utf8.count), into: out, at: &at)
+                    if let base = utf8.baseAddress, utf8.count > 0 {
+                        (out.baseAddress! + at).copyMemory(from: base, byteCount: utf8.count)
+                    }
+                    at += utf8.count
+                }
+                Self.put(bytes: header.value, into: out, at: &at)
+            }
+            return at
         }
     }
 
+    /// A zigzag varint (Kafka's varint/varlong: the same encoding, up to 10 bytes).
     @inline(__always)
-    static func writeVarintBytes(_ bytes: ByteBuffer?, to buffer: inout ByteBuffer) {
+    static func put(zigzag value: Int64, into out: UnsafeMutableRawBufferPointer, at: inout Int) {
+        var v = UInt64(bitPattern: (value << 1) ^ (value >> 63))
+        while v >= 0x80 {
+            out[at] = UInt8(truncatingIfNeeded: v) | 0x80
+            at += 1
+            v >>= 7
+        }
+        out[at] = UInt8(v)
+        at += 1
+    }
+
+    /// A varint length (-1 for null) and the bytes.
+    @inline(__always)
+    static func put(bytes: ByteBuffer?, into out: UnsafeMutableRawBufferPointer, at: inout Int) {
         guard let bytes else {
-            buffer.writeKafkaVarint(-1)
+            put(zigzag: -1, into: out, at: &at)
             return
         }
-        buffer.writeKafkaVarint(Int32(bytes.readableBytes))
-        buffer.writeImmutableBuffer(bytes)
+        put(zigzag: Int64(bytes.readableBytes), into: out, at: &at)
+        bytes.withUnsafeReadableBytes { source in
+            if let base = source.baseAddress, source.count > 0 {
+                (out.baseAddress! + at).copyMemory(from: base, byteCount: source.count)
+            }
+        }
+        at += bytes.readableBytes
     }
 }
 
