@@ -1,6 +1,6 @@
-public import FjordProtocol
+import FjordProtocol
 import CoreMetrics
-public import Metrics
+import Metrics
 import Synchronization
 
 /// The client's swift-metrics instruments. With no metrics backend bootstrapped they are

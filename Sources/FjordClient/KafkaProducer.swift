@@ -168,6 +168,7 @@ public actor KafkaProducer {
     /// `buffer.memory` is full.
     public func send(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
                      partition: Int32? = nil, timestamp: Int64? = nil) async throws -> RecordMetadata {
+        let headers = configuration.withTraceContext(headers)
         let (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
         return try await withCheckedThrowingContinuation { continuation in
             append(tp, size: size, timestamp: timestamp, key: key, value: value, headers: headers, waiter: .continuation(continuation))
@@ -181,6 +182,7 @@ public actor KafkaProducer {
     public func produce(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
                         partition: Int32? = nil, timestamp: Int64? = nil,
                         onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)? = nil) async throws {
+        let headers = configuration.instrument == nil ? headers : configuration.withTraceContext(headers)
         // Fast path without suspension: room in the buffer and the partition count known.
         let tp: TopicPartition
         let size: Int

@@ -1,4 +1,5 @@
 public import FjordCompression
+public import Instrumentation
 
 /// Producer settings, with Kafka's property names accepted by `init(properties:)`.
 public struct ProducerConfiguration: Sendable {
@@ -29,6 +30,10 @@ public struct ProducerConfiguration: Sendable {
     public var retries: Int = Int.max
     /// `max.request.size`: the largest record (batch) the producer will send.
     public var maxRequestSize: Int = 1024 * 1024
+    /// An instrument (swift-distributed-tracing) that injects the task's current trace context
+    /// into each record's headers (W3C `traceparent` with an OpenTelemetry instrument); nil, the
+    /// default, adds no header. See `RecordHeadersInjector`.
+    public var instrument: (any Instrument)? = nil
 
     public var bootstrap: String {
         get { client.bootstrapServers.joined(separator: ",") }
