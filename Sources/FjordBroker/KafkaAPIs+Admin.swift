@@ -331,7 +331,7 @@ extension KafkaAPIs {
         for key in topic.configs.keys where merged[key] == nil { changes[key] = .some(nil) }
         for (key, value) in merged { changes[key] = .some(value) }
         let updated = try metadata.alterTopicConfigs(topic: name, changes: changes)
-        replicaManager.updateConfig(topic: name, config: logConfig(for: updated))
+        try replicaManager.updateConfig(topic: name, config: logConfig(for: updated))
         logger.info("altered topic config", metadata: ["topic": "\(name)", "configs": "\(updated.configs)"])
     }
 
@@ -357,7 +357,7 @@ extension KafkaAPIs {
         for (key, value) in set { changes[key] = .some(value) }
         try metadata.alterBrokerConfigs(changes: changes)
         for topic in metadata.image.topics.values {
-            replicaManager.updateConfig(topic: topic.name, config: logConfig(for: topic))
+            try replicaManager.updateConfig(topic: topic.name, config: logConfig(for: topic))
         }
         logger.info("altered broker config", metadata: ["configs": "\(changes)"])
     }

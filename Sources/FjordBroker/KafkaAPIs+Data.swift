@@ -60,7 +60,7 @@ extension KafkaAPIs {
                     partitionResponse.errorMessage = error.description
                     if code == .invalidRecord || code == .corruptMessage {
                         var recordError = ProduceResponse.BatchIndexAndErrorMessage()
-                        recordError.batchIndex = 0
+                        if case .wrongExpectedVersion(let index, _, _, _) = error { recordError.batchIndex = Int32(clamping: index) }
                         recordError.batchIndexErrorMessage = error.description
                         partitionResponse.recordErrors = [recordError]
                     }

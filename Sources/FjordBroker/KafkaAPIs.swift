@@ -364,7 +364,7 @@ public final class KafkaAPIs: Sendable {
         case .offsetOutOfRange: return .offsetOutOfRange
         case .recordTooLarge: return .messageTooLarge
         case .corruptRecord: return .corruptMessage
-        case .invalidRecord: return .invalidRecord
+        case .invalidRecord, .wrongExpectedVersion: return .invalidRecord
         case .invalidConfig: return .invalidConfig
         case .invalidProducerEpoch: return .invalidProducerEpoch
         case .outOfOrderSequence: return .outOfOrderSequenceNumber

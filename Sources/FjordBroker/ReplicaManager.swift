@@ -78,9 +78,9 @@ public final class ReplicaManager: Sendable {
     }
 
     /// Applies a changed topic config to the partitions' logs, without a restart.
-    public func updateConfig(topic: String, config: LogConfig) {
+    public func updateConfig(topic: String, config: LogConfig) throws(StorageError) {
         for partition in allPartitions where partition.topicPartition.topic == topic {
-            partition.log.updateConfig(config)
+            try partition.log.updateConfig(config)
         }
     }
 

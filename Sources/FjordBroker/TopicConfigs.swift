@@ -22,6 +22,7 @@ public enum TopicConfigs {
         Definition(name: "flush.messages", brokerKey: "log.flush.interval.messages") { "\($0.flushMessages)" },
         Definition(name: "flush.ms", brokerKey: "log.flush.interval.ms") { "\($0.flushMs)" },
         Definition(name: "fjord.flush.on.ack", brokerKey: "log.flush.on.ack") { "\($0.flushOnAck)" },
+        Definition(name: "fjord.stream.versioning", brokerKey: nil) { "\($0.streamVersioning)" },
         Definition(name: "index.interval.bytes", brokerKey: "log.index.interval.bytes") { "\($0.indexIntervalBytes)" },
         Definition(name: "max.message.bytes", brokerKey: "message.max.bytes") { "\($0.maxMessageBytes)" },
         Definition(name: "message.timestamp.type", brokerKey: "log.message.timestamp.type") { $0.logAppendTime ? "LogAppendTime" : "CreateTime" },

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOCore
+public import NIOCore
 public import SystemPackage
 
 /// Kafka's text checkpoint files, written atomically: the new content goes to `<path>.tmp`, is
@@ -21,14 +21,18 @@ public import SystemPackage
 public enum CheckpointFile {
     /// Atomically replaces `path` with `text`.
     public static func writeAtomically(_ text: String, to path: FilePath) throws(StorageError) {
+        try writeAtomically(bytes: ByteBuffer(string: text), to: path)
+    }
+
+    /// Atomically replaces `path` with `bytes` (binary checkpoints, e.g. the stream index).
+    public static func writeAtomically(bytes: ByteBuffer, to path: FilePath) throws(StorageError) {
         let temporary = FilePath(path.string + ".tmp")
         let file = try SegmentFile.open(temporary, create: true)
+
         try file.truncate(to: 0)
-        var bytes = ByteBuffer(string: text)
         try bytes.withUnsafeReadableBytes { (raw) throws(StorageError) in
             try file.write(at: 0, [raw])
         }
-        bytes.clear()
         try file.sync()
         guard rename(temporary.string, path.string) == 0 else {
             throw StorageError.io(operation: "rename", path: temporary.string, errno: Errno(rawValue: errno))
@@ -38,12 +42,19 @@ public enum CheckpointFile {
 
     /// The file's text, or nil when it does not exist.
     public static func read(_ path: FilePath) throws(StorageError) -> String? {
+        guard var buffer = try readBytes(path) else { return nil }
+        return buffer.readString(length: buffer.readableBytes)
+    }
+
+    /// The file's bytes, or nil when it does not exist.
+    public static func readBytes(_ path: FilePath) throws(StorageError) -> ByteBuffer? {
         guard access(path.string, F_OK) == 0 else { return nil }
         let file = try SegmentFile.open(path, create: false)
+
         let size = try file.size()
         var buffer = ByteBuffer()
         _ = try file.read(at: 0, count: Int(size), into: &buffer)
-        return buffer.readString(length: buffer.readableBytes)
+        return buffer
     }
 
     /// Parses the version/count/entries format; each entry is its whitespace-split fields.

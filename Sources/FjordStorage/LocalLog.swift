@@ -113,6 +113,8 @@ public final class LocalLog: Sendable {
         var recoveryPoint: Int64
         var leaderEpochCache: LeaderEpochFileCache
         var producerState: ProducerStateManager
+        /// `fjord.stream.versioning` partitions: stream → event offsets (nil otherwise).
+        var streams: StreamIndex? = nil
         var unflushedMessages: Int64 = 0
         var lastFlushMs: Int64
         var closed = false
@@ -259,7 +261,64 @@ public final class LocalLog: Sendable {
                 recoveryPoint: Swift.min(recoveryPoint, logEnd), leaderEpochCache: epochCache,
                 producerState: producerState, lastFlushMs: nowMs),
             flushedOffset: cleanShutdown ? logEnd : Swift.min(recoveryPoint, logEnd))
+        if config.streamVersioning {
+            try log.state.withLock { (s) throws(StorageError) in
+                let scanned = try Self.rebuildStreams(&s, directory: directory, useCheckpoint: true)
+                if scanned > 0 { report.problems.append("\(topicPartition) stream index: scanned \(scanned) records after the checkpoint") }
+            }
+        }
         return (log, report)
+    }
+
+    /// Builds the stream index: the checkpoint when it is valid (not past the log end, not
+    /// before its start), then the log after it; returns how many records were scanned.
+    private static func rebuildStreams(_ s: inout State, directory: FilePath, useCheckpoint: Bool) throws(StorageError) -> Int64 {
+        let first = s.segments[0].baseOffset
+        var streams = StreamIndex(startingAt: first)
+        if useCheckpoint, let loaded = try StreamIndex.load(from: directory), loaded.nextOffset <= s.logEndOffset, loaded.nextOffset >= first {
+            streams = loaded
+        }
+        var from = streams.nextOffset
+        var scanned: Int64 = 0
+        for segment in s.segments where segment.nextOffset > from {
+            guard let found = try segment.translateOffset(from) else { continue }
+            var position = found.position
+            while let header = try segment.readHeader(at: position) {
+                if header.baseOffset >= from {
+                    var bytes = ByteBuffer()
+                    _ = try segment.file.read(at: position, count: header.sizeInBytes, into: &bytes)
+                    let batch: RecordBatch
+                    do {
+                        guard let read = try RecordBatch.read(from: &bytes) else { break }
+                        batch = read
+                    } catch {
+                        throw StorageError.corruptRecord("stream index rebuild at \(header.baseOffset): \(error)")
+                    }
+                    try streams.index(batch, baseOffset: header.baseOffset)
+                    scanned += Int64(header.recordCount)
+                }
+                position += Int64(header.sizeInBytes)
+            }
+            from = segment.nextOffset
+        }
+        streams.advance(to: s.logEndOffset)
+        s.streams = streams
+        return scanned
+    }
+
+    /// A stream's version and events (revision, offset) on a `fjord.stream.versioning` log;
+    /// nil when the log does not version streams.
+    public func streamEvents(key: [UInt8], from revision: Int64, limit: Int, forwards: Bool)
+        -> (version: Int64, events: [(revision: Int64, offset: Int64)])? {
+        state.withLock { s in
+            guard let streams = s.streams else { return nil }
+            return (streams.version(of: key), streams.events(of: key, from: revision, limit: limit, forwards: forwards))
+        }
+    }
+
+    /// The version of one stream (-1: no event), or nil when the log does not version streams.
+    public func streamVersion(key: [UInt8]) -> Int64? {
+        state.withLock { $0.streams?.version(of: key) }
     }
 
     private init(topicPartition: TopicPartition, directory: FilePath, state: consuming sending State, flushedOffset: Int64) {
@@ -319,8 +378,19 @@ public final class LocalLog: Sendable {
         state.withLock { Array($0.producerState.producers.values).sorted { $0.producerID < $1.producerID } }
     }
 
-    public func updateConfig(_ config: LogConfig) {
-        state.withLock { $0.config = config }
+    /// Applies a changed topic config. Turning `fjord.stream.versioning` on indexes the log's
+    /// existing records (under the lock: appends wait); turning it off drops the index.
+    public func updateConfig(_ config: LogConfig) throws(StorageError) {
+        try state.withLock { (s) throws(StorageError) in
+            let wasVersioning = s.config.streamVersioning
+            s.config = config
+            if config.streamVersioning && !wasVersioning {
+                _ = try Self.rebuildStreams(&s, directory: directory, useCheckpoint: false)
+            } else if !config.streamVersioning && wasVersioning {
+                s.streams = nil
+                StreamIndex.removeCheckpoint(in: directory)
+            }
+        }
     }
 
     // MARK: Append
@@ -395,9 +465,22 @@ public final class LocalLog: Sendable {
                 }
             }
         }
+        // Stream topics: every expected version is checked before anything is written, so a
+        // produce either appends all its records or none.
+        var streamKeys: [[(key: [UInt8], offsetDelta: Int32)]] = []
+        if origin == .client, let streams = s.streams {
+            var pending: [[UInt8]: Int64] = [:]  // versions after this produce's earlier records
+            var recordIndex = 0
+            for batch in batches where !batch.attributes.isControl {
+                let keys = try streams.check(batch, recordIndexBase: recordIndex, pending: &pending)
+                recordIndex += keys.count
+                streamKeys.append(keys)
+            }
+        }
         var info = LogAppendInfo(firstOffset: -1, lastOffset: -1, maxTimestamp: RecordBatch.noTimestamp, offsetOfMaxTimestamp: -1,
                                  logAppendTime: s.config.logAppendTime ? nowMs : -1, batchCount: batches.count,
                                  recordCount: 0, validBytes: 0, isDuplicate: false)
+        var checkedBatch = 0
         for var batch in batches {
             let logEnd = s.logEndOffset
             let base: Int64
@@ -423,6 +506,15 @@ public final class LocalLog: Sendable {
                 try s.leaderEpochCache.flush()
             }
             s.producerState.update(header)
+            if s.streams != nil {
+                if origin == .client && !batch.attributes.isControl && checkedBatch < streamKeys.count {
+                    for entry in streamKeys[checkedBatch] { s.streams!.append(key: entry.key, offset: base + Int64(entry.offsetDelta)) }
+                    s.streams!.advance(to: header.lastOffset + 1)
+                    checkedBatch += 1
+                } else {
+                    try s.streams!.index(batch, baseOffset: base)
+                }
+            }
             if info.firstOffset < 0 { info.firstOffset = base }
             info.lastOffset = header.lastOffset
             if header.maxTimestamp > info.maxTimestamp {
@@ -468,6 +560,7 @@ public final class LocalLog: Sendable {
         let segment = try LogSegment(directory: directory, baseOffset: newBase, config: s.config, nowMs: nowMs, preallocateIndexes: true)
         s.segments.append(segment)
         try s.producerState.takeSnapshot()
+        try s.streams?.write(to: directory)
         // Flush the rolled segment off the append path (Kafka's scheduled "flush-log"), then
         // advance the recovery point past it.
         let files = s.segments.filter { $0.baseOffset < newBase && $0.nextOffset > s.recoveryPoint }.map(\.file)
@@ -613,6 +706,8 @@ public final class LocalLog: Sendable {
             s.leaderEpochCache.truncateFromEnd(s.logEndOffset)
             try s.leaderEpochCache.flush()
             try Self.rebuildProducerState(&s)
+            let end = s.logEndOffset
+            s.streams?.truncate(from: end)
         }
         durability.withLock { $0.flushedOffset = Swift.min($0.flushedOffset, logEndOffset) }
     }
@@ -651,6 +746,7 @@ public final class LocalLog: Sendable {
             try s.leaderEpochCache.flush()
             s.producerState.deleteSnapshots(after: -1)
             s.producerState.reset(at: offset)
+            if s.streams != nil { s.streams = StreamIndex(startingAt: offset) }
         }
         durability.withLock { $0.flushedOffset = offset }
     }
@@ -879,6 +975,7 @@ public final class LocalLog: Sendable {
             try s.active.onBecomeInactive()
             try s.leaderEpochCache.flush()
             try s.producerState.takeSnapshot()
+            try s.streams?.write(to: directory)
             for segment in s.segments { segment.close() }
             s.closed = true
         }

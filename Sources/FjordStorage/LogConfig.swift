@@ -37,6 +37,9 @@ public struct LogConfig: Sendable, Equatable {
     public var logAppendTime: Bool = false
     /// `file.delete.delay.ms`: how long `.deleted` files wait before removal.
     public var fileDeleteDelayMs: Int64 = 60_000
+    /// `fjord.stream.versioning`: each record key is a stream with versions 0, 1, 2, …; appends
+    /// may carry an expected version (`fjord-expected-version` header) that the log enforces.
+    public var streamVersioning: Bool = false
     /// `preallocate`: preallocate segment files (not used on Linux page-cache writes; kept for parity).
     public var preallocate: Bool = false
 
@@ -83,12 +86,19 @@ public struct LogConfig: Sendable, Equatable {
             case "log.flush.on.ack", "fjord.flush.on.ack":
                 guard let flag = Bool(value) else { throw StorageError.invalidConfig("\(key)=\(value): expected true or false") }
                 flushOnAck = flag
+            case "fjord.stream.versioning":
+                guard let flag = Bool(value) else { throw StorageError.invalidConfig("\(key)=\(value): expected true or false") }
+                streamVersioning = flag
             case "preallocate":
                 guard let flag = Bool(value) else { throw StorageError.invalidConfig("\(key)=\(value): expected true or false") }
                 preallocate = flag
             default:
                 unknown.append(key)
             }
+        }
+        if streamVersioning && compactEnabled {
+            throw StorageError.invalidConfig(
+                "fjord.stream.versioning=true cannot be combined with cleanup.policy=compact: compaction would remove events of a stream")
         }
         return unknown
     }

@@ -12,6 +12,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case corruptRecord(String)
     /// A record is invalid for the log's policy (e.g. a null key on a compacted topic).
     case invalidRecord(String)
+    /// A `fjord.stream.versioning` append whose expected version does not match the stream's
+    /// version (`recordIndex` counts records across the produce's batches).
+    case wrongExpectedVersion(recordIndex: Int, stream: String, expected: String, actual: Int64)
     /// The producer's epoch is older than the one the log has seen (a zombie producer).
     case invalidProducerEpoch(producerID: Int64, epoch: Int16, current: Int16)
     /// The batch's sequence does not follow the producer's last sequence.
@@ -35,6 +38,8 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             return "corrupt record: \(why)"
         case .invalidRecord(let why):
             return "invalid record: \(why)"
+        case .wrongExpectedVersion(_, let stream, let expected, let actual):
+            return "wrong expected version for stream '\(stream)': expected \(expected), actual version \(actual)"
         case .invalidProducerEpoch(let producerID, let epoch, let current):
             return "producer \(producerID) epoch \(epoch) is older than the current epoch \(current)"
         case .outOfOrderSequence(let producerID, let epoch, let sequence, let expected):

@@ -145,7 +145,7 @@ struct LocalLogTests {
         var timeConfig = config
         timeConfig.retentionBytes = -1
         timeConfig.retentionMs = 1000
-        log.updateConfig(timeConfig)
+        try log.updateConfig(timeConfig)
         _ = try log.deleteOldSegments(nowMs: now + 10_000)
         #expect(log.segmentCount == 1, "all closed segments are older than retention.ms")
     }
@@ -221,7 +221,7 @@ struct LocalLogTests {
         #expect(throws: StorageError.self) { _ = try log.append(partial, leaderEpoch: 0, nowMs: now) }
         var compacted = LogConfig()
         compacted.compactEnabled = true
-        log.updateConfig(compacted)
+        try log.updateConfig(compacted)
         #expect(throws: StorageError.self) {
             _ = try log.append(makeBatch(count: 2, keys: ["a", nil]), leaderEpoch: 0, nowMs: now)
         }
