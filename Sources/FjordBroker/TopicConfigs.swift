@@ -71,6 +71,14 @@ public enum TopicConfigs {
                 }
             }
         }
+        // Then together: some combinations are invalid (stream versioning with compaction).
+        var combined = LogConfig()
+        let storageKeys = configs.filter { !["compression.type", "min.insync.replicas", "unclean.leader.election.enable"].contains($0.key) }
+        do {
+            try combined.apply(storageKeys)
+        } catch {
+            return "\(error)"
+        }
         return nil
     }
 }
