@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
         .library(name: "FjordClient", targets: ["FjordClient"]),
+        .library(name: "FjordEventSourcing", targets: ["FjordEventSourcing"]),
         // For contract tests and benchmarks of clients: a broker inside the calling process.
         .library(name: "FjordTesting", targets: ["FjordTesting"]),
         .executable(name: "fjord", targets: ["fjord"]),
@@ -111,6 +112,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Event sourcing on stream topics: EventStore (expected-version appends, stream reads,
+        // subscriptions), typed events and aggregates.
+        .target(
+            name: "FjordEventSourcing",
+            dependencies: [
+                "FjordClient",
+                "FjordProtocol",
+                "FjordCompression",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "FjordTesting",
             dependencies: [
@@ -180,6 +194,14 @@ let package = Package(
             dependencies: [
                 "FjordClient", "FjordProtocol", "FjordTesting", "FjordCompression",
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordEventSourcingTests",
+            dependencies: [
+                "FjordEventSourcing", "FjordClient", "FjordProtocol", "FjordTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings

@@ -107,6 +107,7 @@ public final class KafkaAPIs: Sendable {
         .describeGroups: 0...5,
         .deleteGroups: 0...2,
         .offsetDelete: 0...0,
+        .fjordReadStream: 0...0,
     ]
 
     // MARK: Dispatch
@@ -173,6 +174,8 @@ public final class KafkaAPIs: Sendable {
             return encode(handleDescribeCluster(r), version: version, request: request)
         case let r as DescribeProducersRequest:
             return encode(handleDescribeProducers(r), version: version, request: request)
+        case let r as FjordReadStreamRequest:
+            return encode(handleFjordReadStream(r), version: version, request: request)
         case let r as DescribeLogDirsRequest:
             return encode(handleDescribeLogDirs(r), version: version, request: request)
         case let r as FindCoordinatorRequest:

@@ -717,7 +717,7 @@ def api_case(message_name: str) -> str:
 
 def generate_message(msg: Message) -> str:
     e = Emitter(msg)
-    source = msg.source if msg.source.startswith("records/") else f"messages/{msg.source}"
+    source = msg.source if msg.source.startswith(("records/", "tools/")) else f"messages/{msg.source}"
     e.w(HEADER.format(source=source).rstrip("\n"))
     e.w()
     e.w("public import NIOCore")
@@ -893,6 +893,14 @@ def generate(schemas: str, out: str) -> list[str]:
                 record = Message(os.path.join(records, name))
                 record.source = "records/" + record.source
                 messages.append(record)
+    # Fjord's own APIs (key 32000 and up), in the same schema language, kept beside the generator.
+    ours = os.path.join(HERE, "fjord-messages")
+    if os.path.isdir(ours):
+        for name in sorted(os.listdir(ours)):
+            if name.endswith(".json"):
+                message = Message(os.path.join(ours, name))
+                message.source = "tools/fjord-codegen/fjord-messages/" + message.source
+                messages.append(message)
     written = []
     for m in messages:
         path = os.path.join(out, f"{m.name}.swift")

@@ -95,6 +95,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
     case writeShareGroupState = 85
     case deleteShareGroupState = 86
     case readShareGroupStateSummary = 87
+    case fjordReadStream = 32000
 
     /// Kafka's name for the API, e.g. `Produce`.
     public var name: String {
@@ -187,6 +188,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return "WriteShareGroupState"
         case .deleteShareGroupState: return "DeleteShareGroupState"
         case .readShareGroupStateSummary: return "ReadShareGroupStateSummary"
+        case .fjordReadStream: return "FjordReadStream"
         }
     }
 
@@ -281,6 +283,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return 0...0
         case .deleteShareGroupState: return 0...0
         case .readShareGroupStateSummary: return 0...0
+        case .fjordReadStream: return 0...0
         }
     }
 
@@ -375,6 +378,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return 0
         case .deleteShareGroupState: return 0
         case .readShareGroupStateSummary: return 0
+        case .fjordReadStream: return 0
         }
     }
 
@@ -469,6 +473,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return true
         case .deleteShareGroupState: return true
         case .readShareGroupStateSummary: return true
+        case .fjordReadStream: return false
         }
     }
 
@@ -563,6 +568,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return ["broker"]
         case .deleteShareGroupState: return ["broker"]
         case .readShareGroupStateSummary: return ["broker"]
+        case .fjordReadStream: return ["broker"]
         }
     }
 
@@ -657,6 +663,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return try WriteShareGroupStateRequest(from: &buffer, version: version)
         case .deleteShareGroupState: return try DeleteShareGroupStateRequest(from: &buffer, version: version)
         case .readShareGroupStateSummary: return try ReadShareGroupStateSummaryRequest(from: &buffer, version: version)
+        case .fjordReadStream: return try FjordReadStreamRequest(from: &buffer, version: version)
         }
     }
 
@@ -751,6 +758,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return WriteShareGroupStateResponse.self
         case .deleteShareGroupState: return DeleteShareGroupStateResponse.self
         case .readShareGroupStateSummary: return ReadShareGroupStateSummaryResponse.self
+        case .fjordReadStream: return FjordReadStreamResponse.self
         }
     }
 
@@ -845,6 +853,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return try WriteShareGroupStateResponse(from: &buffer, version: version)
         case .deleteShareGroupState: return try DeleteShareGroupStateResponse(from: &buffer, version: version)
         case .readShareGroupStateSummary: return try ReadShareGroupStateSummaryResponse(from: &buffer, version: version)
+        case .fjordReadStream: return try FjordReadStreamResponse(from: &buffer, version: version)
         }
     }
 }

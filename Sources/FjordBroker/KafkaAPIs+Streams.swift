@@ -1,0 +1,60 @@
+import FjordProtocol
+import FjordStorage
+import NIOCore
+
+/// Fjord's own stream API (`FjordReadStream`, key 32000): one stream of a
+/// `fjord.stream.versioning` topic, found through the partition's stream index instead of a
+/// scan. The answer lists (revision, offset) of the events asked for and carries the record
+/// batches that hold them, read below the high watermark; other records in those batches are
+/// left to the client to skip.
+extension KafkaAPIs {
+    /// At most this many events per request, whatever the client asks.
+    static let maxStreamEventsPerRead: Int32 = 10_000
+
+    func handleFjordReadStream(_ request: FjordReadStreamRequest) -> FjordReadStreamResponse {
+        var response = FjordReadStreamResponse()
+        guard let partition = replicaManager.partition(TopicPartition(topic: request.topic, partition: request.partition)) else {
+            response.errorCode = KafkaError.unknownTopicOrPartition.code
+            response.errorMessage = "no partition \(request.topic)-\(request.partition) on this broker"
+            return response
+        }
+        let limit = Int(Swift.min(Swift.max(0, request.maxEvents), Self.maxStreamEventsPerRead))
+        guard let found = partition.log.streamEvents(key: Array(request.streamKey.readableBytesView), from: request.fromRevision,
+                                                     limit: limit, forwards: request.forwards) else {
+            response.errorCode = KafkaError.invalidRequest.code
+            response.errorMessage = "topic \(request.topic) does not version streams (fjord.stream.versioning=false)"
+            return response
+        }
+        let highWatermark = partition.log.highWatermark
+        var records = ByteBuffer()
+        var included: [ClosedRange<Int64>] = []
+        var version = found.version
+        do {
+            for event in found.events {
+                guard event.offset < highWatermark else {
+                    // Not yet committed: the stream's visible version ends before it.
+                    version = Swift.min(version, event.revision - 1)
+                    continue
+                }
+                if !included.contains(where: { $0.contains(event.offset) }) {
+                    let read = try partition.log.read(from: event.offset, maxBytes: 1, upperBound: .highWatermark, minOneMessage: true)
+                    guard var bytes = try read.records?.readBytes(), let batch = try RecordBatch.read(from: &bytes) else { continue }
+                    included.append(batch.baseOffset...batch.lastOffset)
+                    records.writeImmutableBuffer(batch.bytes)
+                }
+                var entry = FjordReadStreamResponse.StreamEvent()
+                entry.revision = event.revision
+                entry.offset = event.offset
+                response.events.append(entry)
+            }
+        } catch {
+            response.errorCode = KafkaError.kafkaStorageError.code
+            response.errorMessage = "\(error)"
+            response.events = []
+            return response
+        }
+        response.streamVersion = version
+        response.records = records
+        return response
+    }
+}

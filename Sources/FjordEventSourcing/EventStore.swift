@@ -1,0 +1,419 @@
+public import FjordClient
+import FjordCompression
+public import FjordProtocol
+import Foundation
+public import NIOCore
+public import NIOPosix
+
+/// An event to append: an id (for idempotent retries), a type name and the payload.
+public struct EventData: Sendable, Equatable {
+    public var id: String
+    public var type: String
+    public var data: ByteBuffer
+    public var metadata: [String: String]
+
+    /// `id` nil: a new random UUID. Pass the same id again to make a retried append idempotent.
+    public init(id: String? = nil, type: String, data: ByteBuffer, metadata: [String: String] = [:]) {
+        self.id = id ?? UUID().uuidString.lowercased()
+        self.type = type
+        self.data = data
+        self.metadata = metadata
+    }
+}
+
+/// An event as stored: its stream, revision in the stream and position in the partition.
+public struct RecordedEvent: Sendable, Equatable {
+    public var stream: String
+    /// The event's revision in its stream (0, 1, 2, …).
+    public var revision: Int64
+    public var partition: Int32
+    public var offset: Int64
+    public var timestamp: Int64
+    public var id: String
+    public var type: String
+    public var data: ByteBuffer
+    public var metadata: [String: String]
+}
+
+/// The version an append expects its stream to be at (EventStoreDB's semantics).
+public enum ExpectedVersion: Sendable, Equatable, CustomStringConvertible {
+    /// No check.
+    case any
+    /// The stream has no event yet.
+    case noStream
+    /// The stream has at least one event.
+    case exists
+    /// The stream's last event has this revision.
+    case exact(Int64)
+
+    public var description: String {
+        switch self {
+        case .any: return "any"
+        case .noStream: return "no-stream"
+        case .exists: return "exists"
+        case .exact(let n): return String(n)
+        }
+    }
+}
+
+/// The stream was not at the expected version: another writer appended first.
+public struct WrongExpectedVersion: Error, Sendable, Equatable, CustomStringConvertible {
+    public var stream: String
+    public var expected: ExpectedVersion
+    /// The stream's version when the append was refused (-1: no event).
+    public var actual: Int64
+
+    public init(stream: String, expected: ExpectedVersion, actual: Int64) {
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+    }
+
+    public var description: String { "stream '\(stream)': expected version \(expected), actual version \(actual)" }
+}
+
+/// Why an event-store operation failed, besides a version conflict.
+public enum EventStoreError: Error, Sendable, CustomStringConvertible {
+    case notAStreamTopic(String)
+    case broker(String)
+
+    public var description: String {
+        switch self {
+        case .notAStreamTopic(let topic): return "topic \(topic) does not version streams (create it with fjord.stream.versioning=true)"
+        case .broker(let why): return why
+        }
+    }
+}
+
+/// An event store on one `fjord.stream.versioning` topic: each record key is a stream; the broker
+/// enforces expected versions, so concurrent writers never interleave a stream or lose an update.
+///
+/// - `append` writes all its events as one record batch in one Produce request (acks=all): the
+///   broker checks every expected version and appends all of them or none.
+/// - Appends are idempotent by event id: when an append is refused because the stream moved on
+///   and the events at the expected position carry the same ids (a retry of an append that
+///   landed), it returns their version instead of failing.
+/// - `read` goes through the broker's stream index (FjordReadStream), not a partition scan.
+/// - `subscribe(to:)` / `subscribeToAll()` catch up, then follow new events live.
+public actor EventStore {
+    public nonisolated let topic: String
+    nonisolated let cluster: KafkaCluster
+    nonisolated let bootstrap: String
+    static let eventIDHeader = "fjord-event-id"
+    static let eventTypeHeader = "fjord-event-type"
+    static let expectedVersionHeader = "fjord-expected-version"
+    static let metadataPrefix = "fjord-meta-"
+
+    init(topic: String, cluster: KafkaCluster, bootstrap: String) {
+        self.topic = topic
+        self.cluster = cluster
+        self.bootstrap = bootstrap
+    }
+
+    /// Connects; with `createTopic`, creates the stream topic (`partitions`) if it is missing.
+    public static func connect(bootstrap: String, topic: String, createTopic: Bool = true, partitions: Int32 = 1,
+                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> EventStore {
+        var configuration = ClientConfiguration(bootstrap: bootstrap, clientID: "fjord-event-store")
+        configuration.allowAutoCreateTopics = false
+        let cluster = try await KafkaCluster.connect(configuration, group: group)
+        if createTopic {
+            let admin = KafkaAdmin(cluster: cluster)
+            do {
+                try await admin.createTopic(topic, partitions: partitions, configs: ["fjord.stream.versioning": "true", "retention.ms": "-1"])
+            } catch ClientError.kafka(.topicAlreadyExists, _) {
+            }
+        }
+        let configs = try await KafkaAdmin(cluster: cluster).describeTopicConfigs(topic)
+        guard configs["fjord.stream.versioning"] == "true" else {
+            await cluster.close()
+            throw EventStoreError.notAStreamTopic(topic)
+        }
+        return EventStore(topic: topic, cluster: cluster, bootstrap: bootstrap)
+    }
+
+    public func close() async {
+        await cluster.close()
+    }
+
+    /// The partition of a stream: Kafka's murmur2 of the key, as every Kafka client computes it.
+    public func partition(of stream: String) async throws -> Int32 {
+        let count = Int32(try await cluster.topic(topic).partitions.count)
+        return DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: count)
+    }
+
+    // MARK: Appending
+
+    /// Appends events to a stream if it is at `expectedVersion`; returns the stream's new version
+    /// (the revision of the last appended event). Throws `WrongExpectedVersion` otherwise.
+    @discardableResult
+    public func append(to stream: String, _ events: [EventData], expectedVersion: ExpectedVersion = .any) async throws -> Int64 {
+        guard !events.isEmpty else { return try await version(of: stream) }
+        let partition = try await partition(of: stream)
+        var builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: .none))
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for (index, event) in events.enumerated() {
+            var headers = [
+                RecordHeader(key: Self.eventIDHeader, value: ByteBuffer(string: event.id)),
+                RecordHeader(key: Self.eventTypeHeader, value: ByteBuffer(string: event.type)),
+            ]
+            for (key, value) in event.metadata.sorted(by: { $0.key < $1.key }) {
+                headers.append(RecordHeader(key: Self.metadataPrefix + key, value: ByteBuffer(string: value)))
+            }
+            // The first event carries the caller's expectation; the others follow it exactly.
+            let expectation: String
+            switch expectedVersion {
+            case .exact(let n): expectation = String(n + Int64(index))
+            case .noStream: expectation = index == 0 ? "no-stream" : String(index - 1)
+            default: expectation = index == 0 ? expectedVersion.description : "any"
+            }
+            headers.append(RecordHeader(key: Self.expectedVersionHeader, value: ByteBuffer(string: expectation)))
+            builder.append(timestamp: now, key: ByteBuffer(string: stream), value: event.data, headers: headers)
+        }
+        let records = try builder.build().bytes
+        var request = ProduceRequest()
+        request.acks = -1
+        request.timeoutMs = 30_000
+        var topicData = ProduceRequest.TopicProduceData()
+        topicData.name = topic
+        var partitionData = ProduceRequest.PartitionProduceData()
+        partitionData.index = partition
+        partitionData.records = records
+        topicData.partitionData = [partitionData]
+        request.topicData = [topicData]
+
+        var attempts = 0
+        while true {
+            attempts += 1
+            let response: ProduceResponse
+            do {
+                response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+            } catch let error as ClientError where error.isRetriable && attempts < 5 {
+                await cluster.invalidate(topic: topic)
+                try await Task.sleep(for: .milliseconds(100 * attempts))
+                continue
+            }
+            guard let result = response.responses.first?.partitionResponses.first else {
+                throw EventStoreError.broker("empty Produce response")
+            }
+            let error = KafkaError(code: result.errorCode)
+            switch error {
+            case .noError:
+                return try await versionAfter(stream: stream, partition: partition, lastOffset: result.baseOffset + Int64(events.count - 1),
+                                              expected: expectedVersion, count: events.count)
+            case .invalidRecord:
+                let message = result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? ""
+                guard let actual = Self.actualVersion(in: message) else { throw EventStoreError.broker(message) }
+                // A retry of an append that already landed: the events after the expected
+                // position carry our ids.
+                if let landed = try await alreadyAppended(stream: stream, events, expected: expectedVersion, actual: actual) {
+                    return landed
+                }
+                throw WrongExpectedVersion(stream: stream, expected: expectedVersion, actual: actual)
+            case let error where error.isRetriable && attempts < 5:
+                await cluster.invalidate(topic: topic)
+                try await Task.sleep(for: .milliseconds(100 * attempts))
+            default:
+                throw EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)")
+            }
+        }
+    }
+
+    /// Parses "… actual version N" from the broker's refusal.
+    static func actualVersion(in message: String) -> Int64? {
+        guard let range = message.range(of: "actual version ") else { return nil }
+        return Int64(message[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
+    }
+
+    private func versionAfter(stream: String, partition: Int32, lastOffset: Int64, expected: ExpectedVersion, count: Int) async throws -> Int64 {
+        if case .exact(let n) = expected { return n + Int64(count) }
+        if case .noStream = expected { return Int64(count) - 1 }
+        // Find the revision of our last event (other writers may have appended since).
+        var from: Int64 = -1
+        while true {
+            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: 256, forwards: false)
+            if let ours = page.events.first(where: { $0.offset == lastOffset }) { return ours.revision }
+            guard let oldest = page.events.last, oldest.revision > 0, oldest.offset > lastOffset else {
+                return page.version
+            }
+            from = oldest.revision - 1
+        }
+    }
+
+    private func alreadyAppended(stream: String, _ events: [EventData], expected: ExpectedVersion, actual: Int64) async throws -> Int64? {
+        let first: Int64
+        switch expected {
+        case .exact(let n): first = n + 1
+        case .noStream: first = 0
+        default: return nil
+        }
+        guard actual >= first + Int64(events.count) - 1 else { return nil }
+        let stored = try await read(stream: stream, from: first, limit: events.count)
+        guard stored.map(\.id) == events.map(\.id) else { return nil }
+        return first + Int64(events.count) - 1
+    }
+
+    // MARK: Reading
+
+    /// The stream's version: the revision of its last event, -1 when it has none.
+    public func version(of stream: String) async throws -> Int64 {
+        try await readIndex(stream: stream, partition: try await partition(of: stream), from: -1, limit: 0, forwards: false).version
+    }
+
+    public enum Direction: Sendable { case forwards, backwards }
+
+    /// Events of one stream from revision `from` (backwards: -1 is the last event), through the
+    /// broker's stream index.
+    public func read(stream: String, from revision: Int64 = 0, direction: Direction = .forwards, limit: Int = 1_000) async throws -> [RecordedEvent] {
+        let partition = try await partition(of: stream)
+        var out: [RecordedEvent] = []
+        var next = revision
+        while out.count < limit {
+            let page = try await readIndex(stream: stream, partition: partition, from: next, limit: Swift.min(limit - out.count, 10_000),
+                                           forwards: direction == .forwards, withRecords: true)
+            guard !page.events.isEmpty else { break }
+            out += page.recorded
+            next = direction == .forwards ? page.events.last!.revision + 1 : page.events.last!.revision - 1
+            if direction == .backwards && next < 0 { break }
+        }
+        return out
+    }
+
+    struct IndexPage {
+        var version: Int64
+        var events: [(revision: Int64, offset: Int64)]
+        var recorded: [RecordedEvent]
+    }
+
+    func readIndex(stream: String, partition: Int32, from: Int64, limit: Int, forwards: Bool, withRecords: Bool = false) async throws -> IndexPage {
+        var request = FjordReadStreamRequest()
+        request.topic = topic
+        request.partition = partition
+        request.streamKey = ByteBuffer(string: stream)
+        request.fromRevision = from
+        request.maxEvents = Int32(clamping: limit)
+        request.forwards = forwards
+        let response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+        guard response.errorCode == 0 else {
+            let error = KafkaError(code: response.errorCode)
+            if error == .invalidRequest { throw EventStoreError.notAStreamTopic(topic) }
+            throw EventStoreError.broker("\(error.name): \(response.errorMessage ?? "")")
+        }
+        let events = response.events.map { (revision: $0.revision, offset: $0.offset) }
+        var recorded: [RecordedEvent] = []
+        if withRecords, var bytes = response.records {
+            var byOffset: [Int64: Record] = [:]
+            while let batch = try RecordBatch.read(from: &bytes) {
+                for record in try batch.records() { byOffset[record.offset] = record }
+            }
+            for event in events {
+                guard let record = byOffset[event.offset] else { continue }
+                recorded.append(Self.recorded(record, stream: stream, revision: event.revision, partition: partition))
+            }
+        }
+        return IndexPage(version: response.streamVersion, events: events, recorded: recorded)
+    }
+
+    static func recorded(_ record: Record, stream: String, revision: Int64, partition: Int32) -> RecordedEvent {
+        recorded(headers: record.headers, value: record.value, offset: record.offset, timestamp: record.timestamp,
+                 stream: stream, revision: revision, partition: partition)
+    }
+
+    static func recorded(headers: [RecordHeader], value: ByteBuffer?, offset: Int64, timestamp: Int64, stream: String,
+                         revision: Int64, partition: Int32) -> RecordedEvent {
+        var id = ""
+        var type = ""
+        var metadata: [String: String] = [:]
+        for header in headers {
+            let text = header.value.map { String(decoding: $0.readableBytesView, as: UTF8.self) } ?? ""
+            switch header.key {
+            case eventIDHeader: id = text
+            case eventTypeHeader: type = text
+            case let key where key.hasPrefix(metadataPrefix): metadata[String(key.dropFirst(metadataPrefix.count))] = text
+            default: break
+            }
+        }
+        return RecordedEvent(stream: stream, revision: revision, partition: partition, offset: offset, timestamp: timestamp,
+                             id: id, type: type, data: value ?? ByteBuffer(), metadata: metadata)
+    }
+
+    // MARK: Subscriptions
+
+    /// Every event of the topic from the start, then live: revisions are counted per stream
+    /// as the partitions are read in order. Ends when the task is cancelled.
+    public nonisolated func subscribeToAll() -> AsyncThrowingStream<RecordedEvent, any Error> {
+        let topic = self.topic
+        let bootstrap = self.bootstrap
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-event-subscription")
+                    settings.enableAutoCommit = false
+                    settings.fetchMaxWaitMs = 200
+                    let consumer = try await KafkaConsumer.connect(settings)
+                    defer { Task { await consumer.close() } }
+                    let partitions = try await consumer.partitions(of: topic)
+                    try await consumer.assign(partitions.map { (TopicPartition(topic, $0), .earliest) })
+                    var revisions: [String: Int64] = [:]
+                    for try await batch in consumer.batches() {
+                        for record in batch {
+                            guard let key = record.key else { continue }
+                            let stream = String(buffer: key)
+                            let revision = (revisions[stream] ?? -1) + 1
+                            revisions[stream] = revision
+                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                                                             timestamp: record.timestamp, stream: stream, revision: revision,
+                                                             partition: record.partition))
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// One stream from revision `from`: its stored events (through the index), then new ones live.
+    public nonisolated func subscribe(to stream: String, from revision: Int64 = 0) -> AsyncThrowingStream<RecordedEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    var next = revision
+                    var lastOffset: Int64 = -1
+                    // Catch up through the index.
+                    while true {
+                        let page = try await self.read(stream: stream, from: next, limit: 1_000)
+                        for event in page { continuation.yield(event) }
+                        if let last = page.last {
+                            next = last.revision + 1
+                            lastOffset = last.offset
+                        }
+                        if page.count < 1_000 { break }
+                    }
+                    // Follow the partition from after the last event, keeping only this stream.
+                    let partition = try await self.partition(of: stream)
+                    var settings = ConsumerConfiguration(bootstrap: self.bootstrap, clientID: "fjord-stream-subscription")
+                    settings.enableAutoCommit = false
+                    settings.fetchMaxWaitMs = 200
+                    let consumer = try await KafkaConsumer.connect(settings)
+                    defer { Task { await consumer.close() } }
+                    let start: KafkaConsumer.StartPosition = lastOffset >= 0 ? .offset(lastOffset + 1) : .earliest
+                    try await consumer.assign([(TopicPartition(self.topic, partition), start)])
+                    for try await batch in consumer.batches() {
+                        for record in batch where record.key.map({ String(buffer: $0) }) == stream {
+                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                                                             timestamp: record.timestamp, stream: stream, revision: next,
+                                                             partition: record.partition))
+                            next += 1
+                        }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}

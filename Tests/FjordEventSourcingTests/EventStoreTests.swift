@@ -1,0 +1,137 @@
+import FjordClient
+import FjordEventSourcing
+import FjordProtocol
+import FjordTesting
+import NIOCore
+import Synchronization
+import Testing
+
+/// A counter shared by concurrent tasks.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func increment() { value.withLock { $0 += 1 } }
+    var count: Int { value.withLock { $0 } }
+}
+
+@Suite("EventStore against an in-process broker")
+struct EventStoreTests {
+    func event(_ type: String, _ body: String, id: String? = nil) -> EventData {
+        EventData(id: id, type: type, data: ByteBuffer(string: body))
+    }
+
+    @Test("expected versions, atomic multi-event appends, idempotent retries, reads both ways")
+    func basics() async throws {
+        let broker = try await InProcessBroker.start()
+        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "accounts", partitions: 3)
+        #expect(try await store.version(of: "acct-1") == -1)
+        #expect(try await store.append(to: "acct-1", [event("Opened", "{}")], expectedVersion: .noStream) == 0)
+        let deposits = [event("Deposited", "10"), event("Deposited", "20"), event("Deposited", "30")]
+        #expect(try await store.append(to: "acct-1", deposits, expectedVersion: .exact(0)) == 3)
+
+        // A stale writer: refused with the actual version, nothing appended.
+        await #expect(throws: WrongExpectedVersion(stream: "acct-1", expected: .exact(1), actual: 3)) {
+            try await store.append(to: "acct-1", [self.event("Withdrew", "5")], expectedVersion: .exact(1))
+        }
+        await #expect(throws: WrongExpectedVersion(stream: "acct-1", expected: .noStream, actual: 3)) {
+            try await store.append(to: "acct-1", [self.event("Opened", "{}")], expectedVersion: .noStream)
+        }
+        await #expect(throws: WrongExpectedVersion(stream: "acct-2", expected: .exists, actual: -1)) {
+            try await store.append(to: "acct-2", [self.event("Deposited", "1")], expectedVersion: .exists)
+        }
+        // A retried append that already landed (same event ids) returns its version.
+        #expect(try await store.append(to: "acct-1", deposits, expectedVersion: .exact(0)) == 3)
+        #expect(try await store.append(to: "acct-1", [event("Closed", "{}")], expectedVersion: .any) == 4)
+
+        let all = try await store.read(stream: "acct-1")
+        #expect(all.map(\.revision) == [0, 1, 2, 3, 4])
+        #expect(all.map(\.type) == ["Opened", "Deposited", "Deposited", "Deposited", "Closed"])
+        #expect(all[1].id == deposits[0].id && String(buffer: all[2].data) == "20")
+        let lastTwo = try await store.read(stream: "acct-1", from: -1, direction: .backwards, limit: 2)
+        #expect(lastTwo.map(\.revision) == [4, 3])
+        #expect(try await store.read(stream: "acct-1", from: 2, limit: 2).map(\.revision) == [2, 3])
+        await store.close()
+        try await broker.stop()
+    }
+
+    @Test("8 writers × 500 appends race on 10 streams: versions 0…n−1 without gap or duplicate, and they continue after a restart")
+    func concurrentWriters() async throws {
+        var broker = try await InProcessBroker.start()
+        let setup = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", partitions: 4)
+        await setup.close()
+        let conflicts = Counter()
+        let successes = Counter()
+        let bootstrap = broker.bootstrap
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    let store = try await EventStore.connect(bootstrap: bootstrap, topic: "contended", createTopic: false)
+                    for attempt in 0..<500 {
+                        let stream = "s\((writer + attempt) % 10)"
+                        let version = try await store.version(of: stream)
+                        do {
+                            try await store.append(to: stream, [self.event("Tick", "\(writer)-\(attempt)")],
+                                                   expectedVersion: version < 0 ? .noStream : .exact(version))
+                            successes.increment()
+                        } catch is WrongExpectedVersion {
+                            conflicts.increment()  // lost the race: another writer appended first
+                        }
+                    }
+                    await store.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let won = successes.count
+        #expect(won + conflicts.count == 4_000)
+        #expect(conflicts.count > 0, "the writers did race")
+        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
+        var total = 0
+        for index in 0..<10 {
+            let events = try await store.read(stream: "s\(index)", limit: 10_000)
+            #expect(events.map(\.revision) == Array(0..<Int64(events.count)), "s\(index): no gap")
+            #expect(Set(events.map(\.id)).count == events.count, "s\(index): no duplicate")
+            total += events.count
+        }
+        #expect(total == won, "every won race is exactly one event")
+        let before = try await store.version(of: "s3")
+        await store.close()
+
+        broker = try await broker.restart()
+        let after = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
+        #expect(try await after.version(of: "s3") == before)
+        #expect(try await after.append(to: "s3", [event("Tick", "after")], expectedVersion: .exact(before)) == before + 1)
+        await after.close()
+        try await broker.stop()
+    }
+
+    @Test("subscriptions catch up, then follow live events")
+    func subscriptions() async throws {
+        let broker = try await InProcessBroker.start()
+        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "orders", partitions: 2)
+        try await store.append(to: "order-1", [event("Created", "a"), event("Paid", "b")], expectedVersion: .noStream)
+        try await store.append(to: "order-2", [event("Created", "c")], expectedVersion: .noStream)
+        let follower = Task {
+            var seen: [RecordedEvent] = []
+            for try await event in store.subscribe(to: "order-1") {
+                seen.append(event)
+                if seen.count == 3 { break }
+            }
+            return seen
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        try await store.append(to: "order-1", [event("Shipped", "d")], expectedVersion: .exact(1))
+        let seen = try await follower.value
+        #expect(seen.map(\.type) == ["Created", "Paid", "Shipped"])
+        #expect(seen.map(\.revision) == [0, 1, 2])
+
+        var everything: [RecordedEvent] = []
+        for try await event in store.subscribeToAll() {
+            everything.append(event)
+            if everything.count == 4 { break }
+        }
+        #expect(everything.filter { $0.stream == "order-1" }.map(\.revision) == [0, 1, 2])
+        #expect(everything.filter { $0.stream == "order-2" }.map(\.revision) == [0])
+        await store.close()
+        try await broker.stop()
+    }
+}
