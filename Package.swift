@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "FjordServer", targets: ["FjordServer"]),
         .library(name: "FjordClient", targets: ["FjordClient"]),
         .library(name: "FjordEventSourcing", targets: ["FjordEventSourcing"]),
+        .library(name: "FjordProjections", targets: ["FjordProjections"]),
         // For contract tests and benchmarks of clients: a broker inside the calling process.
         .library(name: "FjordTesting", targets: ["FjordTesting"]),
         .executable(name: "fjord", targets: ["fjord"]),
@@ -35,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -125,6 +127,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // CQRS projections: read models in SQLite (GRDB) with the checkpoint in the same transaction.
+        .target(
+            name: "FjordProjections",
+            dependencies: [
+                "FjordEventSourcing",
+                "FjordClient",
+                "FjordProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "FjordTesting",
             dependencies: [
@@ -201,7 +216,8 @@ let package = Package(
         .testTarget(
             name: "FjordEventSourcingTests",
             dependencies: [
-                "FjordEventSourcing", "FjordClient", "FjordProtocol", "FjordTesting",
+                "FjordEventSourcing", "FjordProjections", "FjordClient", "FjordProtocol", "FjordTesting",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings

@@ -318,8 +318,9 @@ public actor EventStore {
                  stream: stream, revision: revision, partition: partition)
     }
 
-    static func recorded(headers: [RecordHeader], value: ByteBuffer?, offset: Int64, timestamp: Int64, stream: String,
-                         revision: Int64, partition: Int32) -> RecordedEvent {
+    /// A `RecordedEvent` from a record's parts (for projections and tools that consume the topic).
+    public static func recorded(headers: [RecordHeader], value: ByteBuffer?, offset: Int64, timestamp: Int64, stream: String,
+                                revision: Int64, partition: Int32) -> RecordedEvent {
         var id = ""
         var type = ""
         var metadata: [String: String] = [:]

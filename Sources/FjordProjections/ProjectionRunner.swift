@@ -1,0 +1,269 @@
+import FjordClient
+public import FjordEventSourcing
+import FjordProtocol
+import Foundation
+public import GRDB
+import Logging
+import NIOCore
+
+/// Runs a `Projection` into SQLite (GRDB): catches up from the checkpoint, then follows live
+/// events, one task per partition.
+///
+/// Exactly once: each poll's events of a partition are applied in one write transaction that
+/// also stores, in `fjord_projection_checkpoints`, the next offset of that partition and, in
+/// `fjord_projection_streams`, the version of every stream touched. A crash before the commit
+/// loses the transaction and the events are applied again after restart; a crash after it finds
+/// them already counted. Nothing is applied twice and nothing is skipped.
+///
+/// `rebuild()` builds a fresh model in a second database file from the start of the topic while
+/// the current one keeps serving `read`; once the new one has caught up, reads switch to it and
+/// the old file is removed.
+public actor ProjectionRunner {
+    /// Where a projection stands in one partition.
+    public struct PartitionStatus: Sendable, Equatable {
+        public var partition: Int32
+        /// The next offset to apply.
+        public var position: Int64
+        /// Events in the partition not applied yet (end offset − position).
+        public var lag: Int64
+    }
+
+    public struct Status: Sendable {
+        public var projection: String
+        public var partitions: [PartitionStatus]
+        public var eventsApplied: Int
+        /// Applied events per second since `start`.
+        public var eventsPerSecond: Double
+        public var rebuilding: Bool
+        public var lag: Int64 { partitions.reduce(0) { $0 + $1.lag } }
+    }
+
+    public nonisolated let projection: any Projection
+    nonisolated let bootstrap: String
+    public nonisolated let path: String
+    private var database: DatabasePool
+    private var tasks: [Task<Void, any Error>] = []
+    private var consumers: [KafkaConsumer] = []
+    private var applied = 0
+    private var startedAt: ContinuousClock.Instant? = nil
+    private var rebuilding = false
+    private var failure: (any Error)? = nil
+    let logger = Logger(label: "fjord.projections")
+
+    /// Opens (or creates) the read model at `path` and runs `setUp`.
+    public init(projection: any Projection, bootstrap: String, path: String) throws {
+        self.projection = projection
+        self.bootstrap = bootstrap
+        self.path = path
+        self.database = try Self.open(path, projection)
+    }
+
+    static func open(_ path: String, _ projection: any Projection) throws -> DatabasePool {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS fjord_projection_checkpoints (
+                    projection TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    next_offset INTEGER NOT NULL, PRIMARY KEY (projection, topic, partition));
+                CREATE TABLE IF NOT EXISTS fjord_projection_streams (
+                    projection TEXT NOT NULL, stream TEXT NOT NULL, version INTEGER NOT NULL,
+                    PRIMARY KEY (projection, stream));
+                """)
+            try projection.setUp(db)
+        }
+        return pool
+    }
+
+    /// Queries the read model (the current one, also during a rebuild).
+    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
+        try await database.read(body)
+    }
+
+    /// Starts one task per partition: catch up from the checkpoint, then follow.
+    public func start() async throws {
+        guard tasks.isEmpty else { return }
+        startedAt = .now
+        try await run(on: database, onCaughtUp: nil)
+    }
+
+    /// Stops the tasks (the checkpoint is whatever the last transaction stored).
+    public func stop() async {
+        for task in tasks { task.cancel() }
+        for consumer in consumers { await consumer.close() }
+        for task in tasks { _ = try? await task.value }
+        tasks = []
+        consumers = []
+    }
+
+    /// The first error a partition task met, if any (the task stops on errors).
+    public func lastError() -> (any Error)? { failure }
+
+    private func run(on database: DatabasePool, onCaughtUp: (@Sendable () async -> Void)?) async throws {
+        let probe = try await KafkaConsumer.connect(ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection"))
+        let partitions = try await probe.partitions(of: projection.topic)
+        await probe.close()
+        let caughtUp = CaughtUp(remaining: partitions.count, action: onCaughtUp)
+        for partition in partitions {
+            var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection-\(projection.name)")
+            settings.enableAutoCommit = false
+            settings.fetchMaxWaitMs = 200
+            settings.maxPollRecords = 5_000
+            let consumer = try await KafkaConsumer.connect(settings)
+            consumers.append(consumer)
+            let projection = self.projection
+            tasks.append(Task {
+                do {
+                    try await Self.follow(partition: partition, projection: projection, consumer: consumer, database: database,
+                                          caughtUp: caughtUp) { count in await self.count(count) }
+                } catch is CancellationError {
+                } catch ClientError.closed {
+                } catch {
+                    self.recordFailure(error)
+                    throw error
+                }
+            })
+        }
+    }
+
+    private func count(_ events: Int) { applied += events }
+    private func recordFailure(_ error: any Error) {
+        if failure == nil { failure = error }
+        logger.error("projection stopped", metadata: ["projection": "\(projection.name)", "error": "\(error)"])
+    }
+
+    /// Calls `action` once every partition has reached the end it saw when it started.
+    final class CaughtUp: @unchecked Sendable {
+        // Safe: `remaining` and `action` are only touched under `lock`.
+        private let lock = NSLock()
+        private var remaining: Int
+        private var action: (@Sendable () async -> Void)?
+        init(remaining: Int, action: (@Sendable () async -> Void)?) {
+            self.remaining = remaining
+            self.action = action
+        }
+        func partitionCaughtUp() async {
+            let fire: (@Sendable () async -> Void)? = lock.withLock {
+                remaining -= 1
+                guard remaining == 0 else { return nil }
+                defer { action = nil }
+                return action
+            }
+            await fire?()
+        }
+    }
+
+    private static func follow(partition: Int32, projection: any Projection, consumer: KafkaConsumer, database: DatabasePool,
+                               caughtUp: CaughtUp, counted: @Sendable (Int) async -> Void) async throws {
+        let topic = projection.topic
+        let name = projection.name
+        let start = try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT next_offset FROM fjord_projection_checkpoints WHERE projection = ? AND topic = ? AND partition = ?",
+                               arguments: [name, topic, partition])
+        }
+        let tp = TopicPartition(topic, partition)
+        try await consumer.assign([(tp, start.map { .offset($0) } ?? .earliest)])
+        let end = try await consumer.endOffsets([tp])[tp] ?? 0
+        var reportedCaughtUp = false
+        var versions: [String: Int64] = [:]
+        while !Task.isCancelled {
+            let records = try await consumer.poll()
+            if !records.isEmpty {
+                let next = records.last!.offset + 1
+                let known = versions
+                let touched = try await database.write { db -> [String: Int64] in
+                    var touched: [String: Int64] = [:]
+                    for record in records {
+                        guard let key = record.key else { continue }
+                        let stream = String(decoding: key.readableBytesView, as: UTF8.self)
+                        var version = touched[stream] ?? known[stream] ?? -2
+                        if version == -2 {
+                            version = try Int64.fetchOne(db, sql: "SELECT version FROM fjord_projection_streams WHERE projection = ? AND stream = ?",
+                                                         arguments: [name, stream]) ?? -1
+                        }
+                        version += 1
+                        touched[stream] = version
+                        let event = EventStore.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                                                             timestamp: record.timestamp, stream: stream, revision: version,
+                                                             partition: partition)
+                        try projection.apply(event, in: db)
+                    }
+                    for (stream, version) in touched {
+                        try db.execute(sql: "INSERT INTO fjord_projection_streams (projection, stream, version) VALUES (?, ?, ?) "
+                                       + "ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version",
+                                       arguments: [name, stream, version])
+                    }
+                    try db.execute(sql: "INSERT INTO fjord_projection_checkpoints (projection, topic, partition, next_offset) VALUES (?, ?, ?, ?) "
+                                   + "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+                                   arguments: [name, topic, partition, next])
+                    return touched
+                }
+                for (stream, version) in touched { versions[stream] = version }
+                await counted(records.count)
+            }
+            if !reportedCaughtUp, (await consumer.position(topic: topic, partition: partition) ?? 0) >= end {
+                reportedCaughtUp = true
+                await caughtUp.partitionCaughtUp()
+            }
+        }
+    }
+
+    /// Position and lag per partition, events applied and their rate.
+    public func status() async throws -> Status {
+        let name = projection.name
+        let topic = projection.topic
+        let rows = try await database.read { db in
+            try Row.fetchAll(db, sql: "SELECT partition, next_offset FROM fjord_projection_checkpoints WHERE projection = ? AND topic = ?",
+                             arguments: [name, topic])
+        }
+        var positions: [Int32: Int64] = [:]
+        for row in rows { positions[row["partition"]] = row["next_offset"] }
+        let admin = try await KafkaAdmin.connect(bootstrap: bootstrap)
+        let description = try await admin.describeTopics([topic]).first
+        let partitions = description?.partitions.map(\.partition) ?? []
+        let ends = try await admin.listOffsets(topic, partitions: partitions, spec: .latest)
+        await admin.close()
+        let elapsed = startedAt.map { Double((ContinuousClock.now - $0).components.seconds) + Double((ContinuousClock.now - $0).components.attoseconds) / 1e18 } ?? 0
+        return Status(projection: name,
+                      partitions: partitions.map { p in
+                          let position = positions[p] ?? 0
+                          return PartitionStatus(partition: p, position: position, lag: Swift.max(0, (ends[p] ?? 0) - position))
+                      },
+                      eventsApplied: applied, eventsPerSecond: elapsed > 0 ? Double(applied) / elapsed : 0, rebuilding: rebuilding)
+    }
+
+    /// Rebuilds the read model from the start of the topic into a new file while the current
+    /// one keeps answering `read`; switches when the new one has caught up, then keeps following.
+    public func rebuild() async throws {
+        guard !rebuilding else { return }
+        rebuilding = true
+        defer { rebuilding = false }
+        let fresh = path + ".rebuild"
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: fresh + suffix) }
+        let freshDatabase = try Self.open(fresh, projection)
+        let previousTasks = tasks
+        let previousConsumers = consumers
+        tasks = []
+        consumers = []
+        let done = AsyncStream<Void>.makeStream()
+        try await run(on: freshDatabase, onCaughtUp: { done.continuation.yield(); done.continuation.finish() })
+        for await _ in done.stream { break }
+        // Caught up: stop every follower, move the new file into place, reopen and follow again.
+        // Reads keep using the old model until this point.
+        for task in previousTasks { task.cancel() }
+        for consumer in previousConsumers { await consumer.close() }
+        await stop()
+        let old = database
+        try old.close()
+        // Fold the write-ahead log into the main file before moving it.
+        try await freshDatabase.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        try freshDatabase.close()
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        try FileManager.default.moveItem(atPath: fresh, toPath: path)
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: fresh + suffix) }
+        database = try Self.open(path, projection)
+        try await run(on: database, onCaughtUp: nil)
+    }
+}
+
