@@ -177,6 +177,17 @@ let package = Package(
             path: "Examples/QuickStart",
             swiftSettings: strictSettings
         ),
+        // The event-sourcing example: commands on an aggregate, a SQLite projection, a small CLI.
+        .executableTarget(
+            name: "fjord-example-bank",
+            dependencies: [
+                "FjordEventSourcing", "FjordProjections",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Examples/Bank",
+            swiftSettings: strictSettings
+        ),
         // The child process of the storage crash test: appends with fsync until SIGKILLed.
         .executableTarget(
             name: "fjord-log-crash-writer",

@@ -68,3 +68,22 @@ def test_stream_versioning_cannot_be_compacted(broker):
                      config={"fjord.stream.versioning": "true", "cleanup.policy": "compact"})
     with pytest.raises(KafkaException):
         admin.create_topics([topic])["bad-streams"].result(timeout=30)
+
+
+def test_bank_example_runs_against_a_real_broker(broker, tmp_path):
+    """Examples/Bank: commands, a refused overdraft, and the SQLite projection's answer."""
+    import os
+    example = os.path.abspath(os.path.join(os.path.dirname(FJORD_BIN_PATH()), "fjord-example-bank"))
+    if not os.path.exists(example):
+        pytest.skip(f"{example} is not built")
+    out = subprocess.run([example, "demo"], cwd=tmp_path, env={**os.environ, "FJORD_BOOTSTRAP": broker.bootstrap},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("ok: open alice-") and "refused: insufficient funds: 700 cents" in lines
+    assert lines[-1].endswith(": 700 cents")
+
+
+def FJORD_BIN_PATH():
+    from conftest import FJORD_BIN
+    return FJORD_BIN
