@@ -78,7 +78,13 @@ public actor ProjectionRunner {
 
     /// Queries the read model (the current one, also during a rebuild).
     public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) async throws -> T {
-        try await database.read(body)
+        let current = database
+        do {
+            return try await current.read(body)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_MISUSE && current !== database {
+            // The model was switched (rebuild) while this read started: ask the new one.
+            return try await database.read(body)
+        }
     }
 
     /// Starts one task per partition: catch up from the checkpoint, then follow.
@@ -213,12 +219,12 @@ public actor ProjectionRunner {
     public func status() async throws -> Status {
         let name = projection.name
         let topic = projection.topic
-        let rows = try await database.read { db in
+        let rows = try await read { db in
             try Row.fetchAll(db, sql: "SELECT partition, next_offset FROM fjord_projection_checkpoints WHERE projection = ? AND topic = ?",
-                             arguments: [name, topic])
+                             arguments: [name, topic]).map { ($0["partition"] as Int32, $0["next_offset"] as Int64) }
         }
         var positions: [Int32: Int64] = [:]
-        for row in rows { positions[row["partition"]] = row["next_offset"] }
+        for (partition, offset) in rows { positions[partition] = offset }
         let admin = try await KafkaAdmin.connect(bootstrap: bootstrap)
         let description = try await admin.describeTopics([topic]).first
         let partitions = description?.partitions.map(\.partition) ?? []
@@ -254,8 +260,8 @@ public actor ProjectionRunner {
         for task in previousTasks { task.cancel() }
         for consumer in previousConsumers { await consumer.close() }
         await stop()
-        let old = database
-        try old.close()
+        // The old pool is not closed here: reads still running on it finish on the old model;
+        // it closes when the last of them lets go of it.
         // Fold the write-ahead log into the main file before moving it.
         try await freshDatabase.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
         try freshDatabase.close()
