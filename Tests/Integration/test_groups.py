@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
 
@@ -50,6 +50,7 @@ class GroupMember(threading.Thread):
         self.assignment = set()
         self.stop_event = threading.Event()
         self.error = None
+        self.refused_commits = 0
 
     def run(self):
         try:
@@ -60,7 +61,15 @@ class GroupMember(threading.Thread):
                 for m in good:
                     self.seen.append((m.partition(), m.offset(), m.value()))
                 if good:
-                    self.consumer.commit(asynchronous=False)
+                    try:
+                        self.consumer.commit(asynchronous=False)
+                    except KafkaException as e:
+                        # A commit that races a rebalance is refused (as by Kafka); the next
+                        # owner resumes from the last accepted commit. Anything else is a failure.
+                        if e.args[0].code() not in (KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                                                    KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET):
+                            raise
+                        self.refused_commits += 1
                 self.assignment = {tp.partition for tp in self.consumer.assignment()}
         except Exception as e:  # surfaced by the test
             self.error = e
@@ -114,13 +123,18 @@ def test_three_members_share_partitions_and_hand_over(group_broker, strategy):
         assert m.error is None, m.error
     seen = [(p, o) for m in members + [leaving] for p, o, _ in m.seen]
     assert len(set(seen)) == 60_000, "none missed"
-    assert len(seen) == 60_000, f"none twice across a clean handover ({len(seen) - len(set(seen))} duplicates)"
+    refused = sum(m.refused_commits for m in members + [leaving])
+    if refused == 0:
+        assert len(seen) == 60_000, f"none twice across a clean handover ({len(seen) - len(set(seen))} duplicates)"
+    else:
+        # A commit refused during a rebalance means its records are read again by the next
+        # owner: at-least-once, as with Kafka. Bounded by what one poll can return per refusal.
+        assert len(seen) - 60_000 <= refused * 500 * 6, f"{len(seen) - 60_000} duplicates after {refused} refused commits"
 
 
 def test_kafka_python_and_librdkafka_in_one_group(group_broker):
     bootstrap = group_broker.bootstrap
     create(bootstrap, "mixed", 4)
-    produce(bootstrap, "mixed", 4000)
     group = f"mixed-{uuid.uuid4().hex[:8]}"
     rd = GroupMember(bootstrap, group, "mixed", "range")
     rd.start()
@@ -128,6 +142,13 @@ def test_kafka_python_and_librdkafka_in_one_group(group_broker):
     kp = KafkaConsumer("mixed", bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
                        enable_auto_commit=True, auto_commit_interval_ms=200, session_timeout_ms=6000,
                        heartbeat_interval_ms=300, partition_assignment_strategy=[__import__("kafka").coordinator.assignors.range.RangePartitionAssignor])
+    # Both members in the group before any record exists, so neither can read everything alone.
+    deadline = time.time() + 60
+    while time.time() < deadline and not (len(kp.assignment()) == 2 and len(rd.assignment) == 2):
+        for records in kp.poll(timeout_ms=200).values():
+            kp_seen += [(r.partition, r.offset) for r in records]
+    assert len(kp.assignment()) == 2 and len(rd.assignment) == 2, (kp.assignment(), rd.assignment, rd.error)
+    produce(bootstrap, "mixed", 4000)
     deadline = time.time() + 60
     while time.time() < deadline and len(kp_seen) + len(rd.seen) < 4000:
         for records in kp.poll(timeout_ms=200).values():
@@ -171,7 +192,7 @@ def test_committed_offsets_survive_restarts(group_broker):
     group = f"durable-{uuid.uuid4().hex[:8]}"
     member = GroupMember(bootstrap, group, "durable-group")
     member.start()
-    wait_for(lambda: len(member.seen) >= 1000, what="first 1000")
+    wait_for(lambda: len(member.seen) >= 1000, what=lambda: f"first 1000 (got {len(member.seen)}, error {member.error})")
     member.close()
     for restart in ("SIGTERM", "SIGKILL"):
         import signal
