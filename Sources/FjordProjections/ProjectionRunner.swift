@@ -1,10 +1,11 @@
 import FjordClient
-public import FjordEventSourcing
+import FjordEventSourcing
 import FjordProtocol
 import Foundation
 public import GRDB
 import Logging
 import NIOCore
+import Synchronization
 
 /// Runs a `Projection` into SQLite (GRDB): catches up from the checkpoint, then follows live
 /// events, one task per partition.
@@ -140,21 +141,19 @@ public actor ProjectionRunner {
     }
 
     /// Calls `action` once every partition has reached the end it saw when it started.
-    final class CaughtUp: @unchecked Sendable {
-        // Safe: `remaining` and `action` are only touched under `lock`.
-        private let lock = NSLock()
-        private var remaining: Int
-        private var action: (@Sendable () async -> Void)?
+    final class CaughtUp: Sendable {
+        private let state: Mutex<(remaining: Int, action: (@Sendable () async -> Void)?)>
+
         init(remaining: Int, action: (@Sendable () async -> Void)?) {
-            self.remaining = remaining
-            self.action = action
+            state = Mutex((remaining, action))
         }
+
         func partitionCaughtUp() async {
-            let fire: (@Sendable () async -> Void)? = lock.withLock {
-                remaining -= 1
-                guard remaining == 0 else { return nil }
-                defer { action = nil }
-                return action
+            let fire = state.withLock { s -> (@Sendable () async -> Void)? in
+                s.remaining -= 1
+                guard s.remaining == 0 else { return nil }
+                defer { s.action = nil }
+                return s.action
             }
             await fire?()
         }
