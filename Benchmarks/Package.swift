@@ -21,6 +21,17 @@ let package = Package(
             dependencies: [.product(name: "FjordProtocol", package: "fjord")],
             path: "Tools/crc32c-bench"
         ),
+        // Plain executable for tools/bench streams (stream index read vs partition scan).
+        .executableTarget(
+            name: "fjord-streams-bench",
+            dependencies: [
+                .product(name: "FjordClient", package: "fjord"),
+                .product(name: "FjordEventSourcing", package: "fjord"),
+                .product(name: "FjordTesting", package: "fjord"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tools/streams-bench"
+        ),
         .executableTarget(
             name: "StorageBenchmarks",
             dependencies: [

@@ -301,9 +301,16 @@ public actor EventStore {
         let events = response.events.map { (revision: $0.revision, offset: $0.offset) }
         var recorded: [RecordedEvent] = []
         if withRecords, var bytes = response.records {
+            // Decode only as far into each batch as its last wanted record.
+            let wanted = Set(events.map(\.offset))
             var byOffset: [Int64: Record] = [:]
             while let batch = try RecordBatch.read(from: &bytes) {
-                for record in try batch.records() { byOffset[record.offset] = record }
+                guard let last = wanted.filter({ $0 >= batch.baseOffset && $0 <= batch.lastOffset }).max() else { continue }
+                var iterator = try batch.makeRecordIterator()
+                while let record = try iterator.next() {
+                    if wanted.contains(record.offset) { byOffset[record.offset] = record }
+                    if record.offset >= last { break }
+                }
             }
             for event in events {
                 guard let record = byOffset[event.offset] else { continue }
