@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Plain executable for tools/bench crc32c (throughput in GB/s, compared with Python's crc32c).
@@ -27,8 +28,10 @@ let package = Package(
             dependencies: [
                 .product(name: "FjordClient", package: "fjord"),
                 .product(name: "FjordEventSourcing", package: "fjord"),
+                .product(name: "FjordProjections", package: "fjord"),
                 .product(name: "FjordTesting", package: "fjord"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Tools/streams-bench"
         ),

@@ -184,8 +184,9 @@ public actor ProjectionRunner {
                         let stream = String(decoding: key.readableBytesView, as: UTF8.self)
                         var version = touched[stream] ?? known[stream] ?? -2
                         if version == -2 {
-                            version = try Int64.fetchOne(db, sql: "SELECT version FROM fjord_projection_streams WHERE projection = ? AND stream = ?",
-                                                         arguments: [name, stream]) ?? -1
+                            version = try Int64.fetchOne(
+                                db.cachedStatement(sql: "SELECT version FROM fjord_projection_streams WHERE projection = ? AND stream = ?"),
+                                arguments: [name, stream]) ?? -1
                         }
                         version += 1
                         touched[stream] = version
@@ -194,14 +195,14 @@ public actor ProjectionRunner {
                                                              partition: partition)
                         try projection.apply(event, in: db)
                     }
-                    for (stream, version) in touched {
-                        try db.execute(sql: "INSERT INTO fjord_projection_streams (projection, stream, version) VALUES (?, ?, ?) "
-                                       + "ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version",
-                                       arguments: [name, stream, version])
-                    }
-                    try db.execute(sql: "INSERT INTO fjord_projection_checkpoints (projection, topic, partition, next_offset) VALUES (?, ?, ?, ?) "
-                                   + "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-                                   arguments: [name, topic, partition, next])
+                    let upsertStream = try db.cachedStatement(
+                        sql: "INSERT INTO fjord_projection_streams (projection, stream, version) VALUES (?, ?, ?) "
+                            + "ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version")
+                    for (stream, version) in touched { try upsertStream.execute(arguments: [name, stream, version]) }
+                    try db.cachedStatement(
+                        sql: "INSERT INTO fjord_projection_checkpoints (projection, topic, partition, next_offset) VALUES (?, ?, ?, ?) "
+                            + "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset")
+                        .execute(arguments: [name, topic, partition, next])
                     return touched
                 }
                 for (stream, version) in touched { versions[stream] = version }

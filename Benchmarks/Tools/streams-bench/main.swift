@@ -9,8 +9,25 @@
 import Dispatch
 import FjordClient
 import FjordEventSourcing
+import FjordProjections
 import FjordTesting
+import Foundation
+import GRDB
 import NIOCore
+
+/// A typical read model: events per stream, one upsert per event (a cached prepared statement,
+/// as GRDB recommends for hot statements).
+struct CountPerStream: Projection {
+    let name = "counts"
+    let topic = "bench-streams"
+    func setUp(_ db: Database) throws {
+        try db.execute(sql: "CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, events INTEGER NOT NULL)")
+    }
+    func apply(_ event: RecordedEvent, in db: Database) throws {
+        try db.cachedStatement(sql: "INSERT INTO counts (stream, events) VALUES (?, 1) ON CONFLICT (stream) DO UPDATE SET events = events + 1")
+            .execute(arguments: [event.stream])
+    }
+}
 
 let total = CommandLine.arguments.dropFirst().first.flatMap(Int.init) ?? 1_000_000
 let broker = try await InProcessBroker.start()
@@ -65,5 +82,23 @@ for _ in 0..<2 {
 precondition(indexed.count == 100 && scanned == 100, "both reads must find the 100 events")
 print("stream of 100 events in a partition of \(total): index \(String(format: "%.2f", best * 1000)) ms, "
       + "scan \(String(format: "%.0f", scanTime * 1000)) ms, ratio \(String(format: "%.4f", best / scanTime))x")
+
+// Projection replay: the whole partition into SQLite (GRDB), checkpointed per poll, against the
+// raw consume rate of the scan above.
+let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-streams-bench-\(getpid())")
+try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+let runner = try ProjectionRunner(projection: CountPerStream(), bootstrap: broker.bootstrap, path: directory.appendingPathComponent("counts.sqlite").path)
+let replay = try await seconds {
+    try await runner.start()
+    while try await runner.status().lag > 0 { try await Task.sleep(for: .milliseconds(20)) }
+}
+await runner.stop()
+let applied = try await runner.read { db in try Int.fetchOne(db, sql: "SELECT SUM(events) FROM counts") ?? 0 }
+precondition(applied == total, "the projection applied every event once")
+let replayRate = Double(total) / replay
+let rawRate = Double(total) / scanTime
+print("projection replay into SQLite: \(String(format: "%.0f", replayRate)) events/s, raw consume \(String(format: "%.0f", rawRate)) "
+      + "records/s, ratio \(String(format: "%.3f", replayRate / rawRate))x")
+try? FileManager.default.removeItem(at: directory)
 await store.close()
 try await broker.stop()
