@@ -258,17 +258,6 @@ public final class BrokerConnection: Sendable {
         channel.writeAndFlush(payload, promise: nil)
     }
 
-    /// Sends a request the broker does not answer (Produce with acks=0).
-    public func sendWithoutResponse<Request: KafkaRequest>(_ request: Request, version: Int16? = nil) async throws {
-        let chosen = try version ?? self.version(of: Request.apiKey)
-        let (_, payload) = try encodeFrame(request, version: chosen)
-        do {
-            try await channel.writeAndFlush(payload)
-        } catch {
-            throw ClientError.connection("\(host):\(port): \(error)")
-        }
-    }
-
     public func close() async {
         try? await channel.close()
     }

@@ -1,4 +1,4 @@
-public import FjordClient
+import FjordClient
 import FjordCompression
 public import FjordProtocol
 import Foundation

@@ -206,13 +206,6 @@ struct Bench: AsyncParsableCommand {
     }
 }
 
-extension Result {
-    var isSuccess: Bool {
-        if case .success = self { return true }
-        return false
-    }
-}
-
 /// Sleeps until record `index` is due at `rate` records/s.
 func pace(_ index: Int, rate: Double, since began: UInt64) async {
     let due = began + UInt64(Double(index) / rate * 1e9)
@@ -287,14 +280,10 @@ final class Meter: Sendable {
         }
     }
 
-    func record(count: Int = 1, latencyNs: UInt64, bytes: Int, failed: Bool = false) {
+    func record(count: Int = 1, latencyNs: UInt64, bytes: Int) {
         state.withLock { s in
-            if failed {
-                s.failures += count
-            } else {
-                s.records += count
-                s.bytes += bytes
-            }
+            s.records += count
+            s.bytes += bytes
             _ = s.histogram.record(Swift.max(1, latencyNs / 1_000))
         }
     }
