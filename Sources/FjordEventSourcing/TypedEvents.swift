@@ -1,5 +1,5 @@
 public import Foundation
-public import NIOCore
+import NIOCore
 
 /// A domain event: a stable type name, a schema version, JSON through Codable.
 public protocol Event: Codable, Sendable {
