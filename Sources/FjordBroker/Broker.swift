@@ -1,5 +1,5 @@
 import FjordMetadata
-public import FjordProtocol
+import FjordProtocol
 public import FjordStorage
 import Foundation
 public import Logging

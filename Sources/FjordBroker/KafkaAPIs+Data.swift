@@ -58,9 +58,16 @@ extension KafkaAPIs {
                     let code = Self.kafkaError(error)
                     partitionResponse.errorCode = code.code
                     partitionResponse.errorMessage = error.description
-                    if code == .invalidRecord || code == .corruptMessage {
+                    if case .wrongExpectedVersion(let conflicts) = error {
+                        // KIP-467: one entry per refused record, each naming its stream and actual version.
+                        partitionResponse.recordErrors = conflicts.map { conflict in
+                            var recordError = ProduceResponse.BatchIndexAndErrorMessage()
+                            recordError.batchIndex = Int32(clamping: conflict.recordIndex)
+                            recordError.batchIndexErrorMessage = conflict.description
+                            return recordError
+                        }
+                    } else if code == .invalidRecord || code == .corruptMessage {
                         var recordError = ProduceResponse.BatchIndexAndErrorMessage()
-                        if case .wrongExpectedVersion(let index, _, _, _) = error { recordError.batchIndex = Int32(clamping: index) }
                         recordError.batchIndexErrorMessage = error.description
                         partitionResponse.recordErrors = [recordError]
                     }

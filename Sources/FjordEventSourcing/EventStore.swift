@@ -137,39 +137,206 @@ public actor EventStore {
 
     /// The partition of a stream: Kafka's murmur2 of the key, as every Kafka client computes it.
     public func partition(of stream: String) async throws -> Int32 {
-        let count = Int32(try await cluster.topic(topic).partitions.count)
-        return DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: count)
+        if partitionCount == nil { partitionCount = Int32(try await cluster.topic(topic).partitions.count) }
+        return DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: partitionCount!)
     }
+
+    /// The topic's partition count, read once: a stream's partition must never change, so a
+    /// stream topic's partitions are not meant to be added to.
+    private var partitionCount: Int32?
 
     // MARK: Appending
 
     /// Appends events to a stream if it is at `expectedVersion`; returns the stream's new version
     /// (the revision of the last appended event). Throws `WrongExpectedVersion` otherwise.
+    ///
+    /// Concurrent appends to streams of the same partition share Produce requests: while one
+    /// request of a partition is in flight, the appends that arrive wait and then go together as
+    /// one record batch. The broker checks each record's expected version and refuses the batch
+    /// if any fails, naming every refused record; the appends it names fail, the others are sent
+    /// again at once. So each append is still all-or-nothing, and independent of the others.
     @discardableResult
     public func append(to stream: String, _ events: [EventData], expectedVersion: ExpectedVersion = .any) async throws -> Int64 {
         guard !events.isEmpty else { return try await version(of: stream) }
         let partition = try await partition(of: stream)
-        var builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: .none))
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        for (index, event) in events.enumerated() {
+        let pending = PendingAppend(stream: stream, events: events, expected: expectedVersion)
+        let outcome = try await withCheckedThrowingContinuation { continuation in
+            pending.continuation = continuation
+            enqueue(pending, partition: partition)
+        }
+        switch outcome {
+        case .appended(let firstOffset):
+            return try await versionAfter(stream: stream, partition: partition, lastOffset: firstOffset + Int64(events.count - 1),
+                                          expected: expectedVersion, count: events.count)
+        case .conflict(let actual):
+            // A retry of an append that already landed: the events after the expected position
+            // carry our ids.
+            if let landed = try await alreadyAppended(stream: stream, events, expected: expectedVersion, actual: actual) {
+                return landed
+            }
+            throw WrongExpectedVersion(stream: stream, expected: expectedVersion, actual: actual)
+        }
+    }
+
+    /// What became of one append in a shared Produce.
+    enum AppendOutcome: Sendable {
+        case appended(firstOffset: Int64)
+        case conflict(actual: Int64)
+    }
+
+    /// An append waiting for its partition's next Produce. Owned by the actor; the continuation
+    /// is resumed exactly once, by `send` or `fail`.
+    final class PendingAppend {
+        let stream: String
+        let events: [EventData]
+        let expected: ExpectedVersion
+        var continuation: CheckedContinuation<AppendOutcome, any Error>?
+
+        init(stream: String, events: [EventData], expected: ExpectedVersion) {
+            self.stream = stream
+            self.events = events
+            self.expected = expected
+        }
+
+        var estimatedBytes: Int { events.reduce(0) { $0 + $1.data.readableBytes + stream.utf8.count + 96 } }
+
+        func resume(_ result: Result<AppendOutcome, any Error>) {
+            continuation?.resume(with: result)
+            continuation = nil
+        }
+    }
+
+    /// The appends of one partition waiting to be sent, and whether a Produce is in flight.
+    private var queues: [Int32: [PendingAppend]] = [:]
+    private var sending: Set<Int32> = []
+    /// The most bytes of events one shared Produce carries (well under `message.max.bytes`).
+    static let maxBatchBytes = 512 * 1024
+
+    private func enqueue(_ append: PendingAppend, partition: Int32) {
+        queues[partition, default: []].append(append)
+        guard sending.insert(partition).inserted else { return }
+        Task { await self.drain(partition) }
+    }
+
+    /// Sends the partition's waiting appends, a batch at a time, until none is left.
+    private func drain(_ partition: Int32) async {
+        defer { sending.remove(partition) }
+        while var waiting = queues[partition], !waiting.isEmpty {
+            var bytes = 0
+            var count = 0
+            while count < waiting.count, count == 0 || bytes + waiting[count].estimatedBytes <= Self.maxBatchBytes {
+                bytes += waiting[count].estimatedBytes
+                count += 1
+            }
+            let group = Array(waiting.prefix(count))
+            waiting.removeFirst(count)
+            queues[partition] = waiting
+            let retry = await send(group, partition: partition)
+            // Appends refused only because they shared a batch with a conflict go first next time.
+            if !retry.isEmpty { queues[partition] = retry + (queues[partition] ?? []) }
+        }
+    }
+
+    /// One Produce (acks=all) carrying `group`'s events as one record batch. Resumes the appends
+    /// that landed or conflicted; returns the ones to send again.
+    private func send(_ group: [PendingAppend], partition: Int32) async -> [PendingAppend] {
+        let request: ProduceRequest
+        var firstRecord: [Int] = []  // each append's first record index in the batch
+        do {
+            var builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: .none))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for append in group {
+                firstRecord.append(Int(builder.recordCount))
+                Self.encode(append, into: &builder, timestamp: now)
+            }
+            request = try Self.produceRequest(topic: topic, partition: partition, records: builder.build().bytes)
+        } catch {
+            group.forEach { $0.resume(.failure(error)) }
+            return []
+        }
+        var attempts = 0
+        while true {
+            attempts += 1
+            let response: ProduceResponse
+            do {
+                response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+            } catch let error as ClientError where error.isRetriable && attempts < 5 {
+                await cluster.invalidate(topic: topic)
+                try? await Task.sleep(for: .milliseconds(100 * attempts))
+                continue
+            } catch {
+                group.forEach { $0.resume(.failure(error)) }
+                return []
+            }
+            guard let result = response.responses.first?.partitionResponses.first else {
+                group.forEach { $0.resume(.failure(EventStoreError.broker("empty Produce response"))) }
+                return []
+            }
+            let error = KafkaError(code: result.errorCode)
+            switch error {
+            case .noError:
+                for (append, first) in zip(group, firstRecord) { append.resume(.success(.appended(firstOffset: result.baseOffset + Int64(first)))) }
+                return []
+            case .invalidRecord:
+                // Each refused record names its stream's actual version; an append is refused
+                // when one of its records is, the others only shared the batch.
+                var actual: [Int: Int64] = [:]
+                for recordError in result.recordErrors {
+                    if let message = recordError.batchIndexErrorMessage, let version = Self.actualVersion(in: message) {
+                        actual[Int(recordError.batchIndex)] = version
+                    }
+                }
+                guard !actual.isEmpty else {
+                    let message = result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? error.message
+                    group.forEach { $0.resume(.failure(EventStoreError.broker(message))) }
+                    return []
+                }
+                var retry: [PendingAppend] = []
+                for (append, first) in zip(group, firstRecord) {
+                    if let version = (first..<first + append.events.count).lazy.compactMap({ actual[$0] }).first {
+                        append.resume(.success(.conflict(actual: version)))
+                    } else {
+                        retry.append(append)
+                    }
+                }
+                return retry
+            case let error where error.isRetriable && attempts < 5:
+                await cluster.invalidate(topic: topic)
+                try? await Task.sleep(for: .milliseconds(100 * attempts))
+            default:
+                let failure = EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)")
+                group.forEach { $0.resume(.failure(failure)) }
+                return []
+            }
+        }
+    }
+
+    /// An append's events as records: ids, types, metadata and expected versions as headers.
+    static func encode(_ append: PendingAppend, into builder: inout RecordBatchBuilder, timestamp: Int64) {
+        let key = ByteBuffer(string: append.stream)
+        for (index, event) in append.events.enumerated() {
             var headers = [
-                RecordHeader(key: Self.eventIDHeader, value: ByteBuffer(string: event.id)),
-                RecordHeader(key: Self.eventTypeHeader, value: ByteBuffer(string: event.type)),
+                RecordHeader(key: eventIDHeader, value: ByteBuffer(string: event.id)),
+                RecordHeader(key: eventTypeHeader, value: ByteBuffer(string: event.type)),
             ]
-            for (key, value) in event.metadata.sorted(by: { $0.key < $1.key }) {
-                headers.append(RecordHeader(key: Self.metadataPrefix + key, value: ByteBuffer(string: value)))
+            if !event.metadata.isEmpty {
+                for (key, value) in event.metadata.sorted(by: { $0.key < $1.key }) {
+                    headers.append(RecordHeader(key: metadataPrefix + key, value: ByteBuffer(string: value)))
+                }
             }
             // The first event carries the caller's expectation; the others follow it exactly.
             let expectation: String
-            switch expectedVersion {
+            switch append.expected {
             case .exact(let n): expectation = String(n + Int64(index))
             case .noStream: expectation = index == 0 ? "no-stream" : String(index - 1)
-            default: expectation = index == 0 ? expectedVersion.description : "any"
+            default: expectation = index == 0 ? append.expected.description : "any"
             }
-            headers.append(RecordHeader(key: Self.expectedVersionHeader, value: ByteBuffer(string: expectation)))
-            builder.append(timestamp: now, key: ByteBuffer(string: stream), value: event.data, headers: headers)
+            headers.append(RecordHeader(key: expectedVersionHeader, value: ByteBuffer(string: expectation)))
+            builder.append(timestamp: timestamp, key: key, value: event.data, headers: headers)
         }
-        let records = try builder.build().bytes
+    }
+
+    static func produceRequest(topic: String, partition: Int32, records: ByteBuffer) -> ProduceRequest {
         var request = ProduceRequest()
         request.acks = -1
         request.timeoutMs = 30_000
@@ -180,42 +347,7 @@ public actor EventStore {
         partitionData.records = records
         topicData.partitionData = [partitionData]
         request.topicData = [topicData]
-
-        var attempts = 0
-        while true {
-            attempts += 1
-            let response: ProduceResponse
-            do {
-                response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
-            } catch let error as ClientError where error.isRetriable && attempts < 5 {
-                await cluster.invalidate(topic: topic)
-                try await Task.sleep(for: .milliseconds(100 * attempts))
-                continue
-            }
-            guard let result = response.responses.first?.partitionResponses.first else {
-                throw EventStoreError.broker("empty Produce response")
-            }
-            let error = KafkaError(code: result.errorCode)
-            switch error {
-            case .noError:
-                return try await versionAfter(stream: stream, partition: partition, lastOffset: result.baseOffset + Int64(events.count - 1),
-                                              expected: expectedVersion, count: events.count)
-            case .invalidRecord:
-                let message = result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? ""
-                guard let actual = Self.actualVersion(in: message) else { throw EventStoreError.broker(message) }
-                // A retry of an append that already landed: the events after the expected
-                // position carry our ids.
-                if let landed = try await alreadyAppended(stream: stream, events, expected: expectedVersion, actual: actual) {
-                    return landed
-                }
-                throw WrongExpectedVersion(stream: stream, expected: expectedVersion, actual: actual)
-            case let error where error.isRetriable && attempts < 5:
-                await cluster.invalidate(topic: topic)
-                try await Task.sleep(for: .milliseconds(100 * attempts))
-            default:
-                throw EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)")
-            }
-        }
+        return request
     }
 
     /// Parses "… actual version N" from the broker's refusal.

@@ -470,12 +470,14 @@ public final class LocalLog: Sendable {
         var streamKeys: [[(key: [UInt8], offsetDelta: Int32)]] = []
         if origin == .client, let streams = s.streams {
             var pending: [[UInt8]: Int64] = [:]  // versions after this produce's earlier records
+            var conflicts: [StreamVersionConflict] = []
             var recordIndex = 0
             for batch in batches where !batch.attributes.isControl {
-                let keys = try streams.check(batch, recordIndexBase: recordIndex, pending: &pending)
-                recordIndex += keys.count
+                let keys = try streams.check(batch, recordIndexBase: recordIndex, pending: &pending, conflicts: &conflicts)
+                recordIndex += Int(batch.recordCount)
                 streamKeys.append(keys)
             }
+            guard conflicts.isEmpty else { throw StorageError.wrongExpectedVersion(conflicts) }
         }
         var info = LogAppendInfo(firstOffset: -1, lastOffset: -1, maxTimestamp: RecordBatch.noTimestamp, offsetOfMaxTimestamp: -1,
                                  logAppendTime: s.config.logAppendTime ? nowMs : -1, batchCount: batches.count,

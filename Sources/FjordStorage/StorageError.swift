@@ -12,9 +12,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
     case corruptRecord(String)
     /// A record is invalid for the log's policy (e.g. a null key on a compacted topic).
     case invalidRecord(String)
-    /// A `fjord.stream.versioning` append whose expected version does not match the stream's
-    /// version (`recordIndex` counts records across the produce's batches).
-    case wrongExpectedVersion(recordIndex: Int, stream: String, expected: String, actual: Int64)
+    /// A `fjord.stream.versioning` append with records whose expected version does not match
+    /// their stream's version: every such record of the produce, in record order (never empty).
+    case wrongExpectedVersion([StreamVersionConflict])
     /// The producer's epoch is older than the one the log has seen (a zombie producer).
     case invalidProducerEpoch(producerID: Int64, epoch: Int16, current: Int16)
     /// The batch's sequence does not follow the producer's last sequence.
@@ -38,8 +38,9 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
             return "corrupt record: \(why)"
         case .invalidRecord(let why):
             return "invalid record: \(why)"
-        case .wrongExpectedVersion(_, let stream, let expected, let actual):
-            return "wrong expected version for stream '\(stream)': expected \(expected), actual version \(actual)"
+        case .wrongExpectedVersion(let conflicts):
+            let first = conflicts.first.map(\.description) ?? "wrong expected version"
+            return conflicts.count > 1 ? "\(first) (and \(conflicts.count - 1) more records)" : first
         case .invalidProducerEpoch(let producerID, let epoch, let current):
             return "producer \(producerID) epoch \(epoch) is older than the current epoch \(current)"
         case .outOfOrderSequence(let producerID, let epoch, let sequence, let expected):
@@ -51,5 +52,27 @@ public enum StorageError: Error, Sendable, Equatable, CustomStringConvertible {
         case .corruptFile(let path, let reason):
             return "\(path): \(reason)"
         }
+    }
+}
+
+/// One record of a stream-topic produce whose expected version did not match its stream.
+public struct StreamVersionConflict: Sendable, Equatable, CustomStringConvertible {
+    /// The record's index across all batches of the produce (Kafka's `batch_index`).
+    public var recordIndex: Int
+    public var stream: String
+    /// The expectation as the header spelled it (`no-stream`, `exists`, a number).
+    public var expected: String
+    /// The stream's version the record was checked against (-1: no event).
+    public var actual: Int64
+
+    public init(recordIndex: Int, stream: String, expected: String, actual: Int64) {
+        self.recordIndex = recordIndex
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+    }
+
+    public var description: String {
+        "wrong expected version for stream '\(stream)': expected \(expected), actual version \(actual)"
     }
 }

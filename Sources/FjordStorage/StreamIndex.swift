@@ -4,8 +4,8 @@ import Glibc
 import Darwin
 #endif
 import FjordProtocol
-public import NIOCore
-public import SystemPackage
+import NIOCore
+import SystemPackage
 
 /// The streams of a `fjord.stream.versioning` partition: for each record key (a stream), the
 /// offsets of its events in order. A stream's version is the revision of its last event
@@ -123,11 +123,14 @@ public struct StreamIndex: Sendable {
     }
 
     /// The keyed records of a batch, with offset deltas, checked against the streams' versions
-    /// (records earlier in the same batch count). Throws `wrongExpectedVersion` for the first
-    /// record whose expectation fails, `invalidRecord` for a record without a key or with an
-    /// unreadable header; nothing is changed either way.
+    /// (records earlier in the same produce count). Every record whose expectation fails is
+    /// added to `conflicts` and does not count as appended for the records after it, so the
+    /// caller learns all refused records of a produce at once (clients that group appends of
+    /// several streams into one batch resend the others). Throws `invalidRecord` for a record
+    /// without a key or with an unreadable header; nothing is changed either way.
     /// `pending` carries the versions after earlier records of the same produce.
-    func check(_ batch: RecordBatch, recordIndexBase: Int, pending: inout [[UInt8]: Int64]) throws(StorageError) -> [(key: [UInt8], offsetDelta: Int32)] {
+    func check(_ batch: RecordBatch, recordIndexBase: Int, pending: inout [[UInt8]: Int64],
+               conflicts: inout [StreamVersionConflict]) throws(StorageError) -> [(key: [UInt8], offsetDelta: Int32)] {
         var out: [(key: [UInt8], offsetDelta: Int32)] = []
         do {
             var iterator = try batch.makeRecordIterator()
@@ -146,8 +149,9 @@ public struct StreamIndex: Sendable {
                             "record \(index): \(Self.expectedVersionHeader) '\(text)' is not any, no-stream, exists or a version ≥ 0")
                     }
                     guard expected.accepts(actual) else {
-                        throw StorageError.wrongExpectedVersion(
-                            recordIndex: index, stream: String(decoding: key, as: UTF8.self), expected: expected.description, actual: actual)
+                        conflicts.append(StreamVersionConflict(recordIndex: index, stream: String(decoding: key, as: UTF8.self),
+                                                               expected: expected.description, actual: actual))
+                        continue
                     }
                 }
                 pending[key] = actual + 1

@@ -104,6 +104,46 @@ struct EventStoreTests {
         try await broker.stop()
     }
 
+    @Test("concurrent appends share Produce requests; a conflict refuses only its own append")
+    func sharedRequests() async throws {
+        let broker = try await InProcessBroker.start()
+        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "shared", partitions: 2)
+        for index in 0..<20 {
+            try await store.append(to: "taken-\(index)", [event("Created", "first")], expectedVersion: .noStream)
+        }
+        // 300 appends at once: 260 to new streams (two events each), 40 that must conflict.
+        let results = try await withThrowingTaskGroup(of: (String, Result<Int64, WrongExpectedVersion>).self) { group in
+            for index in 0..<300 {
+                group.addTask {
+                    let stream = index % 15 == 0 ? "taken-\(index / 15)" : index % 15 == 1 ? "taken-\(index / 15)" : "new-\(index)"
+                    do {
+                        let version = try await store.append(to: stream, [self.event("Created", "\(index)"), self.event("Named", "\(index)")],
+                                                             expectedVersion: .noStream)
+                        return (stream, .success(version))
+                    } catch let conflict as WrongExpectedVersion {
+                        return (stream, .failure(conflict))
+                    }
+                }
+            }
+            var out: [(String, Result<Int64, WrongExpectedVersion>)] = []
+            for try await result in group { out.append(result) }
+            return out
+        }
+        for (stream, result) in results {
+            if stream.hasPrefix("new-") {
+                #expect(try result.get() == 1, "\(stream) appended")
+            } else {
+                #expect(throws: WrongExpectedVersion.self) { try result.get() }
+            }
+        }
+        for index in 0..<20 {
+            #expect(try await store.read(stream: "taken-\(index)").map(\.type) == ["Created"], "refused appends wrote nothing")
+        }
+        #expect(try await store.read(stream: "new-7").map(\.revision) == [0, 1])
+        await store.close()
+        try await broker.stop()
+    }
+
     @Test("subscriptions catch up, then follow live events")
     func subscriptions() async throws {
         let broker = try await InProcessBroker.start()

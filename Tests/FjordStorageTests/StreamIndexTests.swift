@@ -41,16 +41,24 @@ struct StreamIndexTests {
 
         // The second record's expectation fails: the whole batch is refused, nothing is written.
         let end = log.logEndOffset
-        #expect(throws: StorageError.wrongExpectedVersion(recordIndex: 1, stream: "a", expected: "1", actual: 2)) {
+        #expect(throws: StorageError.wrongExpectedVersion([StreamVersionConflict(recordIndex: 1, stream: "a", expected: "1", actual: 2)])) {
             _ = try log.append(events([("d", "no-stream"), ("a", "1")]), leaderEpoch: 0, nowMs: now)
         }
         #expect(log.logEndOffset == end && version(log, "d") == -1)
-        #expect(throws: StorageError.wrongExpectedVersion(recordIndex: 0, stream: "c", expected: "no-stream", actual: 0)) {
+        #expect(throws: StorageError.wrongExpectedVersion([StreamVersionConflict(recordIndex: 0, stream: "c", expected: "no-stream", actual: 0)])) {
             _ = try log.append(events([("c", "no-stream")]), leaderEpoch: 0, nowMs: now)
         }
-        #expect(throws: StorageError.wrongExpectedVersion(recordIndex: 0, stream: "z", expected: "exists", actual: -1)) {
+        #expect(throws: StorageError.wrongExpectedVersion([StreamVersionConflict(recordIndex: 0, stream: "z", expected: "exists", actual: -1)])) {
             _ = try log.append(events([("z", "exists")]), leaderEpoch: 0, nowMs: now)
         }
+        // Every refused record is reported; a refused record does not count for those after it.
+        #expect(throws: StorageError.wrongExpectedVersion([
+            StreamVersionConflict(recordIndex: 0, stream: "a", expected: "0", actual: 2),
+            StreamVersionConflict(recordIndex: 2, stream: "a", expected: "1", actual: 2),
+        ])) {
+            _ = try log.append(events([("a", "0"), ("b", "1"), ("a", "1"), ("a", "2")]), leaderEpoch: 0, nowMs: now)
+        }
+        #expect(log.logEndOffset == end && version(log, "b") == 1)
         #expect(throws: StorageError.self) { _ = try log.append(events([("a", "soon")]), leaderEpoch: 0, nowMs: now) }
         var keyless = RecordBatchBuilder()
         keyless.append(timestamp: now, key: nil, value: ByteBuffer(string: "x"))
