@@ -28,6 +28,7 @@ let package = Package(
             dependencies: [
                 .product(name: "FjordClient", package: "fjord"),
                 .product(name: "FjordEventSourcing", package: "fjord"),
+                .product(name: "FjordProtocol", package: "fjord"),
                 .product(name: "FjordProjections", package: "fjord"),
                 .product(name: "FjordTesting", package: "fjord"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -5,8 +5,8 @@ import NIOCore
 /// Fjord's own stream API (`FjordReadStream`, key 32000): one stream of a
 /// `fjord.stream.versioning` topic, found through the partition's stream index instead of a
 /// scan. The answer lists (revision, offset) of the events asked for and carries the record
-/// batches that hold them, read below the high watermark; other records in those batches are
-/// left to the client to skip.
+/// batches that hold them (unless the request, from version 1, leaves them out), read below the
+/// high watermark; other records in those batches are left to the client to skip.
 extension KafkaAPIs {
     /// At most this many events per request, whatever the client asks.
     static let maxStreamEventsPerRead: Int32 = 10_000
@@ -36,7 +36,7 @@ extension KafkaAPIs {
                     version = Swift.min(version, event.revision - 1)
                     continue
                 }
-                if !included.contains(where: { $0.contains(event.offset) }) {
+                if request.includeRecords, !included.contains(where: { $0.contains(event.offset) }) {
                     let read = try partition.log.read(from: event.offset, maxBytes: 1, upperBound: .highWatermark, minOneMessage: true)
                     guard var bytes = try read.records?.readBytes(), let batch = try RecordBatch.read(from: &bytes) else { continue }
                     included.append(batch.baseOffset...batch.lastOffset)

@@ -107,7 +107,7 @@ public final class KafkaAPIs: Sendable {
         .describeGroups: 0...5,
         .deleteGroups: 0...2,
         .offsetDelete: 0...0,
-        .fjordReadStream: 0...0,
+        .fjordReadStream: 0...1,
     ]
 
     // MARK: Dispatch

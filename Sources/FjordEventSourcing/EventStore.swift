@@ -88,8 +88,11 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 /// An event store on one `fjord.stream.versioning` topic: each record key is a stream; the broker
 /// enforces expected versions, so concurrent writers never interleave a stream or lose an update.
 ///
-/// - `append` writes all its events as one record batch in one Produce request (acks=all): the
-///   broker checks every expected version and appends all of them or none.
+/// - `append` writes its events into one record batch (acks=all): the broker checks every
+///   expected version and appends all of them or none. Concurrent appends share Produce
+///   requests (`StreamAppender`) and stay independent: a conflict refuses only its own append.
+/// - The version an `.exact`/`.noStream` append returns is known from the expectation; `.any`
+///   and `.exists` appends ask the stream index for their revision (one more round trip).
 /// - Appends are idempotent by event id: when an append is refused because the stream moved on
 ///   and the events at the expected position carry the same ids (a retry of an append that
 ///   landed), it returns their version instead of failing.
@@ -104,10 +107,17 @@ public actor EventStore {
     static let expectedVersionHeader = "fjord-expected-version"
     static let metadataPrefix = "fjord-meta-"
 
-    init(topic: String, cluster: KafkaCluster, bootstrap: String) {
+    /// The topic's partition count, read at connect: a stream's partition must never change, so
+    /// partitions are not to be added to a stream topic.
+    public nonisolated let partitionCount: Int32
+    nonisolated let appender: StreamAppender
+
+    init(topic: String, cluster: KafkaCluster, bootstrap: String, partitionCount: Int32) {
         self.topic = topic
         self.cluster = cluster
         self.bootstrap = bootstrap
+        self.partitionCount = partitionCount
+        self.appender = StreamAppender(topic: topic, cluster: cluster)
     }
 
     /// Connects; with `createTopic`, creates the stream topic (`partitions`) if it is missing.
@@ -128,7 +138,8 @@ public actor EventStore {
             await cluster.close()
             throw EventStoreError.notAStreamTopic(topic)
         }
-        return EventStore(topic: topic, cluster: cluster, bootstrap: bootstrap)
+        let partitionCount = Int32(try await cluster.topic(topic).partitions.count)
+        return EventStore(topic: topic, cluster: cluster, bootstrap: bootstrap, partitionCount: partitionCount)
     }
 
     public func close() async {
@@ -136,33 +147,27 @@ public actor EventStore {
     }
 
     /// The partition of a stream: Kafka's murmur2 of the key, as every Kafka client computes it.
-    public func partition(of stream: String) async throws -> Int32 {
-        if partitionCount == nil { partitionCount = Int32(try await cluster.topic(topic).partitions.count) }
-        return DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: partitionCount!)
+    public nonisolated func partition(of stream: String) -> Int32 {
+        DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: partitionCount)
     }
-
-    /// The topic's partition count, read once: a stream's partition must never change, so a
-    /// stream topic's partitions are not meant to be added to.
-    private var partitionCount: Int32?
 
     // MARK: Appending
 
     /// Appends events to a stream if it is at `expectedVersion`; returns the stream's new version
     /// (the revision of the last appended event). Throws `WrongExpectedVersion` otherwise.
     ///
-    /// Concurrent appends to streams of the same partition share Produce requests: while one
-    /// request of a partition is in flight, the appends that arrive wait and then go together as
-    /// one record batch. The broker checks each record's expected version and refuses the batch
-    /// if any fails, naming every refused record; the appends it names fail, the others are sent
-    /// again at once. So each append is still all-or-nothing, and independent of the others.
+    /// Concurrent appends to streams of the same partition share Produce requests
+    /// (`StreamAppender`): while a partition's requests are in flight, the appends that arrive
+    /// wait and then go together as one record batch. The broker refuses the batch if any
+    /// expected version fails, naming every refused record; the appends it names fail, the others
+    /// are sent again at once. So each append is all-or-nothing, and independent of the others.
     @discardableResult
-    public func append(to stream: String, _ events: [EventData], expectedVersion: ExpectedVersion = .any) async throws -> Int64 {
+    public nonisolated func append(to stream: String, _ events: [EventData], expectedVersion: ExpectedVersion = .any) async throws -> Int64 {
         guard !events.isEmpty else { return try await version(of: stream) }
-        let partition = try await partition(of: stream)
-        let pending = PendingAppend(stream: stream, events: events, expected: expectedVersion)
+        let partition = partition(of: stream)
         let outcome = try await withCheckedThrowingContinuation { continuation in
-            pending.continuation = continuation
-            enqueue(pending, partition: partition)
+            appender.submit(StreamAppender.PendingAppend(stream: stream, events: events, expected: expectedVersion, continuation: continuation),
+                            partition: partition)
         }
         switch outcome {
         case .appended(let firstOffset):
@@ -178,191 +183,22 @@ public actor EventStore {
         }
     }
 
-    /// What became of one append in a shared Produce.
-    enum AppendOutcome: Sendable {
-        case appended(firstOffset: Int64)
-        case conflict(actual: Int64)
-    }
-
-    /// An append waiting for its partition's next Produce. Owned by the actor; the continuation
-    /// is resumed exactly once, by `send` or `fail`.
-    final class PendingAppend {
-        let stream: String
-        let events: [EventData]
-        let expected: ExpectedVersion
-        var continuation: CheckedContinuation<AppendOutcome, any Error>?
-
-        init(stream: String, events: [EventData], expected: ExpectedVersion) {
-            self.stream = stream
-            self.events = events
-            self.expected = expected
-        }
-
-        var estimatedBytes: Int { events.reduce(0) { $0 + $1.data.readableBytes + stream.utf8.count + 96 } }
-
-        func resume(_ result: Result<AppendOutcome, any Error>) {
-            continuation?.resume(with: result)
-            continuation = nil
-        }
-    }
-
-    /// The appends of one partition waiting to be sent, and whether a Produce is in flight.
-    private var queues: [Int32: [PendingAppend]] = [:]
-    private var sending: Set<Int32> = []
-    /// The most bytes of events one shared Produce carries (well under `message.max.bytes`).
-    static let maxBatchBytes = 512 * 1024
-
-    private func enqueue(_ append: PendingAppend, partition: Int32) {
-        queues[partition, default: []].append(append)
-        guard sending.insert(partition).inserted else { return }
-        Task { await self.drain(partition) }
-    }
-
-    /// Sends the partition's waiting appends, a batch at a time, until none is left.
-    private func drain(_ partition: Int32) async {
-        defer { sending.remove(partition) }
-        while var waiting = queues[partition], !waiting.isEmpty {
-            var bytes = 0
-            var count = 0
-            while count < waiting.count, count == 0 || bytes + waiting[count].estimatedBytes <= Self.maxBatchBytes {
-                bytes += waiting[count].estimatedBytes
-                count += 1
-            }
-            let group = Array(waiting.prefix(count))
-            waiting.removeFirst(count)
-            queues[partition] = waiting
-            let retry = await send(group, partition: partition)
-            // Appends refused only because they shared a batch with a conflict go first next time.
-            if !retry.isEmpty { queues[partition] = retry + (queues[partition] ?? []) }
-        }
-    }
-
-    /// One Produce (acks=all) carrying `group`'s events as one record batch. Resumes the appends
-    /// that landed or conflicted; returns the ones to send again.
-    private func send(_ group: [PendingAppend], partition: Int32) async -> [PendingAppend] {
-        let request: ProduceRequest
-        var firstRecord: [Int] = []  // each append's first record index in the batch
-        do {
-            var builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: .none))
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            for append in group {
-                firstRecord.append(Int(builder.recordCount))
-                Self.encode(append, into: &builder, timestamp: now)
-            }
-            request = try Self.produceRequest(topic: topic, partition: partition, records: builder.build().bytes)
-        } catch {
-            group.forEach { $0.resume(.failure(error)) }
-            return []
-        }
-        var attempts = 0
-        while true {
-            attempts += 1
-            let response: ProduceResponse
-            do {
-                response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
-            } catch let error as ClientError where error.isRetriable && attempts < 5 {
-                await cluster.invalidate(topic: topic)
-                try? await Task.sleep(for: .milliseconds(100 * attempts))
-                continue
-            } catch {
-                group.forEach { $0.resume(.failure(error)) }
-                return []
-            }
-            guard let result = response.responses.first?.partitionResponses.first else {
-                group.forEach { $0.resume(.failure(EventStoreError.broker("empty Produce response"))) }
-                return []
-            }
-            let error = KafkaError(code: result.errorCode)
-            switch error {
-            case .noError:
-                for (append, first) in zip(group, firstRecord) { append.resume(.success(.appended(firstOffset: result.baseOffset + Int64(first)))) }
-                return []
-            case .invalidRecord:
-                // Each refused record names its stream's actual version; an append is refused
-                // when one of its records is, the others only shared the batch.
-                var actual: [Int: Int64] = [:]
-                for recordError in result.recordErrors {
-                    if let message = recordError.batchIndexErrorMessage, let version = Self.actualVersion(in: message) {
-                        actual[Int(recordError.batchIndex)] = version
-                    }
-                }
-                guard !actual.isEmpty else {
-                    let message = result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? error.message
-                    group.forEach { $0.resume(.failure(EventStoreError.broker(message))) }
-                    return []
-                }
-                var retry: [PendingAppend] = []
-                for (append, first) in zip(group, firstRecord) {
-                    if let version = (first..<first + append.events.count).lazy.compactMap({ actual[$0] }).first {
-                        append.resume(.success(.conflict(actual: version)))
-                    } else {
-                        retry.append(append)
-                    }
-                }
-                return retry
-            case let error where error.isRetriable && attempts < 5:
-                await cluster.invalidate(topic: topic)
-                try? await Task.sleep(for: .milliseconds(100 * attempts))
-            default:
-                let failure = EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)")
-                group.forEach { $0.resume(.failure(failure)) }
-                return []
-            }
-        }
-    }
-
-    /// An append's events as records: ids, types, metadata and expected versions as headers.
-    static func encode(_ append: PendingAppend, into builder: inout RecordBatchBuilder, timestamp: Int64) {
-        let key = ByteBuffer(string: append.stream)
-        for (index, event) in append.events.enumerated() {
-            var headers = [
-                RecordHeader(key: eventIDHeader, value: ByteBuffer(string: event.id)),
-                RecordHeader(key: eventTypeHeader, value: ByteBuffer(string: event.type)),
-            ]
-            if !event.metadata.isEmpty {
-                for (key, value) in event.metadata.sorted(by: { $0.key < $1.key }) {
-                    headers.append(RecordHeader(key: metadataPrefix + key, value: ByteBuffer(string: value)))
-                }
-            }
-            // The first event carries the caller's expectation; the others follow it exactly.
-            let expectation: String
-            switch append.expected {
-            case .exact(let n): expectation = String(n + Int64(index))
-            case .noStream: expectation = index == 0 ? "no-stream" : String(index - 1)
-            default: expectation = index == 0 ? append.expected.description : "any"
-            }
-            headers.append(RecordHeader(key: expectedVersionHeader, value: ByteBuffer(string: expectation)))
-            builder.append(timestamp: timestamp, key: key, value: event.data, headers: headers)
-        }
-    }
-
-    static func produceRequest(topic: String, partition: Int32, records: ByteBuffer) -> ProduceRequest {
-        var request = ProduceRequest()
-        request.acks = -1
-        request.timeoutMs = 30_000
-        var topicData = ProduceRequest.TopicProduceData()
-        topicData.name = topic
-        var partitionData = ProduceRequest.PartitionProduceData()
-        partitionData.index = partition
-        partitionData.records = records
-        topicData.partitionData = [partitionData]
-        request.topicData = [topicData]
-        return request
-    }
-
     /// Parses "… actual version N" from the broker's refusal.
     static func actualVersion(in message: String) -> Int64? {
         guard let range = message.range(of: "actual version ") else { return nil }
         return Int64(message[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
     }
 
-    private func versionAfter(stream: String, partition: Int32, lastOffset: Int64, expected: ExpectedVersion, count: Int) async throws -> Int64 {
+    private nonisolated func versionAfter(stream: String, partition: Int32, lastOffset: Int64, expected: ExpectedVersion, count: Int) async throws -> Int64 {
         if case .exact(let n) = expected { return n + Int64(count) }
         if case .noStream = expected { return Int64(count) - 1 }
-        // Find the revision of our last event (other writers may have appended since).
+        // Find the revision of our last event (other writers may have appended since): usually
+        // among the stream's last few events, so look there first, then further back.
         var from: Int64 = -1
+        var limit = 8
         while true {
-            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: 256, forwards: false)
+            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: limit, forwards: false)
+            limit = 1_000
             if let ours = page.events.first(where: { $0.offset == lastOffset }) { return ours.revision }
             guard let oldest = page.events.last, oldest.revision > 0, oldest.offset > lastOffset else {
                 return page.version
@@ -371,7 +207,7 @@ public actor EventStore {
         }
     }
 
-    private func alreadyAppended(stream: String, _ events: [EventData], expected: ExpectedVersion, actual: Int64) async throws -> Int64? {
+    private nonisolated func alreadyAppended(stream: String, _ events: [EventData], expected: ExpectedVersion, actual: Int64) async throws -> Int64? {
         let first: Int64
         switch expected {
         case .exact(let n): first = n + 1
@@ -387,16 +223,16 @@ public actor EventStore {
     // MARK: Reading
 
     /// The stream's version: the revision of its last event, -1 when it has none.
-    public func version(of stream: String) async throws -> Int64 {
-        try await readIndex(stream: stream, partition: try await partition(of: stream), from: -1, limit: 0, forwards: false).version
+    public nonisolated func version(of stream: String) async throws -> Int64 {
+        try await readIndex(stream: stream, partition: partition(of: stream), from: -1, limit: 0, forwards: false).version
     }
 
     public enum Direction: Sendable { case forwards, backwards }
 
     /// Events of one stream from revision `from` (backwards: -1 is the last event), through the
     /// broker's stream index.
-    public func read(stream: String, from revision: Int64 = 0, direction: Direction = .forwards, limit: Int = 1_000) async throws -> [RecordedEvent] {
-        let partition = try await partition(of: stream)
+    public nonisolated func read(stream: String, from revision: Int64 = 0, direction: Direction = .forwards, limit: Int = 1_000) async throws -> [RecordedEvent] {
+        let partition = partition(of: stream)
         var out: [RecordedEvent] = []
         var next = revision
         while out.count < limit {
@@ -416,7 +252,7 @@ public actor EventStore {
         var recorded: [RecordedEvent]
     }
 
-    func readIndex(stream: String, partition: Int32, from: Int64, limit: Int, forwards: Bool, withRecords: Bool = false) async throws -> IndexPage {
+    nonisolated func readIndex(stream: String, partition: Int32, from: Int64, limit: Int, forwards: Bool, withRecords: Bool = false) async throws -> IndexPage {
         var request = FjordReadStreamRequest()
         request.topic = topic
         request.partition = partition
@@ -424,6 +260,7 @@ public actor EventStore {
         request.fromRevision = from
         request.maxEvents = Int32(clamping: limit)
         request.forwards = forwards
+        request.includeRecords = withRecords
         let response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
         guard response.errorCode == 0 else {
             let error = KafkaError(code: response.errorCode)
@@ -532,7 +369,7 @@ public actor EventStore {
                         if page.count < 1_000 { break }
                     }
                     // Follow the partition from after the last event, keeping only this stream.
-                    let partition = try await self.partition(of: stream)
+                    let partition = self.partition(of: stream)
                     var settings = ConsumerConfiguration(bootstrap: self.bootstrap, clientID: "fjord-stream-subscription")
                     settings.enableAutoCommit = false
                     settings.fetchMaxWaitMs = 200

@@ -283,7 +283,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .writeShareGroupState: return 0...0
         case .deleteShareGroupState: return 0...0
         case .readShareGroupStateSummary: return 0...0
-        case .fjordReadStream: return 0...0
+        case .fjordReadStream: return 0...1
         }
     }
 

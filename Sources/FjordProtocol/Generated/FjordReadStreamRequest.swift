@@ -2,7 +2,7 @@
 
 public import NIOCore
 
-/// Kafka's `FjordReadStreamRequest` (API key 32000): versions 0, flexible 0+.
+/// Kafka's `FjordReadStreamRequest` (API key 32000): versions 0-1, flexible 0+.
 ///
 /// One value covers every version; the version is passed to `init(from:version:)` and
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
@@ -11,7 +11,7 @@ public import NIOCore
 public struct FjordReadStreamRequest: KafkaRequest {
     public static let apiKey: APIKey = .fjordReadStream
     public typealias Response = FjordReadStreamResponse
-    public static let validVersions: ClosedRange<Int16> = 0...0
+    public static let validVersions: ClosedRange<Int16> = 0...1
     public static let firstFlexibleVersion: Int16? = 0
 
     /// The stream topic.
@@ -26,6 +26,8 @@ public struct FjordReadStreamRequest: KafkaRequest {
     public var maxEvents: Int32 = 0
     /// True to read revisions upwards from FromRevision, false downwards.
     public var forwards: Bool = true
+    /// False to get only the revisions, offsets and version, without the record batches (version 0 always includes them).
+    public var includeRecords: Bool = true
     /// Tagged fields read from the wire that this schema does not define, in wire order.
     public var unknownTaggedFields: [TaggedField] = []
 
@@ -42,6 +44,9 @@ public struct FjordReadStreamRequest: KafkaRequest {
         self.fromRevision = try buffer.readKafkaInt64()
         self.maxEvents = try buffer.readKafkaInt32()
         self.forwards = try buffer.readKafkaBool()
+        if version >= 1 {
+            self.includeRecords = try buffer.readKafkaBool()
+        }
         let taggedCount: UInt32 = try buffer.readKafkaUnsignedVarint()
         for _ in 0..<taggedCount {
             let tag: UInt32 = try buffer.readKafkaUnsignedVarint()
@@ -61,6 +66,11 @@ public struct FjordReadStreamRequest: KafkaRequest {
         buffer.writeKafkaInt64(self.fromRevision)
         buffer.writeKafkaInt32(self.maxEvents)
         buffer.writeKafkaBool(self.forwards)
+        if version >= 1 {
+            buffer.writeKafkaBool(self.includeRecords)
+        } else if self.includeRecords != true {
+            throw ProtocolError.fieldNotSupported(field: "FjordReadStreamRequest.IncludeRecords", version: version)
+        }
         buffer.writeKafkaTaggedFields(self.unknownTaggedFields)
     }
 }

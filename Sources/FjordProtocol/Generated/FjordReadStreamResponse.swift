@@ -2,7 +2,7 @@
 
 public import NIOCore
 
-/// Kafka's `FjordReadStreamResponse` (API key 32000): versions 0, flexible 0+.
+/// Kafka's `FjordReadStreamResponse` (API key 32000): versions 0-1, flexible 0+.
 ///
 /// One value covers every version; the version is passed to `init(from:version:)` and
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
@@ -10,7 +10,7 @@ public import NIOCore
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
 public struct FjordReadStreamResponse: KafkaResponse, KafkaTopLevelErrorResponse {
     public static let apiKey: APIKey = .fjordReadStream
-    public static let validVersions: ClosedRange<Int16> = 0...0
+    public static let validVersions: ClosedRange<Int16> = 0...1
     public static let firstFlexibleVersion: Int16? = 0
 
     /// Always 0.

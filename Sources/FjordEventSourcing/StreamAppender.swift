@@ -1,0 +1,204 @@
+import FjordClient
+import FjordCompression
+import FjordProtocol
+import Foundation
+import NIOCore
+import Synchronization
+
+/// Sends an event store's appends, sharing Produce requests between concurrent appends.
+///
+/// Appends wait in a queue per partition. Up to `maxInFlight` Produce requests per partition are
+/// in flight; each takes every waiting append (up to `maxBatchBytes`) and writes their events as
+/// one record batch, acks=all. The broker checks every record's expected version and refuses the
+/// batch if any fails, naming each refused record (KIP-467 record errors, one per record): those
+/// appends end with their stream's actual version, the others only shared the batch and go to
+/// the front of the queue again. So each append is all-or-nothing and independent of the appends
+/// it travelled with; appends that race are not ordered among themselves, as with any
+/// concurrent writers.
+///
+/// Every pending append's continuation is resumed exactly once: by `send` when its fate is known,
+/// or with the error that ended its request.
+final class StreamAppender: Sendable {
+    /// What became of one append.
+    enum Outcome: Sendable {
+        case appended(firstOffset: Int64)
+        case conflict(actual: Int64)
+    }
+
+    struct PendingAppend: Sendable {
+        let stream: String
+        let events: [EventData]
+        let expected: ExpectedVersion
+        let continuation: CheckedContinuation<Outcome, any Error>
+
+        var estimatedBytes: Int { events.reduce(0) { $0 + $1.data.readableBytes + $1.id.utf8.count + $1.type.utf8.count + stream.utf8.count + 64 } }
+    }
+
+    private struct PartitionQueue {
+        var waiting: [PendingAppend] = []
+        var inFlight = 0
+    }
+
+    /// The most bytes of events one shared Produce carries (well under `message.max.bytes`).
+    static let maxBatchBytes = 512 * 1024
+    /// Produce requests in flight per partition: one being answered while the next is encoded.
+    static let maxInFlight = 2
+
+    let topic: String
+    let cluster: KafkaCluster
+    private let queues = Mutex<[Int32: PartitionQueue]>([:])
+
+    init(topic: String, cluster: KafkaCluster) {
+        self.topic = topic
+        self.cluster = cluster
+    }
+
+    func submit(_ append: PendingAppend, partition: Int32) {
+        let start = queues.withLock { queues in
+            queues[partition, default: PartitionQueue()].waiting.append(append)
+            guard queues[partition]!.inFlight < Self.maxInFlight else { return false }
+            queues[partition]!.inFlight += 1
+            return true
+        }
+        if start { Task { await self.drain(partition) } }
+    }
+
+    /// Sends the partition's waiting appends, a batch at a time, until none is left.
+    private func drain(_ partition: Int32) async {
+        while let group = takeBatch(partition) {
+            let retry = await send(group, partition: partition)
+            if !retry.isEmpty {
+                queues.withLock { $0[partition]!.waiting.insert(contentsOf: retry, at: 0) }
+            }
+        }
+    }
+
+    /// The next appends to send together, or nil (and one sender fewer) when none is waiting.
+    private func takeBatch(_ partition: Int32) -> [PendingAppend]? {
+        queues.withLock { queues in
+            let waiting = queues[partition]!.waiting
+            guard !waiting.isEmpty else {
+                queues[partition]!.inFlight -= 1
+                return nil
+            }
+            var bytes = 0
+            var count = 0
+            while count < waiting.count, count == 0 || bytes + waiting[count].estimatedBytes <= Self.maxBatchBytes {
+                bytes += waiting[count].estimatedBytes
+                count += 1
+            }
+            queues[partition]!.waiting.removeFirst(count)
+            return Array(waiting.prefix(count))
+        }
+    }
+
+    /// One Produce (acks=all) carrying `group`'s events as one record batch. Resumes the appends
+    /// that landed or conflicted; returns the ones to send again.
+    private func send(_ group: [PendingAppend], partition: Int32) async -> [PendingAppend] {
+        func fail(_ error: any Error) -> [PendingAppend] {
+            for append in group { append.continuation.resume(throwing: error) }
+            return []
+        }
+        let request: ProduceRequest
+        var firstRecord: [Int] = []  // each append's first record index in the batch
+        do {
+            var builder = RecordBatchBuilder(attributes: RecordBatchAttributes(compression: .none))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for append in group {
+                firstRecord.append(Int(builder.recordCount))
+                Self.encode(append, into: &builder, timestamp: now)
+            }
+            request = Self.produceRequest(topic: topic, partition: partition, records: try builder.build().bytes)
+        } catch {
+            return fail(error)
+        }
+        var attempts = 0
+        while true {
+            attempts += 1
+            let response: ProduceResponse
+            do {
+                response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+            } catch let error as ClientError where error.isRetriable && attempts < 5 {
+                await cluster.invalidate(topic: topic)
+                try? await Task.sleep(for: .milliseconds(100 * attempts))
+                continue
+            } catch {
+                return fail(error)
+            }
+            guard let result = response.responses.first?.partitionResponses.first else {
+                return fail(EventStoreError.broker("empty Produce response"))
+            }
+            let error = KafkaError(code: result.errorCode)
+            switch error {
+            case .noError:
+                for (append, first) in zip(group, firstRecord) {
+                    append.continuation.resume(returning: .appended(firstOffset: result.baseOffset + Int64(first)))
+                }
+                return []
+            case .invalidRecord:
+                // Each refused record names its stream's actual version; an append is refused
+                // when one of its records is, the others only shared the batch.
+                var actual: [Int: Int64] = [:]
+                for recordError in result.recordErrors {
+                    if let message = recordError.batchIndexErrorMessage, let version = EventStore.actualVersion(in: message) {
+                        actual[Int(recordError.batchIndex)] = version
+                    }
+                }
+                guard !actual.isEmpty else {
+                    return fail(EventStoreError.broker(result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? error.message))
+                }
+                var retry: [PendingAppend] = []
+                for (append, first) in zip(group, firstRecord) {
+                    if let version = (first..<first + append.events.count).lazy.compactMap({ actual[$0] }).first {
+                        append.continuation.resume(returning: .conflict(actual: version))
+                    } else {
+                        retry.append(append)
+                    }
+                }
+                return retry
+            case let error where error.isRetriable && attempts < 5:
+                await cluster.invalidate(topic: topic)
+                try? await Task.sleep(for: .milliseconds(100 * attempts))
+            default:
+                return fail(EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)"))
+            }
+        }
+    }
+
+    /// An append's events as records: ids, types, metadata and expected versions as headers.
+    static func encode(_ append: PendingAppend, into builder: inout RecordBatchBuilder, timestamp: Int64) {
+        let key = ByteBuffer(string: append.stream)
+        for (index, event) in append.events.enumerated() {
+            var headers = [
+                RecordHeader(key: EventStore.eventIDHeader, value: ByteBuffer(string: event.id)),
+                RecordHeader(key: EventStore.eventTypeHeader, value: ByteBuffer(string: event.type)),
+            ]
+            for (key, value) in event.metadata.sorted(by: { $0.key < $1.key }) {
+                headers.append(RecordHeader(key: EventStore.metadataPrefix + key, value: ByteBuffer(string: value)))
+            }
+            // The first event carries the caller's expectation; the others follow it exactly.
+            let expectation: String
+            switch append.expected {
+            case .exact(let n): expectation = String(n + Int64(index))
+            case .noStream: expectation = index == 0 ? "no-stream" : String(index - 1)
+            default: expectation = index == 0 ? append.expected.description : "any"
+            }
+            headers.append(RecordHeader(key: EventStore.expectedVersionHeader, value: ByteBuffer(string: expectation)))
+            builder.append(timestamp: timestamp, key: key, value: event.data, headers: headers)
+        }
+    }
+
+    static func produceRequest(topic: String, partition: Int32, records: ByteBuffer) -> ProduceRequest {
+        var request = ProduceRequest()
+        request.acks = -1
+        request.timeoutMs = 30_000
+        var topicData = ProduceRequest.TopicProduceData()
+        topicData.name = topic
+        var partitionData = ProduceRequest.PartitionProduceData()
+        partitionData.index = partition
+        partitionData.records = records
+        topicData.partitionData = [partitionData]
+        request.topicData = [topicData]
+        return request
+    }
+}
