@@ -188,6 +188,16 @@ let package = Package(
             path: "Examples/Bank",
             swiftSettings: strictSettings
         ),
+        // The child process of the projection crash test: projects into SQLite until SIGKILLed.
+        .executableTarget(
+            name: "fjord-projection-crash-runner",
+            dependencies: [
+                "FjordEventSourcing", "FjordProjections",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The child process of the storage crash test: appends with fsync until SIGKILLed.
         .executableTarget(
             name: "fjord-log-crash-writer",
