@@ -89,9 +89,15 @@ public protocol Aggregate: Sendable {
 extension EventStore {
     /// Loads an aggregate by folding its stream; returns it with the stream's version.
     public func load<A: Aggregate>(_ type: A.Type, stream: String, registry: EventTypeRegistry) async throws -> (state: A, version: Int64) {
-        var state = A()
+        try await fold(A(), stream: stream, from: 0, registry: registry)
+    }
+
+    /// Folds the stream's events from revision `from` into `state`; returns it with the revision
+    /// of the last event folded (-1 when there was none).
+    func fold<A: Aggregate>(_ state: A, stream: String, from: Int64, registry: EventTypeRegistry) async throws -> (state: A, version: Int64) {
+        var state = state
         var version: Int64 = -1
-        var next: Int64 = 0
+        var next = from
         while true {
             let page = try await read(stream: stream, from: next, limit: 1_000)
             for recorded in page {

@@ -1,0 +1,208 @@
+import FjordClient
+public import FjordProtocol
+public import Foundation
+public import NIOCore
+public import NIOPosix
+
+/// A stream's state at one version, so that loading it folds only the events after that version.
+public struct Snapshot: Sendable, Equatable {
+    /// The stream's version the state includes (the revision of the last event folded in).
+    public var version: Int64
+    /// The state's encoding version: a snapshot whose schema differs from the aggregate's
+    /// current one is ignored and the stream folded from its start.
+    public var schemaVersion: Int
+    public var data: ByteBuffer
+
+    public init(version: Int64, schemaVersion: Int, data: ByteBuffer) {
+        self.version = version
+        self.schemaVersion = schemaVersion
+        self.data = data
+    }
+}
+
+/// Snapshots of streams on a compacted topic (`cleanup.policy=compact`): the record key is the
+/// stream, the value its state, headers carry the version and schema; the log cleaner keeps the
+/// latest snapshot of each stream, and `delete` writes a tombstone.
+///
+/// A compacted topic has no index by key, so the store keeps a view of the whole topic in memory
+/// (as a Kafka Streams `GlobalKTable` does): `latest` first reads the stream's partition up to
+/// the end offset it had when called, so a snapshot saved before the call (by any process) is
+/// seen. Memory grows with the number of streams that have a snapshot, one state each.
+public actor SnapshotStore {
+    public nonisolated let topic: String
+    nonisolated let partitionCount: Int32
+    private let producer: KafkaProducer
+    private let consumer: KafkaConsumer
+    private var snapshots: [String: Snapshot] = [:]
+    /// How far the view has read each partition.
+    private var positions: [Int32: Int64] = [:]
+    /// One catch-up at a time: concurrent `latest` calls wait for the running one.
+    private var catchingUp: Task<Void, any Error>?
+
+    static let versionHeader = "fjord-snapshot-version"
+    static let schemaHeader = "fjord-snapshot-schema"
+
+    private init(topic: String, partitionCount: Int32, producer: KafkaProducer, consumer: KafkaConsumer) {
+        self.topic = topic
+        self.partitionCount = partitionCount
+        self.producer = producer
+        self.consumer = consumer
+    }
+
+    /// Connects; with `createTopic`, creates the compacted topic if it is missing. A topic that
+    /// is not compacted is refused: snapshots would pile up without end.
+    public static func connect(bootstrap: String, topic: String, createTopic: Bool = true, partitions: Int32 = 1,
+                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> SnapshotStore {
+        var client = ClientConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
+        client.allowAutoCreateTopics = false
+        let cluster = try await KafkaCluster.connect(client, group: group)
+        let admin = KafkaAdmin(cluster: cluster)
+        defer { Task { await cluster.close() } }
+        if createTopic {
+            do {
+                try await admin.createTopic(topic, partitions: partitions, configs: ["cleanup.policy": "compact"])
+            } catch ClientError.kafka(.topicAlreadyExists, _) {
+            }
+        }
+        guard try await admin.describeTopicConfigs(topic)["cleanup.policy"]?.contains("compact") == true else {
+            throw EventStoreError.notACompactedTopic(topic)
+        }
+        var producerConfiguration = ProducerConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
+        producerConfiguration.lingerMs = 0
+        let producer = try await KafkaProducer.connect(producerConfiguration, group: group)
+        var consumerConfiguration = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
+        consumerConfiguration.enableAutoCommit = false
+        consumerConfiguration.fetchMaxWaitMs = 50
+        let consumer = try await KafkaConsumer.connect(consumerConfiguration, group: group)
+        let partitions = try await consumer.partitions(of: topic)
+        try await consumer.assign(topic: topic, partitions: partitions, from: .earliest)
+        return SnapshotStore(topic: topic, partitionCount: Int32(partitions.count), producer: producer, consumer: consumer)
+    }
+
+    public func close() async {
+        await producer.close()
+        await consumer.close()
+    }
+
+    /// Saves a stream's state at `version`; returns once the broker has it (acks=all).
+    public func save(stream: String, _ snapshot: Snapshot) async throws {
+        _ = try await producer.send(topic: topic, key: ByteBuffer(string: stream), value: snapshot.data, headers: [
+            RecordHeader(key: Self.versionHeader, value: ByteBuffer(string: String(snapshot.version))),
+            RecordHeader(key: Self.schemaHeader, value: ByteBuffer(string: String(snapshot.schemaVersion))),
+        ], partition: partition(of: stream))
+        snapshots[stream] = snapshot
+    }
+
+    /// Removes a stream's snapshot (a tombstone the cleaner drops after `delete.retention.ms`).
+    public func delete(stream: String) async throws {
+        _ = try await producer.send(topic: topic, key: ByteBuffer(string: stream), value: nil, partition: partition(of: stream))
+        snapshots[stream] = nil
+    }
+
+    /// The stream's latest snapshot, including every one saved before this call.
+    public func latest(stream: String) async throws -> Snapshot? {
+        let partition = TopicPartition(topic, partition(of: stream))
+        let end = try await consumer.endOffsets([partition])[partition] ?? 0
+        while positions[partition.partition, default: 0] < end {
+            if let running = catchingUp {
+                _ = try? await running.value
+                continue
+            }
+            let task = Task { try await self.readMore() }
+            catchingUp = task
+            defer { catchingUp = nil }
+            try await task.value
+        }
+        return snapshots[stream]
+    }
+
+    private func readMore() async throws {
+        let records = try await consumer.poll()
+        for partition in 0..<partitionCount {
+            if let position = await consumer.position(topic: topic, partition: partition) { positions[partition] = position }
+        }
+        for record in records {
+            guard let key = record.key else { continue }
+            let stream = String(buffer: key)
+            guard let value = record.value else {
+                snapshots[stream] = nil
+                continue
+            }
+            var version: Int64?
+            var schema = 1
+            for header in record.headers {
+                let text = header.value.map { String(buffer: $0) } ?? ""
+                if header.key == Self.versionHeader { version = Int64(text) }
+                if header.key == Self.schemaHeader { schema = Int(text) ?? 1 }
+            }
+            guard let version else { continue }  // not a snapshot: ignored
+            snapshots[stream] = Snapshot(version: version, schemaVersion: schema, data: value)
+        }
+    }
+
+    /// Snapshots are partitioned as the events are: Kafka's murmur2 of the stream.
+    nonisolated func partition(of stream: String) -> Int32 {
+        DefaultPartitioner.partition(forKey: Array(stream.utf8), partitions: partitionCount)
+    }
+}
+
+/// An aggregate whose state can be snapshotted (encoded as JSON).
+public protocol SnapshottableAggregate: Aggregate, Codable {
+    /// Bump when the encoded state changes shape: older snapshots are then ignored.
+    static var snapshotSchemaVersion: Int { get }
+}
+
+extension SnapshottableAggregate {
+    public static var snapshotSchemaVersion: Int { 1 }
+}
+
+extension EventStore {
+    /// Loads an aggregate from its latest snapshot (if one of the current schema exists), then
+    /// folds the events after it. Returns the state, the stream's version and the version of the
+    /// snapshot used (-1: none).
+    public func load<A: SnapshottableAggregate>(_ type: A.Type, stream: String, registry: EventTypeRegistry,
+                                                snapshots: SnapshotStore) async throws -> (state: A, version: Int64, snapshotVersion: Int64) {
+        var state = A()
+        var snapshotVersion: Int64 = -1
+        if let snapshot = try await snapshots.latest(stream: stream), snapshot.schemaVersion == A.snapshotSchemaVersion,
+           let decoded = try? JSONDecoder().decode(A.self, from: Data(snapshot.data.readableBytesView)) {
+            state = decoded
+            snapshotVersion = snapshot.version
+        }
+        let (folded, version) = try await fold(state, stream: stream, from: snapshotVersion + 1, registry: registry)
+        return (folded, Swift.max(version, snapshotVersion), snapshotVersion)
+    }
+
+    /// `execute` with snapshots: after a command whose events bring the stream `snapshotEvery`
+    /// or more events past the snapshot it was loaded from, the new state is saved as the
+    /// stream's snapshot. A failed save does not fail the command (its events are appended);
+    /// the next command tries again, since the stream is then still past the interval.
+    @discardableResult
+    public func execute<A: SnapshottableAggregate>(_ type: A.Type, stream: String, registry: EventTypeRegistry, snapshots: SnapshotStore,
+                                                   snapshotEvery: Int64 = 100, retries: Int = 3,
+                                                   decide: (A) throws -> [any Event]) async throws -> Int64 {
+        var attempt = 0
+        while true {
+            let (state, version, snapshotVersion) = try await load(type, stream: stream, registry: registry, snapshots: snapshots)
+            let events = try decide(state)
+            let data = try events.map { try registry.encodeAny($0) }
+            let newVersion: Int64
+            do {
+                newVersion = try await append(to: stream, data, expectedVersion: version < 0 ? .noStream : .exact(version))
+            } catch let conflict as WrongExpectedVersion {
+                attempt += 1
+                if attempt > retries { throw conflict }
+                continue
+            }
+            if newVersion - snapshotVersion >= snapshotEvery {
+                var next = state
+                for event in events { next.apply(event) }
+                if let encoded = try? JSONEncoder().encode(next) {
+                    try? await snapshots.save(stream: stream, Snapshot(version: newVersion, schemaVersion: A.snapshotSchemaVersion,
+                                                                       data: ByteBuffer(bytes: encoded)))
+                }
+            }
+            return newVersion
+        }
+    }
+}
