@@ -99,7 +99,7 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 ///   and the events at the expected position carry the same ids (a retry of an append that
 ///   landed), it returns their version instead of failing.
 /// - `read` goes through the broker's stream index (FjordReadStream), not a partition scan.
-/// - `subscribe(to:)` / `subscribeToAll()` catch up, then follow new events live.
+/// - `subscribe(to:)` / `subscribeToAll(from:)` catch up, then follow new events live.
 public actor EventStore {
     public nonisolated let topic: String
     nonisolated let cluster: KafkaCluster
@@ -317,9 +317,22 @@ public actor EventStore {
 
     // MARK: Subscriptions
 
-    /// Every event of the topic from the start, then live: revisions are counted per stream
-    /// as the partitions are read in order. Ends when the task is cancelled.
-    public nonisolated func subscribeToAll() -> AsyncThrowingStream<RecordedEvent, any Error> {
+    /// Where `subscribeToAll` starts.
+    public enum AllPosition: Sendable, Equatable {
+        /// Every event of the topic.
+        case start
+        /// Only events appended after the subscription started.
+        case end
+        /// From these offsets per partition (e.g. each partition's last delivered
+        /// `RecordedEvent.offset` + 1, to resume); partitions not listed start at their beginning.
+        case offsets([Int32: Int64])
+    }
+
+    /// Every event of the topic from `from`, then live, partition by partition in offset order.
+    /// Revisions are counted per stream as the partitions are read; a stream first met after the
+    /// start of its partition gets its revision from the stream index once. Ends when the task is
+    /// cancelled.
+    public nonisolated func subscribeToAll(from start: AllPosition = .start) -> AsyncThrowingStream<RecordedEvent, any Error> {
         let topic = self.topic
         let bootstrap = self.bootstrap
         return AsyncThrowingStream { continuation in
@@ -331,13 +344,30 @@ public actor EventStore {
                     let consumer = try await KafkaConsumer.connect(settings)
                     defer { Task { await consumer.close() } }
                     let partitions = try await consumer.partitions(of: topic)
-                    try await consumer.assign(partitions.map { (TopicPartition(topic, $0), .earliest) })
+                    try await consumer.assign(partitions.map { partition -> (TopicPartition, KafkaConsumer.StartPosition) in
+                        switch start {
+                        case .start: return (TopicPartition(topic, partition), .earliest)
+                        case .end: return (TopicPartition(topic, partition), .latest)
+                        case .offsets(let offsets): return (TopicPartition(topic, partition), offsets[partition].map { .offset($0) } ?? .earliest)
+                        }
+                    })
+                    // Streams whose revisions are known: counted from the start of their partition,
+                    // or looked up once when the subscription starts mid-partition.
                     var revisions: [String: Int64] = [:]
+                    var fromStart = Set<Int32>()
                     for try await batch in consumer.batches() {
                         for record in batch {
                             guard let key = record.key else { continue }
                             let stream = String(buffer: key)
-                            let revision = (revisions[stream] ?? -1) + 1
+                            let revision: Int64
+                            if let previous = revisions[stream] {
+                                revision = previous + 1
+                            } else if fromStart.contains(record.partition) || record.offset == 0 {
+                                fromStart.insert(record.partition)
+                                revision = 0
+                            } else {
+                                revision = try await self.revision(of: stream, partition: record.partition, offset: record.offset)
+                            }
                             revisions[stream] = revision
                             continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset,
                                                              timestamp: record.timestamp, stream: stream, revision: revision,
@@ -350,6 +380,19 @@ public actor EventStore {
                 }
             }
             continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// The revision of the stream's event at `offset`, from the stream index (newest first).
+    nonisolated func revision(of stream: String, partition: Int32, offset: Int64) async throws -> Int64 {
+        var from: Int64 = -1
+        while true {
+            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: 1_000, forwards: false)
+            if let event = page.events.first(where: { $0.offset == offset }) { return event.revision }
+            guard let oldest = page.events.last, oldest.revision > 0, oldest.offset > offset else {
+                throw EventStoreError.broker("stream '\(stream)' has no event at offset \(offset) of partition \(partition)")
+            }
+            from = oldest.revision - 1
         }
     }
 

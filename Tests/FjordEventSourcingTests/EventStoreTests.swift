@@ -189,6 +189,31 @@ struct EventStoreTests {
         }
         #expect(everything.filter { $0.stream == "order-1" }.map(\.revision) == [0, 1, 2])
         #expect(everything.filter { $0.stream == "order-2" }.map(\.revision) == [0])
+
+        // Resuming mid-partition: revisions come from the stream index.
+        let paid = try #require(everything.first { $0.stream == "order-1" && $0.revision == 1 })
+        var resumed: [RecordedEvent] = []
+        for try await event in store.subscribeToAll(from: .offsets([paid.partition: paid.offset])) {
+            resumed.append(event)
+            if resumed.count == 3 { break }
+        }
+        #expect(resumed.filter { $0.stream == "order-1" }.map(\.revision) == [1, 2])
+        #expect(resumed.filter { $0.stream == "order-2" }.map(\.revision) == [0], "a partition not listed starts at its beginning")
+
+        // From the end: only new events, with their revisions.
+        let live = Task {
+            var seen: [RecordedEvent] = []
+            for try await event in store.subscribeToAll(from: .end) {
+                seen.append(event)
+                if seen.count == 2 { break }
+            }
+            return seen
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        try await store.append(to: "order-1", [event("Delivered", "e")], expectedVersion: .exact(2))
+        try await store.append(to: "order-2", [event("Paid", "f")], expectedVersion: .exact(0))
+        let fresh = try await live.value
+        #expect(Set(fresh.map { "\($0.stream)@\($0.revision)" }) == ["order-1@3", "order-2@1"])
         await store.close()
         try await broker.stop()
     }
