@@ -194,19 +194,9 @@ public actor EventStore {
     private nonisolated func versionAfter(stream: String, partition: Int32, lastOffset: Int64, expected: ExpectedVersion, count: Int) async throws -> Int64 {
         if case .exact(let n) = expected { return n + Int64(count) }
         if case .noStream = expected { return Int64(count) - 1 }
-        // Find the revision of our last event (other writers may have appended since): usually
-        // among the stream's last few events, so look there first, then further back.
-        var from: Int64 = -1
-        var limit = 8
-        while true {
-            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: limit, forwards: false)
-            limit = 1_000
-            if let ours = page.events.first(where: { $0.offset == lastOffset }) { return ours.revision }
-            guard let oldest = page.events.last, oldest.revision > 0, oldest.offset > lastOffset else {
-                return page.version
-            }
-            from = oldest.revision - 1
-        }
+        // Our last event's revision (other writers may have appended since): usually among the
+        // stream's last few events, so the first page is small.
+        return try await revision(of: stream, partition: partition, offset: lastOffset, firstPage: 8)
     }
 
     private nonisolated func alreadyAppended(stream: String, _ events: [EventData], expected: ExpectedVersion, actual: Int64) async throws -> Int64? {
@@ -383,11 +373,14 @@ public actor EventStore {
         }
     }
 
-    /// The revision of the stream's event at `offset`, from the stream index (newest first).
-    nonisolated func revision(of stream: String, partition: Int32, offset: Int64) async throws -> Int64 {
+    /// The revision of the stream's event at `offset`, from the stream index (newest first,
+    /// `firstPage` events, then pages of 1,000).
+    nonisolated func revision(of stream: String, partition: Int32, offset: Int64, firstPage: Int = 1_000) async throws -> Int64 {
         var from: Int64 = -1
+        var limit = firstPage
         while true {
-            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: 1_000, forwards: false)
+            let page = try await readIndex(stream: stream, partition: partition, from: from, limit: limit, forwards: false)
+            limit = 1_000
             if let event = page.events.first(where: { $0.offset == offset }) { return event.revision }
             guard let oldest = page.events.last, oldest.revision > 0, oldest.offset > offset else {
                 throw EventStoreError.broker("stream '\(stream)' has no event at offset \(offset) of partition \(partition)")
