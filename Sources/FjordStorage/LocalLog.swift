@@ -117,6 +117,9 @@ public final class LocalLog: Sendable {
         var streams: StreamIndex? = nil
         var unflushedMessages: Int64 = 0
         var lastFlushMs: Int64
+        /// Compacted logs: where the part the cleaner has not yet read for its key map begins
+        /// (Kafka's cleaner checkpoint); records below it are clean.
+        var firstDirtyOffset: Int64 = 0
         var closed = false
         /// Runs fsyncs of rolled segments off the append path (set by the LogManager); nil runs
         /// them inline.
@@ -710,6 +713,7 @@ public final class LocalLog: Sendable {
             try Self.rebuildProducerState(&s)
             let end = s.logEndOffset
             s.streams?.truncate(from: end)
+            s.firstDirtyOffset = Swift.min(s.firstDirtyOffset, end)
         }
         durability.withLock { $0.flushedOffset = Swift.min($0.flushedOffset, logEndOffset) }
     }
@@ -742,6 +746,7 @@ public final class LocalLog: Sendable {
             let directory = s.active.directory
             s.segments = [try LogSegment(directory: directory, baseOffset: offset, config: s.config, nowMs: nowMs, preallocateIndexes: true)]
             s.logStartOffset = offset
+            s.firstDirtyOffset = offset
             s.highWatermark = offset
             s.recoveryPoint = offset
             s.leaderEpochCache.clear()
@@ -911,15 +916,28 @@ public final class LocalLog: Sendable {
         var file: SegmentFile
     }
 
-    /// The closed segments (never the active one) below the high watermark, and the config.
-    func closedSegmentsForCleaning() -> ([SegmentSnapshot], LogConfig) {
+    /// The closed segments (never the active one) below the high watermark, the config, and the
+    /// cleaner checkpoint (the first offset not yet in a key map; at least the log start).
+    func closedSegmentsForCleaning() -> (segments: [SegmentSnapshot], config: LogConfig, firstDirtyOffset: Int64) {
         state.withLock { s in
             let closed = s.segments.dropLast().filter { $0.nextOffset <= s.highWatermark }
             return (closed.map {
                 SegmentSnapshot(baseOffset: $0.baseOffset, nextOffset: $0.nextOffset, size: $0.size,
                                 largestTimestamp: $0.largestTimestamp(), file: $0.file)
-            }, s.config)
+            }, s.config, Swift.max(s.firstDirtyOffset, s.segments[0].baseOffset))
         }
+    }
+
+    /// Compacted logs: the first offset the cleaner has not yet read into a key map (records
+    /// below it are clean). Kept in the log directory's `cleaner-offset-checkpoint`.
+    public var cleanerCheckpoint: Int64 {
+        get { state.withLock { Swift.max($0.firstDirtyOffset, $0.segments[0].baseOffset) } }
+    }
+
+    /// Sets the cleaner checkpoint (from the checkpoint file at open, or after a cleaning pass);
+    /// never beyond the log end.
+    public func setCleanerCheckpoint(_ offset: Int64) {
+        state.withLock { $0.firstDirtyOffset = Swift.min(offset, $0.logEndOffset) }
     }
 
     /// Swaps in cleaned segments written in `cleanedDirectory` (same file names) for the

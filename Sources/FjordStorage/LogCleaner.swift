@@ -15,56 +15,130 @@ public struct CleanerStats: Sendable, Equatable {
     public var tombstonesRemoved = 0
     public var bytesBefore: Int64 = 0
     public var bytesAfter: Int64 = 0
+    /// Distinct keys in this pass's key map.
+    public var mapKeys = 0
+    /// The cleaner checkpoint after the pass: records below it are clean.
+    public var cleanedThrough: Int64 = 0
+}
+
+/// The key → latest offset map of one cleaning pass (Kafka's `SkimpyOffsetMap`), bounded by
+/// `log.cleaner.dedupe.buffer.size`. It keeps whole keys, not digests, so no two keys can be
+/// confused; each entry is charged its key length plus `entryOverhead` bytes against the budget.
+/// `put` refuses a new key once the budget is spent (it always takes the first one).
+struct OffsetMap {
+    /// Bytes charged per entry besides the key: the array header, the offset and the table slot.
+    static let entryOverhead = 64
+    private(set) var entries: [[UInt8]: Int64] = [:]
+    private(set) var bytes = 0
+    let budget: Int
+
+    init(budget: Int) {
+        self.budget = budget
+    }
+
+    /// Records `offset` as `key`'s latest; false (and nothing changed) when a new key would
+    /// exceed the budget.
+    mutating func put(_ key: ByteBuffer, offset: Int64) -> Bool {
+        let bytes = Array(key.readableBytesView)
+        if entries[bytes] != nil {
+            entries[bytes] = offset
+            return true
+        }
+        let cost = bytes.count + Self.entryOverhead
+        guard entries.isEmpty || self.bytes + cost <= budget else { return false }
+        entries[bytes] = offset
+        self.bytes += cost
+        return true
+    }
+
+    func latest(_ key: ByteBuffer) -> Int64? {
+        entries[Array(key.readableBytesView)]
+    }
+
+    var count: Int { entries.count }
 }
 
 /// Log compaction for `cleanup.policy=compact` (Kafka's `LogCleaner`): keeps the latest record
 /// of each key in the closed segments below the high watermark, at its original offset.
 ///
-/// One pass: (1) build a map key → latest offset over the cleanable segments (closed, below the
-/// high watermark, older than `min.compaction.lag.ms`); (2) rewrite each of those segments into a
-/// scratch directory, keeping a record only if it is its key's latest, and dropping tombstones
-/// (null values) whose timestamp is older than `delete.retention.ms`; rewritten batches keep
-/// their base offset, last offset delta, producer fields and codec; batches left empty are
-/// dropped; (3) swap the cleaned segments in crash-safely (`.swap` files, see `LocalLog`).
-/// The active segment is never cleaned, so records there are never removed, and keys superseded
-/// only there stay until it rolls.
-///
-/// Limitation: the key map holds every distinct key of the cleanable range in memory (Kafka
-/// bounds it with `log.cleaner.dedupe.buffer.size` and cleans in several passes).
+/// One pass: (1) read the dirty part (from the cleaner checkpoint on) of the cleanable segments
+/// (closed, below the high watermark, older than `min.compaction.lag.ms`) into a key → latest
+/// offset map, until the map's budget (`log.cleaner.dedupe.buffer.size`) is spent: the map then
+/// covers [checkpoint, mapEnd); (2) rewrite every cleanable segment that starts below mapEnd into
+/// a scratch directory, dropping a record when the map holds a later offset for its key, and
+/// tombstones (null values) older than `delete.retention.ms` that nothing in the map supersedes;
+/// records from mapEnd on are kept as they are; rewritten batches keep their base offset, last
+/// offset delta, producer fields and codec; batches left empty are dropped; (3) swap the cleaned
+/// segments in crash-safely (`.swap` files, see `LocalLog`) and move the checkpoint to mapEnd.
+/// A log with more keys than one map holds is thus cleaned over several passes, each with
+/// bounded memory. The active segment is never cleaned, so records there are never removed, and
+/// keys superseded only there stay until it rolls.
 public enum LogCleaner {
-    /// Cleans `log` once; returns what was done (zero segments when nothing is cleanable).
-    public static func clean(_ log: LocalLog, nowMs: Int64) throws(StorageError) -> CleanerStats {
-        var stats = CleanerStats()
-        let (closed, config) = log.closedSegmentsForCleaning()
-        guard config.compactEnabled else { return stats }
+    /// Kafka's default `log.cleaner.dedupe.buffer.size` (128 MiB).
+    public static let defaultDedupeBufferBytes = 128 * 1024 * 1024
+
+    /// Whether `log` has cleanable segments whose dirty part (from the cleaner checkpoint) is at
+    /// least `min.cleanable.dirty.ratio` of their bytes: when Kafka's cleaner would pick it.
+    public static func needsCleaning(_ log: LocalLog, nowMs: Int64) -> Bool {
+        let (closed, config, firstDirty) = log.closedSegmentsForCleaning()
+        guard config.compactEnabled else { return false }
+        let cleanable = cleanableSegments(closed, config: config, nowMs: nowMs)
+        let total = cleanable.reduce(Int64(0)) { $0 + $1.size }
+        guard total > 0 else { return false }
+        // A segment counts as dirty from the one holding the checkpoint on.
+        let dirty = cleanable.filter { $0.nextOffset > firstDirty }.reduce(Int64(0)) { $0 + $1.size }
+        return Double(dirty) / Double(total) >= config.minCleanableDirtyRatio
+    }
+
+    static func cleanableSegments(_ closed: [LocalLog.SegmentSnapshot], config: LogConfig, nowMs: Int64) -> [LocalLog.SegmentSnapshot] {
         var cleanable: [LocalLog.SegmentSnapshot] = []
         for segment in closed {
             if config.minCompactionLagMs > 0 && nowMs - segment.largestTimestamp < config.minCompactionLagMs { break }
             cleanable.append(segment)
         }
-        guard !cleanable.isEmpty else { return stats }
+        return cleanable
+    }
 
-        // 1. Latest offset per key.
-        var latest: [ByteBuffer: Int64] = [:]
-        for segment in cleanable {
+    /// Cleans `log` once with a key map of at most `dedupeBufferBytes`; returns what was done
+    /// (zero segments when nothing changed).
+    public static func clean(_ log: LocalLog, nowMs: Int64, dedupeBufferBytes: Int = defaultDedupeBufferBytes) throws(StorageError) -> CleanerStats {
+        var stats = CleanerStats()
+        let (closed, config, checkpoint) = log.closedSegmentsForCleaning()
+        stats.cleanedThrough = checkpoint
+        guard config.compactEnabled else { return stats }
+        let cleanable = cleanableSegments(closed, config: config, nowMs: nowMs)
+        guard let cleanableEnd = cleanable.last?.nextOffset else { return stats }
+        let firstDirty = Swift.min(checkpoint, cleanableEnd)
+
+        // 1. Latest offset per key over [firstDirty, mapEnd).
+        var map = OffsetMap(budget: dedupeBufferBytes)
+        var mapEnd = cleanableEnd
+        for segment in cleanable where segment.nextOffset > firstDirty {
             try forEachRecord(in: segment) { _, record in
-                if let key = record.key { latest[key] = record.offset }
+                guard record.offset >= firstDirty, record.offset < mapEnd, let key = record.key else { return true }
+                guard map.put(key, offset: record.offset) else {
+                    mapEnd = record.offset  // the budget is spent: the next pass goes on from here
+                    return false
+                }
+                return true
             }
+            if mapEnd < cleanableEnd { break }
         }
+        stats.mapKeys = map.count
 
-        // 2. Rewrite each segment into a scratch directory.
+        // 2. Rewrite each segment that starts below mapEnd into a scratch directory.
         let scratch = log.directory.appending("cleaning")
         removeDirectory(scratch)
         mkdir(scratch.string, 0o755)
         defer { removeDirectory(scratch) }
         var rewritten: [LocalLog.SegmentSnapshot] = []
-        for segment in cleanable {
+        for segment in cleanable where segment.baseOffset < mapEnd {
             let output = try LogSegment(directory: scratch, baseOffset: segment.baseOffset, config: config, nowMs: nowMs, preallocateIndexes: true)
             var changed = false
-            try forEachBatch(in: segment) { (batch) throws(StorageError) in
-                if batch.attributes.isControl {
+            try forEachBatch(in: segment) { (batch) throws(StorageError) -> Bool in
+                if batch.attributes.isControl || batch.baseOffset >= mapEnd {
                     try output.append(batch, assignedBaseOffset: batch.baseOffset, leaderEpoch: batch.partitionLeaderEpoch)
-                    return
+                    return true
                 }
                 var builder = RecordBatchBuilder(baseOffset: batch.baseOffset, attributes: batch.attributes)
                 builder.partitionLeaderEpoch = batch.partitionLeaderEpoch
@@ -78,10 +152,13 @@ public enum LogCleaner {
                     var iterator = try batch.makeRecordIterator()
                     while let record = try iterator.next() {
                         total += 1
-                        guard let key = record.key, latest[key] == record.offset else { continue }
-                        if record.value == nil && nowMs - record.timestamp > config.deleteRetentionMs {
-                            stats.tombstonesRemoved += 1
-                            continue
+                        if record.offset < mapEnd {
+                            guard let key = record.key else { continue }
+                            if let latest = map.latest(key), latest > record.offset { continue }
+                            if record.value == nil && nowMs - record.timestamp > config.deleteRetentionMs {
+                                stats.tombstonesRemoved += 1
+                                continue
+                            }
                         }
                         builder.append(offsetDelta: record.offsetDelta, timestamp: record.timestamp, key: record.key,
                                        value: record.value, headers: record.headers)
@@ -94,10 +171,10 @@ public enum LogCleaner {
                 stats.recordsRetained += kept
                 if kept == total {
                     try output.append(batch, assignedBaseOffset: batch.baseOffset, leaderEpoch: batch.partitionLeaderEpoch)
-                    return
+                    return true
                 }
                 changed = true
-                guard kept > 0 else { return }
+                guard kept > 0 else { return true }
                 do {
                     let cleaned = try builder.build()
                     try output.append(cleaned, assignedBaseOffset: batch.baseOffset, leaderEpoch: batch.partitionLeaderEpoch)
@@ -106,6 +183,7 @@ public enum LogCleaner {
                 } catch {
                     throw StorageError.corruptRecord("re-encoding \(log.topicPartition) at \(batch.baseOffset): \(error)")
                 }
+                return true
             }
             stats.bytesBefore += segment.size
             if changed {
@@ -120,13 +198,16 @@ public enum LogCleaner {
                 stats.bytesAfter += segment.size
             }
         }
-        // 3. Swap in.
+        // 3. Swap in, then move the checkpoint past what the map covered.
         stats.segmentsCleaned = try log.swapInCleanedSegments(rewritten, cleanedDirectory: scratch, nowMs: nowMs)
+        log.setCleanerCheckpoint(mapEnd)
+        stats.cleanedThrough = mapEnd
         return stats
     }
 
-    /// Calls `body` for every batch of a segment, one `pread` per batch into a reused buffer.
-    static func forEachBatch(in segment: LocalLog.SegmentSnapshot, _ body: (RecordBatch) throws(StorageError) -> Void) throws(StorageError) {
+    /// Calls `body` for every batch of a segment, one `pread` per batch into a reused buffer,
+    /// until it returns false.
+    static func forEachBatch(in segment: LocalLog.SegmentSnapshot, _ body: (RecordBatch) throws(StorageError) -> Bool) throws(StorageError) {
         var position: Int64 = 0
         var buffer = ByteBuffer()
         while position + Int64(RecordBatch.logOverhead) <= segment.size {
@@ -142,7 +223,7 @@ public enum LogCleaner {
             do {
                 let batch = try RecordBatch(bytes: buffer)
                 try batch.validate()
-                try body(batch)
+                guard try body(batch) else { return }
             } catch let error as StorageError {
                 throw error
             } catch {
@@ -152,12 +233,16 @@ public enum LogCleaner {
         }
     }
 
-    static func forEachRecord(in segment: LocalLog.SegmentSnapshot, _ body: (RecordBatch, Record) -> Void) throws(StorageError) {
-        try forEachBatch(in: segment) { (batch) throws(StorageError) in
-            guard !batch.attributes.isControl else { return }
+    /// Calls `body` for every record of a segment's data batches, until it returns false.
+    static func forEachRecord(in segment: LocalLog.SegmentSnapshot, _ body: (RecordBatch, Record) -> Bool) throws(StorageError) {
+        try forEachBatch(in: segment) { (batch) throws(StorageError) -> Bool in
+            guard !batch.attributes.isControl else { return true }
             do {
                 var iterator = try batch.makeRecordIterator()
-                while let record = try iterator.next() { body(batch, record) }
+                while let record = try iterator.next() {
+                    guard body(batch, record) else { return false }
+                }
+                return true
             } catch {
                 throw StorageError.corruptRecord("\(segment.file.path.string) batch \(batch.baseOffset): \(error)")
             }

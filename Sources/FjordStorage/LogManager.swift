@@ -23,19 +23,24 @@ public struct LoadedLog: Sendable {
 ///   .kafka_cleanshutdown                 present only while the broker is cleanly stopped
 ///   recovery-point-offset-checkpoint     topic partition offset: fsynced up to here
 ///   log-start-offset-checkpoint          topic partition offset: the log start offsets
+///   cleaner-offset-checkpoint            topic partition offset: compacted logs' cleaner checkpoints
 ///   <topic>-<partition>/                 one LocalLog (see LocalLog, LogSegment)
 ///   <topic>-<partition>.<uuid>-delete/   a deleted partition awaiting removal
 /// ```
 /// At open the clean-shutdown marker is read and removed, so a crash from then on is seen as
-/// unclean at the next start. `shutdown` closes every log, writes both checkpoints, then the
-/// marker. `runMaintenance` applies retention, compaction, `flush.ms`, checkpointing and the
+/// unclean at the next start. `shutdown` closes every log, writes the checkpoints, then the
+/// marker. `runMaintenance` applies retention, compaction (of logs whose dirty ratio reached
+/// `min.cleanable.dirty.ratio`), `flush.ms`, checkpointing and the
 /// delayed removal of `.deleted` files; `startBackgroundTasks` runs it on a timer.
 public final class LogManager: Sendable {
     public static let cleanShutdownFileName = ".kafka_cleanshutdown"
     public static let recoveryPointCheckpoint = "recovery-point-offset-checkpoint"
     public static let logStartOffsetCheckpoint = "log-start-offset-checkpoint"
+    public static let cleanerOffsetCheckpoint = "cleaner-offset-checkpoint"
 
     public let directory: FilePath
+    /// `log.cleaner.dedupe.buffer.size`: the most memory one cleaning pass's key map may take.
+    public let cleanerDedupeBufferBytes: Int
     private let logs: Mutex<[TopicPartition: LocalLog]>
     private let pendingDeletes: Mutex<[(path: FilePath, atMs: Int64)]>
     /// True while background maintenance is scheduled.
@@ -47,13 +52,15 @@ public final class LogManager: Sendable {
     /// Opens every partition log in `directory`, recovering after an unclean shutdown.
     /// `configFor` supplies each topic's effective log config.
     public static func open(
-        directory: FilePath, nowMs: Int64, configFor: (String) -> LogConfig
+        directory: FilePath, nowMs: Int64, cleanerDedupeBufferBytes: Int = LogCleaner.defaultDedupeBufferBytes,
+        configFor: (String) -> LogConfig
     ) throws(StorageError) -> (LogManager, [LoadedLog]) {
         mkdirs(directory)
         let marker = directory.appending(cleanShutdownFileName)
         let cleanShutdown = access(marker.string, F_OK) == 0
         let recoveryPoints = (try? readCheckpoint(directory.appending(recoveryPointCheckpoint))) ?? [:]
         let startOffsets = (try? readCheckpoint(directory.appending(logStartOffsetCheckpoint))) ?? [:]
+        let cleanerOffsets = (try? readCheckpoint(directory.appending(cleanerOffsetCheckpoint))) ?? [:]
         var opened: [TopicPartition: LocalLog] = [:]
         var loaded: [LoadedLog] = []
         var deletes: [(path: FilePath, atMs: Int64)] = []
@@ -69,18 +76,21 @@ public final class LogManager: Sendable {
                 directory: path, topicPartition: tp, config: configFor(tp.topic),
                 recoveryPoint: recoveryPoints[tp] ?? 0, logStartOffset: startOffsets[tp] ?? 0,
                 cleanShutdown: cleanShutdown, nowMs: nowMs)
+            if let cleaned = cleanerOffsets[tp] { log.setCleanerCheckpoint(cleaned) }
             opened[tp] = log
             loaded.append(LoadedLog(topicPartition: tp, topicID: readPartitionMetadata(path), report: report))
         }
         unlink(marker.string)
         CheckpointFile.syncDirectory(directory)
-        let manager = LogManager(directory: directory, logs: opened, deletes: deletes)
+        let manager = LogManager(directory: directory, logs: opened, deletes: deletes, cleanerDedupeBufferBytes: cleanerDedupeBufferBytes)
         for log in opened.values { log.setBackgroundRunner(manager.flushRunner) }
         return (manager, loaded.sorted { $0.topicPartition < $1.topicPartition })
     }
 
-    private init(directory: FilePath, logs: [TopicPartition: LocalLog], deletes: [(path: FilePath, atMs: Int64)]) {
+    private init(directory: FilePath, logs: [TopicPartition: LocalLog], deletes: [(path: FilePath, atMs: Int64)],
+                 cleanerDedupeBufferBytes: Int) {
         self.directory = directory
+        self.cleanerDedupeBufferBytes = cleanerDedupeBufferBytes
         self.logs = Mutex(logs)
         self.pendingDeletes = Mutex(deletes)
         self.backgroundRunning = Mutex(false)
@@ -159,8 +169,8 @@ public final class LogManager: Sendable {
                     }
                     report.deletedSegments.append((log.topicPartition, deleted.count / 3))
                 }
-                if log.config.compactEnabled {
-                    let stats = try LogCleaner.clean(log, nowMs: nowMs)
+                if log.config.compactEnabled && LogCleaner.needsCleaning(log, nowMs: nowMs) {
+                    let stats = try LogCleaner.clean(log, nowMs: nowMs, dedupeBufferBytes: cleanerDedupeBufferBytes)
                     if stats.segmentsCleaned > 0 { report.cleaned.append((log.topicPartition, stats)) }
                 }
                 try log.flushIfDue(nowMs: nowMs)
@@ -182,7 +192,7 @@ public final class LogManager: Sendable {
         return report
     }
 
-    /// Writes the recovery-point and log-start-offset checkpoints.
+    /// Writes the recovery-point, log-start-offset and cleaner-offset checkpoints.
     public func checkpoint() throws(StorageError) {
         let all = allLogs
         try CheckpointFile.writeAtomically(
@@ -191,6 +201,11 @@ public final class LogManager: Sendable {
         try CheckpointFile.writeAtomically(
             CheckpointFile.format(all.map { "\($0.topicPartition.topic) \($0.topicPartition.partition) \($0.logStartOffset)" }),
             to: directory.appending(Self.logStartOffsetCheckpoint))
+        try CheckpointFile.writeAtomically(
+            CheckpointFile.format(all.filter { $0.config.compactEnabled }.map {
+                "\($0.topicPartition.topic) \($0.topicPartition.partition) \($0.cleanerCheckpoint)"
+            }),
+            to: directory.appending(Self.cleanerOffsetCheckpoint))
     }
 
     /// Runs `runMaintenance` every `intervalMs` on a background queue until `shutdown`.

@@ -90,4 +90,107 @@ struct CompactionTests {
         _ = try LogCleaner.clean(log, nowMs: now + 200_000)
         #expect(try readAll(log).map(\.offset) == [2, 4, 5])
     }
+
+    /// Appends `batches` × 100 records over `keys` keys (about 5% tombstones, timestamps in the
+    /// past), rolls and commits; returns each key's latest (offset, value).
+    /// `key` picks a record's key from its batch number (default: uniform over `keys`).
+    func fill(_ log: LocalLog, batches: Int, keys: Int, now: Int64,
+              key: ((Int, inout SystemRandomNumberGenerator) -> String)? = nil) throws -> [String: (offset: Int64, value: String?)] {
+        var latest: [String: (offset: Int64, value: String?)] = [:]
+        var rng = SystemRandomNumberGenerator()
+        var offset = log.logEndOffset
+        for batch in 0..<batches {
+            var batchKeys: [String?] = []
+            var values: [String?] = []
+            for _ in 0..<100 {
+                let key = key?(batch, &rng) ?? "key-\(Int.random(in: 0..<keys, using: &rng))"
+                let value: String? = Int.random(in: 0..<20, using: &rng) == 0 ? nil : "v\(offset)-\(key)"
+                batchKeys.append(key)
+                values.append(value)
+                latest[key] = (offset, value)
+                offset += 1
+            }
+            _ = try log.append(makeBatch(count: 100, timestamp: now - 10_000, keys: batchKeys, values: values), leaderEpoch: 0, nowMs: now)
+        }
+        try log.roll(nowMs: now)
+        log.highWatermark = log.logEndOffset
+        return latest
+    }
+
+    @Test("a key map smaller than the log's keys cleans in several bounded passes to the same result")
+    func boundedKeyMap() throws {
+        let dir = TemporaryDirectory()
+        var config = LogConfig()
+        config.compactEnabled = true
+        config.deleteEnabled = false
+        config.segmentBytes = 64 * 1024
+        config.deleteRetentionMs = 0
+        let now: Int64 = 1_700_000_000_000
+        let (log, _) = try openLog(dir, config: config)
+        // Ten phases of 2,000 records: 90% over the phase's own 100 keys, 10% updating keys of
+        // the phase before, so later passes supersede records that earlier passes kept.
+        let latest = try fill(log, batches: 200, keys: 1_000, now: now) { batch, rng in
+            let phase = batch / 20
+            let owner = phase > 0 && Int.random(in: 0..<10, using: &rng) == 0 ? phase - 1 : phase
+            return "k\(owner)-\(Int.random(in: 0..<100, using: &rng))"
+        }
+        let end = log.logEndOffset
+        // Room for 250 keys per pass (a phase and a half), a quarter of the log's 1,000.
+        let budget = 250 * ("k9-99".utf8.count + OffsetMap.entryOverhead)
+        var passes = 0
+        while log.cleanerCheckpoint < end && passes < 50 {
+            let stats = try LogCleaner.clean(log, nowMs: now, dedupeBufferBytes: budget)
+            #expect(stats.mapKeys <= 250, "the map stays within its budget")
+            #expect(stats.cleanedThrough > 0 && stats.cleanedThrough == log.cleanerCheckpoint)
+            passes += 1
+        }
+        #expect(passes >= 4, "the log took several passes (\(passes))")
+        #expect(log.cleanerCheckpoint == end)
+
+        let live = latest.filter { $0.value.value != nil }
+        let records = try readAll(log)
+        #expect(records.count == live.count, "one record per live key, tombstones gone")
+        for record in records {
+            let key = String(buffer: try #require(record.key))
+            #expect(record.offset == live[key]?.offset && record.value.map { String(buffer: $0) } == live[key]?.value)
+        }
+        #expect(!LogCleaner.needsCleaning(log, nowMs: now), "nothing dirty is left")
+    }
+
+    @Test("the dirty ratio decides when a log is cleaned; the cleaner checkpoint survives a restart")
+    func dirtyRatioAndCheckpoint() throws {
+        let dir = TemporaryDirectory()
+        var config = LogConfig()
+        config.compactEnabled = true
+        config.deleteEnabled = false
+        config.segmentBytes = 64 * 1024
+        config.minCleanableDirtyRatio = 0.5
+        let now: Int64 = 1_700_000_000_000
+        let tp = TopicPartition(topic: "compacted", partition: 0)
+        var cleanedThrough: Int64 = 0
+        do {
+            let (manager, _) = try LogManager.open(directory: dir.path, nowMs: now) { _ in config }
+            let log = try manager.getOrCreateLog(tp, topicID: .random(), config: config, nowMs: now)
+            _ = try fill(log, batches: 100, keys: 5_000, now: now)
+            #expect(LogCleaner.needsCleaning(log, nowMs: now), "all of it is dirty")
+            let report = manager.runMaintenance(nowMs: now)
+            #expect(report.cleaned.count == 1 && report.errors.isEmpty)
+            cleanedThrough = log.cleanerCheckpoint
+            #expect(cleanedThrough == log.logEndOffset)
+            // A little new data: below the ratio, so the next pass leaves the log alone.
+            _ = try fill(log, batches: 1, keys: 5_000, now: now)
+            #expect(!LogCleaner.needsCleaning(log, nowMs: now))
+            #expect(manager.runMaintenance(nowMs: now).cleaned.isEmpty)
+            try manager.shutdown(nowMs: now)
+        }
+        let (manager, _) = try LogManager.open(directory: dir.path, nowMs: now) { _ in config }
+        let log = try #require(manager.log(for: tp))
+        #expect(log.cleanerCheckpoint == cleanedThrough, "read back from cleaner-offset-checkpoint")
+        // Much more new data: past the ratio, cleaned, and the checkpoint moves on.
+        _ = try fill(log, batches: 100, keys: 5_000, now: now)
+        #expect(LogCleaner.needsCleaning(log, nowMs: now))
+        #expect(manager.runMaintenance(nowMs: now).cleaned.count == 1)
+        #expect(log.cleanerCheckpoint > cleanedThrough)
+        try manager.shutdown(nowMs: now)
+    }
 }
