@@ -57,4 +57,31 @@ extension KafkaAPIs {
         response.records = records
         return response
     }
+
+    /// `FjordStreamRevisions` (key 32001): the revisions of events given by stream and offset,
+    /// -1 for one the stream does not have at that offset or that is not yet below the high
+    /// watermark.
+    func handleFjordStreamRevisions(_ request: FjordStreamRevisionsRequest) -> FjordStreamRevisionsResponse {
+        var response = FjordStreamRevisionsResponse()
+        guard let partition = replicaManager.partition(TopicPartition(topic: request.topic, partition: request.partition)) else {
+            response.errorCode = KafkaError.unknownTopicOrPartition.code
+            response.errorMessage = "no partition \(request.topic)-\(request.partition) on this broker"
+            return response
+        }
+        guard request.events.count <= Int(Self.maxStreamEventsPerRead) else {
+            response.errorCode = KafkaError.invalidRequest.code
+            response.errorMessage = "at most \(Self.maxStreamEventsPerRead) events per request, not \(request.events.count)"
+            return response
+        }
+        let highWatermark = partition.log.highWatermark
+        guard let revisions = partition.log.streamRevisions(request.events.map { (Array($0.streamKey.readableBytesView), $0.offset) }) else {
+            response.errorCode = KafkaError.invalidRequest.code
+            response.errorMessage = "topic \(request.topic) does not version streams (fjord.stream.versioning=false)"
+            return response
+        }
+        response.revisions = zip(request.events, revisions).map { event, revision in
+            event.offset < highWatermark ? revision ?? -1 : -1
+        }
+        return response
+    }
 }

@@ -108,6 +108,7 @@ public final class KafkaAPIs: Sendable {
         .deleteGroups: 0...2,
         .offsetDelete: 0...0,
         .fjordReadStream: 0...1,
+        .fjordStreamRevisions: 0...0,
     ]
 
     // MARK: Dispatch
@@ -176,6 +177,8 @@ public final class KafkaAPIs: Sendable {
             return encode(handleDescribeProducers(r), version: version, request: request)
         case let r as FjordReadStreamRequest:
             return encode(handleFjordReadStream(r), version: version, request: request)
+        case let r as FjordStreamRevisionsRequest:
+            return encode(handleFjordStreamRevisions(r), version: version, request: request)
         case let r as DescribeLogDirsRequest:
             return encode(handleDescribeLogDirs(r), version: version, request: request)
         case let r as FindCoordinatorRequest:

@@ -94,7 +94,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 ///   expected version and appends all of them or none. Concurrent appends share Produce
 ///   requests (`StreamAppender`) and stay independent: a conflict refuses only its own append.
 /// - The version an `.exact`/`.noStream` append returns is known from the expectation; `.any`
-///   and `.exists` appends ask the stream index for their revision (one more round trip).
+///   and `.exists` appends get theirs from the stream index, one `FjordStreamRevisions` request
+///   for all such appends of a shared Produce.
 /// - Appends are idempotent by event id: when an append is refused because the stream moved on
 ///   and the events at the expected position carry the same ids (a retry of an append that
 ///   landed), it returns their version instead of failing.
@@ -172,7 +173,9 @@ public actor EventStore {
                             partition: partition)
         }
         switch outcome {
-        case .appended(let firstOffset):
+        case .appended(_, let revision?):
+            return revision
+        case .appended(let firstOffset, nil):
             return try await versionAfter(stream: stream, partition: partition, lastOffset: firstOffset + Int64(events.count - 1),
                                           expected: expectedVersion, count: events.count)
         case .conflict(let actual):

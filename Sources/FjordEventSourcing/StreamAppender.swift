@@ -19,9 +19,10 @@ import Synchronization
 /// Every pending append's continuation is resumed exactly once: by `send` when its fate is known,
 /// or with the error that ended its request.
 final class StreamAppender: Sendable {
-    /// What became of one append.
+    /// What became of one append. `lastRevision` is the revision of its last event when the
+    /// appender learnt it (for `.any`/`.exists` appends, from the stream index); nil otherwise.
     enum Outcome: Sendable {
-        case appended(firstOffset: Int64)
+        case appended(firstOffset: Int64, lastRevision: Int64?)
         case conflict(actual: Int64)
     }
 
@@ -131,9 +132,17 @@ final class StreamAppender: Sendable {
             let error = KafkaError(code: result.errorCode)
             switch error {
             case .noError:
+                // Exact and no-stream appends know their version; the others' revisions come from
+                // the stream index, one request for the whole batch, off the sending loop.
+                var unknown: [(append: PendingAppend, firstOffset: Int64)] = []
                 for (append, first) in zip(group, firstRecord) {
-                    append.continuation.resume(returning: .appended(firstOffset: result.baseOffset + Int64(first)))
+                    let firstOffset = result.baseOffset + Int64(first)
+                    switch append.expected {
+                    case .exact, .noStream: append.continuation.resume(returning: .appended(firstOffset: firstOffset, lastRevision: nil))
+                    case .any, .exists: unknown.append((append, firstOffset))
+                    }
                 }
+                if !unknown.isEmpty { Task { await self.resolveRevisions(unknown, partition: partition) } }
                 return []
             case .invalidRecord:
                 // Each refused record names its stream's actual version; an append is refused
@@ -161,6 +170,35 @@ final class StreamAppender: Sendable {
                 try? await Task.sleep(for: .milliseconds(100 * attempts))
             default:
                 return fail(EventStoreError.broker("\(error.name): \(result.errorMessage ?? error.message)"))
+            }
+        }
+    }
+
+    /// Resumes landed appends with their last event's revision, asked of the broker's stream
+    /// index in one `FjordStreamRevisions` request per 10,000; nil when it cannot tell (the
+    /// caller then reads the stream's index itself).
+    private func resolveRevisions(_ appends: [(append: PendingAppend, firstOffset: Int64)], partition: Int32) async {
+        for start in stride(from: 0, to: appends.count, by: 10_000) {
+            let chunk = appends[start..<Swift.min(start + 10_000, appends.count)]
+            var request = FjordStreamRevisionsRequest()
+            request.topic = topic
+            request.partition = partition
+            request.events = chunk.map { pending in
+                var event = FjordStreamRevisionsRequest.EventPosition()
+                event.streamKey = ByteBuffer(string: pending.append.stream)
+                event.offset = pending.firstOffset + Int64(pending.append.events.count - 1)
+                return event
+            }
+            let revisions: [Int64]
+            do {
+                let response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+                revisions = response.errorCode == 0 && response.revisions.count == chunk.count ? response.revisions : []
+            } catch {
+                revisions = []
+            }
+            for (index, pending) in chunk.enumerated() {
+                let revision = index < revisions.count && revisions[index] >= 0 ? revisions[index] : nil
+                pending.append.continuation.resume(returning: .appended(firstOffset: pending.firstOffset, lastRevision: revision))
             }
         }
     }

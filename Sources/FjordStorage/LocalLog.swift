@@ -319,6 +319,15 @@ public final class LocalLog: Sendable {
         }
     }
 
+    /// The revisions of events given by (stream, offset), nil for an event that is not there;
+    /// nil altogether when the log does not version streams.
+    public func streamRevisions(_ events: [(key: [UInt8], offset: Int64)]) -> [Int64?]? {
+        state.withLock { s in
+            guard let streams = s.streams else { return nil }
+            return events.map { streams.revision(of: $0.key, at: $0.offset) }
+        }
+    }
+
     /// The version of one stream (-1: no event), or nil when the log does not version streams.
     public func streamVersion(key: [UInt8]) -> Int64? {
         state.withLock { $0.streams?.version(of: key) }

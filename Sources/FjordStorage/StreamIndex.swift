@@ -64,6 +64,19 @@ public struct StreamIndex: Sendable {
         return out
     }
 
+    /// The revision of the stream's event at `offset` (its position among the stream's offsets),
+    /// nil when the stream has no event there.
+    public func revision(of key: [UInt8], at offset: Int64) -> Int64? {
+        guard let offsets = streams[key] else { return nil }
+        var low = 0
+        var high = offsets.count
+        while low < high {
+            let middle = (low + high) / 2
+            if offsets[middle] < offset { low = middle + 1 } else { high = middle }
+        }
+        return low < offsets.count && offsets[low] == offset ? Int64(low) : nil
+    }
+
     mutating func append(key: [UInt8], offset: Int64) {
         streams[key, default: []].append(offset)
         nextOffset = Swift.max(nextOffset, offset + 1)

@@ -162,6 +162,35 @@ struct EventStoreTests {
         try await broker.stop()
     }
 
+    @Test("concurrent appends without expectations learn their versions from the stream index")
+    func unconditionalVersions() async throws {
+        let broker = try await InProcessBroker.start()
+        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "loose", partitions: 2)
+        try await store.append(to: "log-1", [event("Started", "0")], expectedVersion: .noStream)
+        let returned = try await withThrowingTaskGroup(of: (String, Int64).self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let stream = index % 2 == 0 ? "log-1" : "log-2"
+                    let data = self.event("Line", "\(index)", id: "line-\(index)")
+                    return (data.id, try await store.append(to: stream, [data], expectedVersion: index % 4 == 0 ? .exists : .any))
+                }
+            }
+            var out: [String: Int64] = [:]
+            for try await (id, version) in group { out[id] = version }
+            return out
+        }
+        for stream in ["log-1", "log-2"] {
+            let stored = try await store.read(stream: stream)
+            for event in stored where event.type == "Line" {
+                #expect(returned[event.id] == event.revision, "\(event.id): the version append returned is its revision")
+            }
+        }
+        #expect(try await store.version(of: "log-1") == 100)
+        #expect(try await store.version(of: "log-2") == 99)
+        await store.close()
+        try await broker.stop()
+    }
+
     @Test("subscriptions catch up, then follow live events")
     func subscriptions() async throws {
         let broker = try await InProcessBroker.start()

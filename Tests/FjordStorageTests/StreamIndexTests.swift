@@ -70,6 +70,11 @@ struct StreamIndexTests {
         #expect(forward.version == 2 && forward.events.map(\.revision) == [0, 1, 2] && forward.events.map(\.offset) == [0, 1, 3])
         let backward = try #require(log.streamEvents(key: Array("a".utf8), from: 5, limit: 2, forwards: false))
         #expect(backward.events.map(\.offset) == [3, 1])
+        // Revisions by offset (FjordStreamRevisions): a's events are at 0, 1 and 3.
+        let a = Array("a".utf8)
+        let lookups: [(key: [UInt8], offset: Int64)] = [(a, 3), (a, 0), (a, 2), (Array("b".utf8), 2), (Array("nobody".utf8), 0)]
+        let revisions = try #require(log.streamRevisions(lookups))
+        #expect(revisions == [2, 0, nil, 0, nil])
         try log.close(nowMs: now)
     }
 

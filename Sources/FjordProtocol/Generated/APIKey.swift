@@ -96,6 +96,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
     case deleteShareGroupState = 86
     case readShareGroupStateSummary = 87
     case fjordReadStream = 32000
+    case fjordStreamRevisions = 32001
 
     /// Kafka's name for the API, e.g. `Produce`.
     public var name: String {
@@ -189,6 +190,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return "DeleteShareGroupState"
         case .readShareGroupStateSummary: return "ReadShareGroupStateSummary"
         case .fjordReadStream: return "FjordReadStream"
+        case .fjordStreamRevisions: return "FjordStreamRevisions"
         }
     }
 
@@ -284,6 +286,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return 0...0
         case .readShareGroupStateSummary: return 0...0
         case .fjordReadStream: return 0...1
+        case .fjordStreamRevisions: return 0...0
         }
     }
 
@@ -379,6 +382,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return 0
         case .readShareGroupStateSummary: return 0
         case .fjordReadStream: return 0
+        case .fjordStreamRevisions: return 0
         }
     }
 
@@ -474,6 +478,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return true
         case .readShareGroupStateSummary: return true
         case .fjordReadStream: return false
+        case .fjordStreamRevisions: return false
         }
     }
 
@@ -569,6 +574,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return ["broker"]
         case .readShareGroupStateSummary: return ["broker"]
         case .fjordReadStream: return ["broker"]
+        case .fjordStreamRevisions: return ["broker"]
         }
     }
 
@@ -664,6 +670,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return try DeleteShareGroupStateRequest(from: &buffer, version: version)
         case .readShareGroupStateSummary: return try ReadShareGroupStateSummaryRequest(from: &buffer, version: version)
         case .fjordReadStream: return try FjordReadStreamRequest(from: &buffer, version: version)
+        case .fjordStreamRevisions: return try FjordStreamRevisionsRequest(from: &buffer, version: version)
         }
     }
 
@@ -759,6 +766,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return DeleteShareGroupStateResponse.self
         case .readShareGroupStateSummary: return ReadShareGroupStateSummaryResponse.self
         case .fjordReadStream: return FjordReadStreamResponse.self
+        case .fjordStreamRevisions: return FjordStreamRevisionsResponse.self
         }
     }
 
@@ -854,6 +862,7 @@ public enum APIKey: Int16, Sendable, CaseIterable, Hashable {
         case .deleteShareGroupState: return try DeleteShareGroupStateResponse(from: &buffer, version: version)
         case .readShareGroupStateSummary: return try ReadShareGroupStateSummaryResponse(from: &buffer, version: version)
         case .fjordReadStream: return try FjordReadStreamResponse(from: &buffer, version: version)
+        case .fjordStreamRevisions: return try FjordStreamRevisionsResponse(from: &buffer, version: version)
         }
     }
 }
