@@ -99,11 +99,16 @@ public actor SnapshotStore {
         snapshots[stream] = nil
     }
 
-    /// The stream's latest snapshot, including every one saved before this call.
-    public func latest(stream: String) async throws -> Snapshot? {
+    /// The stream's latest snapshot, including every one saved before this call. Throws when
+    /// the snapshot partition cannot be read that far within `timeout`.
+    public func latest(stream: String, timeout: Duration = .seconds(30)) async throws -> Snapshot? {
         let partition = TopicPartition(topic, partition(of: stream))
         let end = try await consumer.endOffsets([partition])[partition] ?? 0
+        let deadline = ContinuousClock.now + timeout
         while positions[partition.partition, default: 0] < end {
+            guard ContinuousClock.now < deadline else {
+                throw EventStoreError.broker("snapshots of \(topic)-\(partition.partition) not readable up to offset \(end) within \(timeout)")
+            }
             if let running = catchingUp {
                 _ = try? await running.value
                 continue

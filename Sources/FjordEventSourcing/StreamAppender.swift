@@ -156,9 +156,16 @@ final class StreamAppender: Sendable {
                 guard !actual.isEmpty else {
                     return fail(EventStoreError.broker(result.recordErrors.first?.batchIndexErrorMessage ?? result.errorMessage ?? error.message))
                 }
+                let refused = zip(group, firstRecord).map { append, first in
+                    (first..<first + append.events.count).lazy.compactMap { actual[$0] }.first
+                }
+                guard refused.contains(where: { $0 != nil }) else {
+                    // Record errors that name none of our records: resending would not help.
+                    return fail(EventStoreError.broker(result.recordErrors.first?.batchIndexErrorMessage ?? error.message))
+                }
                 var retry: [PendingAppend] = []
-                for (append, first) in zip(group, firstRecord) {
-                    if let version = (first..<first + append.events.count).lazy.compactMap({ actual[$0] }).first {
+                for (append, version) in zip(group, refused) {
+                    if let version {
                         append.continuation.resume(returning: .conflict(actual: version))
                     } else {
                         retry.append(append)
