@@ -158,6 +158,7 @@ let package = Package(
                 "FjordBroker",
                 "FjordStorage",
                 "FjordClient",
+                "FjordEventSourcing",
                 "FjordProtocol",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

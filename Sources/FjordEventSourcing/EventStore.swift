@@ -1,4 +1,4 @@
-import FjordClient
+public import FjordClient
 import FjordCompression
 public import FjordProtocol
 import Foundation
@@ -69,7 +69,7 @@ public struct WrongExpectedVersion: Error, Sendable, Equatable, CustomStringConv
         self.actual = actual
     }
 
-    public var description: String { "stream '\(stream)': expected version \(expected), actual version \(actual)" }
+    public var description: String { "wrong expected version for stream '\(stream)': expected \(expected), actual version \(actual)" }
 }
 
 /// Why an event-store operation failed, besides a version conflict.
@@ -104,7 +104,8 @@ public enum EventStoreError: Error, Sendable, CustomStringConvertible {
 public actor EventStore {
     public nonisolated let topic: String
     nonisolated let cluster: KafkaCluster
-    nonisolated let bootstrap: String
+    /// The client settings, reused for subscriptions' consumers.
+    nonisolated let client: ClientConfiguration
     static let eventIDHeader = "fjord-event-id"
     static let eventTypeHeader = "fjord-event-type"
     static let expectedVersionHeader = "fjord-expected-version"
@@ -115,10 +116,10 @@ public actor EventStore {
     public nonisolated let partitionCount: Int32
     nonisolated let appender: StreamAppender
 
-    init(topic: String, cluster: KafkaCluster, bootstrap: String, partitionCount: Int32) {
+    init(topic: String, cluster: KafkaCluster, client: ClientConfiguration, partitionCount: Int32) {
         self.topic = topic
         self.cluster = cluster
-        self.bootstrap = bootstrap
+        self.client = client
         self.partitionCount = partitionCount
         self.appender = StreamAppender(topic: topic, cluster: cluster)
     }
@@ -126,7 +127,14 @@ public actor EventStore {
     /// Connects; with `createTopic`, creates the stream topic (`partitions`) if it is missing.
     public static func connect(bootstrap: String, topic: String, createTopic: Bool = true, partitions: Int32 = 1,
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> EventStore {
-        var configuration = ClientConfiguration(bootstrap: bootstrap, clientID: "fjord-event-store")
+        try await connect(ClientConfiguration(bootstrap: bootstrap, clientID: "fjord-event-store"), topic: topic,
+                          createTopic: createTopic, partitions: partitions, group: group)
+    }
+
+    /// Connects with client settings (Kafka property names through `ClientConfiguration.apply`).
+    public static func connect(_ configuration: ClientConfiguration, topic: String, createTopic: Bool = true, partitions: Int32 = 1,
+                               group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> EventStore {
+        var configuration = configuration
         configuration.allowAutoCreateTopics = false
         let cluster = try await KafkaCluster.connect(configuration, group: group)
         if createTopic {
@@ -142,7 +150,7 @@ public actor EventStore {
             throw EventStoreError.notAStreamTopic(topic)
         }
         let partitionCount = Int32(try await cluster.topic(topic).partitions.count)
-        return EventStore(topic: topic, cluster: cluster, bootstrap: bootstrap, partitionCount: partitionCount)
+        return EventStore(topic: topic, cluster: cluster, client: configuration, partitionCount: partitionCount)
     }
 
     public func close() async {
@@ -327,11 +335,13 @@ public actor EventStore {
     /// cancelled.
     public nonisolated func subscribeToAll(from start: AllPosition = .start) -> AsyncThrowingStream<RecordedEvent, any Error> {
         let topic = self.topic
-        let bootstrap = self.bootstrap
+        let client = self.client
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-event-subscription")
+                    var settings = ConsumerConfiguration(bootstrap: "", clientID: "fjord-event-subscription")
+                    settings.client = client
+                    settings.client.clientID = "fjord-event-subscription"
                     settings.enableAutoCommit = false
                     settings.fetchMaxWaitMs = 200
                     let consumer = try await KafkaConsumer.connect(settings)
@@ -411,7 +421,9 @@ public actor EventStore {
                     }
                     // Follow the partition from after the last event, keeping only this stream.
                     let partition = self.partition(of: stream)
-                    var settings = ConsumerConfiguration(bootstrap: self.bootstrap, clientID: "fjord-stream-subscription")
+                    var settings = ConsumerConfiguration(bootstrap: "", clientID: "fjord-stream-subscription")
+                    settings.client = self.client
+                    settings.client.clientID = "fjord-stream-subscription"
                     settings.enableAutoCommit = false
                     settings.fetchMaxWaitMs = 200
                     let consumer = try await KafkaConsumer.connect(settings)

@@ -1,5 +1,5 @@
 import FjordClient
-public import FjordProtocol
+import FjordProtocol
 public import Foundation
 public import NIOCore
 public import NIOPosix

@@ -110,3 +110,35 @@ def test_versions_continue_after_sigkill(broker_factory):
     producer.close()
     # Recovery replayed the log after the last checkpoint, and said so.
     assert "stream index: scanned" in broker.log_text()
+
+
+def test_fjord_streams_cli(broker):
+    """`fjord streams`: create, append with expected versions (a stale one refused with exit 1
+    and the actual version), read forwards/backwards/JSON, version; kcat sees the same records."""
+    import json
+
+    def fjord(*args, stdin=None, check=True):
+        result = subprocess.run([FJORD_BIN_PATH(), "streams", *args, "-b", broker.bootstrap], input=stdin,
+                                capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"fjord streams {args} exited {result.returncode}: {result.stderr}")
+        return result
+
+    fjord("create", "ledger", "--partitions", "2")
+    assert fjord("append", "ledger", "acct-1", "-e", "no-stream", "-t", "Deposited", "100", "250").stdout.strip() == "1"
+    assert fjord("append", "ledger", "acct-1", "-e", "1", "-t", "Withdrew", "--metadata", "by=atm", stdin="30\n").stdout.strip() == "2"
+    stale = fjord("append", "ledger", "acct-1", "-e", "1", "-t", "Withdrew", "999", check=False)
+    assert stale.returncode == 1
+    assert "wrong expected version for stream 'acct-1': expected 1, actual version 2" in stale.stderr
+
+    assert fjord("read", "ledger", "acct-1").stdout.splitlines() == ["0 Deposited 100", "1 Deposited 250", "2 Withdrew 30"]
+    assert fjord("read", "ledger", "acct-1", "--backwards", "--limit", "2").stdout.splitlines() == ["2 Withdrew 30", "1 Deposited 250"]
+    events = [json.loads(line) for line in fjord("read", "ledger", "acct-1", "--from", "2", "--json").stdout.splitlines()]
+    assert [(e["revision"], e["type"], e["data"], e["metadata"]) for e in events] == [(2, "Withdrew", "30", {"by": "atm"})]
+    assert fjord("version", "ledger", "acct-1").stdout.strip() == "2"
+    assert fjord("version", "ledger", "acct-2").stdout.strip() == "-1"
+
+    partition = events[0]["partition"]
+    out = subprocess.run(["kcat", "-b", broker.bootstrap, "-C", "-t", "ledger", "-p", str(partition), "-o", "beginning", "-e", "-q",
+                          "-f", "%k %s\n"], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    assert out == ["acct-1 100", "acct-1 250", "acct-1 30"]
