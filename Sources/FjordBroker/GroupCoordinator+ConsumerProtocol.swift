@@ -16,8 +16,11 @@ import NIOCore
 /// leaves; members silent for the session timeout are removed. Offsets are committed with
 /// OffsetCommit v9 carrying the member epoch.
 ///
-/// State lives in memory only for now: consumer-protocol groups reform after a broker restart
-/// (their committed offsets survive, as `__consumer_offsets` records).
+/// Persistence: whenever a group's epochs, members, holdings or targets change, its whole state
+/// is written to `__consumer_offsets` as one Fjord record (`FjordConsumerGroupKey`, key version
+/// 32000, and `FjordConsumerGroupValue`), replayed at start. After a broker restart members
+/// carry on with their epochs and assignments (their sessions restart from the load); a
+/// heartbeat that only confirms the state writes nothing.
 extension GroupCoordinator {
     final class ConsumerGroup {
         let id: String
@@ -25,6 +28,8 @@ extension GroupCoordinator {
         var members: [String: ConsumerMember] = [:]
         var target: [String: Set<TopicPartition>] = [:]
         var targetEpoch: Int32 = 0
+        /// The state last written to `__consumer_offsets` (nil: never written).
+        var persisted: FjordConsumerGroupValue? = nil
 
         init(id: String) { self.id = id }
     }
@@ -45,6 +50,13 @@ extension GroupCoordinator {
 
 
     func consumerHeartbeat(_ request: ConsumerGroupHeartbeatRequest, version: Int16, clientID: String, clientHost: String) -> ConsumerGroupHeartbeatResponse {
+        let response = handleConsumerHeartbeat(request, version: version, clientID: clientID, clientHost: clientHost)
+        if let group = consumerGroups[request.groupId] { persistConsumerGroup(group) }
+        return response
+    }
+
+    private func handleConsumerHeartbeat(_ request: ConsumerGroupHeartbeatRequest, version: Int16, clientID: String,
+                                         clientHost: String) -> ConsumerGroupHeartbeatResponse {
         let image = metadataImage()
         var response = ConsumerGroupHeartbeatResponse()
         response.heartbeatIntervalMs = settings.consumerHeartbeatIntervalMs
@@ -178,7 +190,51 @@ extension GroupCoordinator {
                 logger.info("consumer-protocol member session expired", metadata: ["group": "\(group.id)", "member": "\(id)"])
             }
             bumpConsumerGroup(group, image: image)
+            persistConsumerGroup(group)
         }
+    }
+
+    // MARK: Persistence
+
+    /// Writes the group's state if it differs from what was last written.
+    func persistConsumerGroup(_ group: ConsumerGroup) {
+        let state = FjordConsumerGroupRecord.value(of: group)
+        guard state != group.persisted else { return }
+        do {
+            try append([(FjordConsumerGroupRecord.key(group.id), FjordConsumerGroupRecord.encode(state))], group: group.id)
+            group.persisted = state
+        } catch {
+            logger.error("cannot persist consumer group", metadata: ["group": "\(group.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Replays one `FjordConsumerGroup` record (the key's version already read).
+    func replayConsumerGroup(key: ByteBuffer, value: ByteBuffer?) {
+        var key = key
+        guard let k = try? FjordConsumerGroupKey(from: &key, version: FjordConsumerGroupRecord.keyVersion) else { return }
+        guard var value, let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
+              let v = try? FjordConsumerGroupValue(from: &value, version: valueVersion)
+        else {
+            consumerGroups[k.groupId] = nil
+            return
+        }
+        let group = ConsumerGroup(id: k.groupId)
+        group.epoch = v.groupEpoch
+        group.targetEpoch = v.targetEpoch
+        let now = clock()
+        func partitions(_ entries: [FjordConsumerGroupValue.TopicPartitions]) -> Set<TopicPartition> {
+            Set(entries.flatMap { entry in entry.partitions.map { TopicPartition(topic: entry.topic, partition: $0) } })
+        }
+        for m in v.members {
+            var member = ConsumerMember(memberID: m.memberId, instanceID: m.instanceId, rackID: m.rackId, clientID: m.clientId,
+                                        clientHost: m.clientHost, memberEpoch: m.memberEpoch, subscribedTopics: m.subscribedTopicNames,
+                                        rebalanceTimeoutMs: m.rebalanceTimeoutMs, lastHeartbeatMs: now)
+            member.owned = partitions(m.owned)
+            group.members[m.memberId] = member
+            group.target[m.memberId] = partitions(m.target)
+        }
+        group.persisted = v
+        consumerGroups[k.groupId] = group
     }
 
     /// Validates an OffsetCommit v9+ from a consumer-protocol member.
@@ -230,5 +286,60 @@ extension GroupCoordinator {
             return entry
         }
         return described
+    }
+}
+
+/// The encoding of a consumer group's state as a `__consumer_offsets` record.
+enum FjordConsumerGroupRecord {
+    /// Outside Kafka's record types (0–1 offsets, 2 classic groups, 3+ Kafka's own).
+    static let keyVersion: Int16 = 32000
+    static let valueVersion: Int16 = 0
+
+    static func key(_ group: String) -> ByteBuffer {
+        var key = FjordConsumerGroupKey()
+        key.groupId = group
+        var buffer = ByteBuffer()
+        buffer.writeInteger(keyVersion, endianness: .big)
+        try? key.write(to: &buffer, version: keyVersion)
+        return buffer
+    }
+
+    static func encode(_ value: FjordConsumerGroupValue) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(valueVersion, endianness: .big)
+        try? value.write(to: &buffer, version: valueVersion)
+        return buffer
+    }
+
+    /// The persisted fields of a group, in a canonical order (so equal states compare equal).
+    static func value(of group: GroupCoordinator.ConsumerGroup) -> FjordConsumerGroupValue {
+        func entries(_ partitions: Set<TopicPartition>) -> [FjordConsumerGroupValue.TopicPartitions] {
+            var byTopic: [String: [Int32]] = [:]
+            for tp in partitions { byTopic[tp.topic, default: []].append(tp.partition) }
+            return byTopic.sorted { $0.key < $1.key }.map { topic, partitions in
+                var entry = FjordConsumerGroupValue.TopicPartitions()
+                entry.topic = topic
+                entry.partitions = partitions.sorted()
+                return entry
+            }
+        }
+        var value = FjordConsumerGroupValue()
+        value.groupEpoch = group.epoch
+        value.targetEpoch = group.targetEpoch
+        value.members = group.members.values.sorted { $0.memberID < $1.memberID }.map { member in
+            var entry = FjordConsumerGroupValue.Member()
+            entry.memberId = member.memberID
+            entry.instanceId = member.instanceID
+            entry.rackId = member.rackID
+            entry.clientId = member.clientID
+            entry.clientHost = member.clientHost
+            entry.memberEpoch = member.memberEpoch
+            entry.rebalanceTimeoutMs = member.rebalanceTimeoutMs
+            entry.subscribedTopicNames = member.subscribedTopics
+            entry.owned = entries(member.owned)
+            entry.target = entries(group.target[member.memberID] ?? [])
+            return entry
+        }
+        return value
     }
 }

@@ -116,7 +116,7 @@ actor GroupCoordinator {
         return (hash & 0x7FFF_FFFF) % partitions
     }
 
-    private func append(_ records: [(key: ByteBuffer, value: ByteBuffer?)], group: String) throws {
+    func append(_ records: [(key: ByteBuffer, value: ByteBuffer?)], group: String) throws {
         let tp = TopicPartition(topic: Self.topic, partition: Self.partition(for: group, partitions: settings.partitions))
         guard let partition = replicaManager.partition(tp) else { throw StorageError.logClosed("\(tp)") }
         var builder = RecordBatchBuilder()
@@ -261,6 +261,8 @@ actor GroupCoordinator {
                 if let instance = m.groupInstanceId { group.staticMembers[instance] = m.memberId }
             }
             group.state = group.members.isEmpty ? .empty : .stable
+        } else if version == FjordConsumerGroupRecord.keyVersion {
+            replayConsumerGroup(key: key, value: value)
         }
     }
 
@@ -842,16 +844,21 @@ actor GroupCoordinator {
     }
 
     func delete(_ groupID: String) -> KafkaError {
-        guard let group = groups[groupID] else { return .groupIdNotFound }
-        guard group.members.isEmpty else { return .nonEmptyGroup }
-        var records: [(key: ByteBuffer, value: ByteBuffer?)] = group.offsets.keys.map { (Self.offsetKey(group: groupID, tp: $0), nil) }
-        records.append((Self.groupKey(groupID), nil))
+        let consumerGroup = consumerGroups[groupID]
+        guard groups[groupID] != nil || consumerGroup != nil else { return .groupIdNotFound }
+        guard groups[groupID]?.members.isEmpty ?? true, consumerGroup?.members.isEmpty ?? true else { return .nonEmptyGroup }
+        var records: [(key: ByteBuffer, value: ByteBuffer?)] = (groups[groupID]?.offsets.keys).map { keys in
+            keys.map { (Self.offsetKey(group: groupID, tp: $0), nil) }
+        } ?? []
+        if groups[groupID] != nil { records.append((Self.groupKey(groupID), nil)) }
+        if consumerGroup != nil { records.append((FjordConsumerGroupRecord.key(groupID), nil)) }
         do {
             try append(records, group: groupID)
         } catch {
             return .coordinatorNotAvailable
         }
         groups[groupID] = nil
+        consumerGroups[groupID] = nil
         return .noError
     }
 }

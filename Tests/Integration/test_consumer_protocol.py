@@ -132,3 +132,34 @@ def test_two_members_converge_without_overlap(broker):
         assert heartbeat(sock, "g848", b, -1)["epoch"] == -1
         ra = heartbeat(sock, "g848", a, 2, owned=kept)
         assert partitions(ra) == [0, 1, 2, 3]
+
+
+def test_group_state_survives_a_broker_crash(broker):
+    """The group's epochs, members and assignments are in __consumer_offsets: after a SIGKILL and
+    restart the members heartbeat on with their epochs and keep their partitions (no rebalance)."""
+    import signal
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("durable848", num_partitions=4, replication_factor=1)])["durable848"].result(30)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        ra = heartbeat(sock, "d848", a, 0, topics=["durable848"])
+        rb = heartbeat(sock, "d848", b, 0, topics=["durable848"])
+        ra = heartbeat(sock, "d848", a, ra["epoch"], owned=ra["assignment"])
+        ra = heartbeat(sock, "d848", a, ra["epoch"], owned=ra["assignment"])
+        rb = heartbeat(sock, "d848", b, rb["epoch"], owned=[])
+        assert ra["epoch"] == rb["epoch"] == 2
+        held_a, held_b = ra["assignment"], rb["assignment"]
+        assert sorted(partitions(ra) + partitions(rb)) == [0, 1, 2, 3]
+
+    broker.restart(signal.SIGKILL)
+
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        after_a = heartbeat(sock, "d848", a, 2, owned=held_a)
+        after_b = heartbeat(sock, "d848", b, 2, owned=held_b)
+        assert after_a["error"] == 0 and after_b["error"] == 0, "the members are still known"
+        assert after_a["epoch"] == 2 and after_b["epoch"] == 2, "no new group epoch: nothing rebalanced"
+        assert partitions(after_a) == partitions(ra) and partitions(after_b) == partitions(rb)
+        # The restored group goes on as before: a leaving member's partitions go to the other.
+        assert heartbeat(sock, "d848", b, -1)["epoch"] == -1
+        assert partitions(heartbeat(sock, "d848", a, 2, owned=held_a)) == [0, 1, 2, 3]
