@@ -505,19 +505,15 @@ public actor KafkaConsumer {
         }
     }
 
+    /// Commits `entries`. Under KIP-848 a commit refused with STALE_MEMBER_EPOCH (a heartbeat
+    /// moved the member to a new epoch while the commit was on its way) is sent again with the
+    /// member's current epoch, learnt from a heartbeat if need be, as Kafka's consumer does; at
+    /// most three times.
     func commitOffsets(_ entries: [TopicPartition: Int64]) async throws {
         guard let group = configuration.groupID else { throw ClientError.kafka(.invalidGroupId, "group.id is not set") }
         guard !entries.isEmpty else { return }
         var request = OffsetCommitRequest()
         request.groupId = group
-        if subscription != nil && generation >= 0 {
-            request.generationIdOrMemberEpoch = generation
-            request.memberId = memberID
-            request.groupInstanceId = configuration.groupInstanceID
-        } else {
-            request.generationIdOrMemberEpoch = -1
-            request.memberId = ""
-        }
         var byTopic: [String: [OffsetCommitRequest.OffsetCommitRequestPartition]] = [:]
         for (tp, offset) in entries {
             var entry = OffsetCommitRequest.OffsetCommitRequestPartition()
@@ -532,19 +528,38 @@ public actor KafkaConsumer {
             topic.partitions = partitions.sorted { $0.partitionIndex < $1.partitionIndex }
             return topic
         }
-        let response = try await coordinatorRequest { connection in
-            try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 9))
-        } errorCode: { response in
-            response.topics.lazy.flatMap(\.partitions).map(\.errorCode).first { $0 != 0 } ?? 0
-        }
-        for topic in response.topics {
-            for partition in topic.partitions where partition.errorCode != 0 {
-                let error = KafkaError(code: partition.errorCode)
+        var staleRetries = 0
+        while true {
+            let epoch = generation
+            if subscription != nil && epoch >= 0 {
+                request.generationIdOrMemberEpoch = epoch
+                request.memberId = memberID
+                request.groupInstanceId = configuration.groupInstanceID
+            } else {
+                request.generationIdOrMemberEpoch = -1
+                request.memberId = ""
+                request.groupInstanceId = nil
+            }
+            let response = try await coordinatorRequest { connection in
+                try await connection.send(request, version: try connection.version(of: .offsetCommit, max: 9))
+            } errorCode: { response in
+                response.topics.lazy.flatMap(\.partitions).map(\.errorCode).first { $0 != 0 } ?? 0
+            }
+            let errors = response.topics.flatMap { topic in
+                topic.partitions.filter { $0.errorCode != 0 }.map { (topic.name, $0.partitionIndex, KafkaError(code: $0.errorCode)) }
+            }
+            if configuration.groupProtocol == .consumer, staleRetries < 3, errors.contains(where: { $0.2 == .staleMemberEpoch }) {
+                staleRetries += 1
+                if generation == epoch { try await heartbeatConsumerProtocol(applyingAssignment: false) }
+                if generation >= 0 { continue }
+            }
+            if let (topic, partition, error) = errors.first {
                 if error == .rebalanceInProgress || error == .illegalGeneration || error == .unknownMemberId {
                     needsJoin = true
                 }
-                throw ClientError.kafka(error, "OffsetCommit \(topic.name)-\(partition.partitionIndex)")
+                throw ClientError.kafka(error, "OffsetCommit \(topic)-\(partition)")
             }
+            return
         }
     }
 
