@@ -238,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "FjordEventSourcingTests",
             dependencies: [
-                "FjordEventSourcing", "FjordProjections", "FjordClient", "FjordProtocol", "FjordTesting",
+                "FjordEventSourcing", "FjordProjections", "FjordClient", "FjordProtocol", "FjordTesting", "FjordBroker", "FjordStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

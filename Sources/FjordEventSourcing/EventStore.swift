@@ -5,88 +5,6 @@ import Foundation
 public import NIOCore
 public import NIOPosix
 
-/// An event to append: an id (for idempotent retries), a type name and the payload.
-public struct EventData: Sendable, Equatable {
-    public var id: String
-    public var type: String
-    public var data: ByteBuffer
-    public var metadata: [String: String]
-
-    /// `id` nil: a new random UUID. Pass the same id again to make a retried append idempotent.
-    public init(id: String? = nil, type: String, data: ByteBuffer, metadata: [String: String] = [:]) {
-        self.id = id ?? UUID().uuidString.lowercased()
-        self.type = type
-        self.data = data
-        self.metadata = metadata
-    }
-}
-
-/// An event as stored: its stream, revision in the stream and position in the partition.
-public struct RecordedEvent: Sendable, Equatable {
-    public var stream: String
-    /// The event's revision in its stream (0, 1, 2, …).
-    public var revision: Int64
-    public var partition: Int32
-    public var offset: Int64
-    public var timestamp: Int64
-    public var id: String
-    public var type: String
-    public var data: ByteBuffer
-    public var metadata: [String: String]
-}
-
-/// The version an append expects its stream to be at (EventStoreDB's semantics).
-public enum ExpectedVersion: Sendable, Equatable, CustomStringConvertible {
-    /// No check.
-    case any
-    /// The stream has no event yet.
-    case noStream
-    /// The stream has at least one event.
-    case exists
-    /// The stream's last event has this revision.
-    case exact(Int64)
-
-    public var description: String {
-        switch self {
-        case .any: return "any"
-        case .noStream: return "no-stream"
-        case .exists: return "exists"
-        case .exact(let n): return String(n)
-        }
-    }
-}
-
-/// The stream was not at the expected version: another writer appended first.
-public struct WrongExpectedVersion: Error, Sendable, Equatable, CustomStringConvertible {
-    public var stream: String
-    public var expected: ExpectedVersion
-    /// The stream's version when the append was refused (-1: no event).
-    public var actual: Int64
-
-    public init(stream: String, expected: ExpectedVersion, actual: Int64) {
-        self.stream = stream
-        self.expected = expected
-        self.actual = actual
-    }
-
-    public var description: String { "wrong expected version for stream '\(stream)': expected \(expected), actual version \(actual)" }
-}
-
-/// Why an event-store operation failed, besides a version conflict.
-public enum EventStoreError: Error, Sendable, CustomStringConvertible {
-    case notAStreamTopic(String)
-    case notACompactedTopic(String)
-    case broker(String)
-
-    public var description: String {
-        switch self {
-        case .notAStreamTopic(let topic): return "topic \(topic) does not version streams (create it with fjord.stream.versioning=true)"
-        case .notACompactedTopic(let topic): return "topic \(topic) is not compacted (snapshots need cleanup.policy=compact)"
-        case .broker(let why): return why
-        }
-    }
-}
-
 /// An event store on one `fjord.stream.versioning` topic: each record key is a stream; the broker
 /// enforces expected versions, so concurrent writers never interleave a stream or lose an update.
 ///
@@ -198,7 +116,8 @@ public actor EventStore {
 
     /// Parses "… actual version N" from the broker's refusal.
     static func actualVersion(in message: String) -> Int64? {
-        guard let range = message.range(of: "actual version ") else { return nil }
+        // From the end: the stream name earlier in the message may contain the phrase too.
+        guard let range = message.range(of: "actual version ", options: .backwards) else { return nil }
         return Int64(message[range.upperBound...].prefix { $0 == "-" || $0.isNumber })
     }
 
@@ -386,9 +305,21 @@ public actor EventStore {
         }
     }
 
-    /// The revision of the stream's event at `offset`, from the stream index (newest first,
-    /// `firstPage` events, then pages of 1,000).
+    /// The revision of the stream's event at `offset`, from the stream index: one
+    /// FjordStreamRevisions lookup, or (a broker without that API) the stream's offsets read
+    /// newest first, `firstPage` events, then pages of 1,000.
     nonisolated func revision(of stream: String, partition: Int32, offset: Int64, firstPage: Int = 1_000) async throws -> Int64 {
+        var lookup = FjordStreamRevisionsRequest()
+        lookup.topic = topic
+        lookup.partition = partition
+        var position = FjordStreamRevisionsRequest.EventPosition()
+        position.streamKey = ByteBuffer(string: stream)
+        position.offset = offset
+        lookup.events = [position]
+        if let response = try? await cluster.leader(topic: topic, partition: partition).connection.send(lookup),
+           response.errorCode == 0, let revision = response.revisions.first, revision >= 0 {
+            return revision
+        }
         var from: Int64 = -1
         var limit = firstPage
         while true {

@@ -9,10 +9,10 @@ import Synchronization
 ///
 /// Appends wait in a queue per partition. Up to `maxInFlight` Produce requests per partition are
 /// in flight; each takes every waiting append (up to `maxBatchBytes`) and writes their events as
-/// one record batch, acks=all. The broker checks every record's expected version and refuses the
-/// batch if any fails, naming each refused record (KIP-467 record errors, one per record): those
-/// appends end with their stream's actual version, the others only shared the batch and go to
-/// the front of the queue again. So each append is all-or-nothing and independent of the appends
+/// one record batch, acks=all, at most one append per stream. The broker checks every record's
+/// expected version and refuses the batch if any fails, naming each refused record (KIP-467
+/// record errors, one per record): those appends end with their stream's actual version, the
+/// others only shared the batch and are sent again at once. So each append is all-or-nothing and independent of the appends
 /// it travelled with; appends that race are not ordered among themselves, as with any
 /// concurrent writers.
 ///
@@ -64,32 +64,44 @@ final class StreamAppender: Sendable {
         if start { Task { await self.drain(partition) } }
     }
 
-    /// Sends the partition's waiting appends, a batch at a time, until none is left.
+    /// Sends the partition's waiting appends, a batch at a time, until none is left. Appends a
+    /// refused batch only carried along are sent again at once, by themselves (each such round
+    /// settles at least one append, so it ends), rather than queued behind new arrivals that
+    /// could keep refusing them.
     private func drain(_ partition: Int32) async {
         while let group = takeBatch(partition) {
-            let retry = await send(group, partition: partition)
-            if !retry.isEmpty {
-                queues.withLock { $0[partition]!.waiting.insert(contentsOf: retry, at: 0) }
+            var retry = await send(group, partition: partition)
+            while !retry.isEmpty {
+                retry = await send(retry, partition: partition)
             }
         }
     }
 
-    /// The next appends to send together, or nil (and one sender fewer) when none is waiting.
+    /// The next appends to send together, or nil (and one sender fewer) when none is waiting:
+    /// in arrival order, up to `maxBatchBytes`, and at most one per stream, so that no append's
+    /// check depends on another of the same batch (which might yet be refused); the others wait
+    /// for the next batch in their order.
     private func takeBatch(_ partition: Int32) -> [PendingAppend]? {
         queues.withLock { queues in
-            let waiting = queues[partition]!.waiting
-            guard !waiting.isEmpty else {
+            guard !queues[partition]!.waiting.isEmpty else {
                 queues[partition]!.inFlight -= 1
                 return nil
             }
+            var batch: [PendingAppend] = []
+            var left: [PendingAppend] = []
+            var streams = Set<String>()
             var bytes = 0
-            var count = 0
-            while count < waiting.count, count == 0 || bytes + waiting[count].estimatedBytes <= Self.maxBatchBytes {
-                bytes += waiting[count].estimatedBytes
-                count += 1
+            for append in queues[partition]!.waiting {
+                let fits = batch.isEmpty || bytes + append.estimatedBytes <= Self.maxBatchBytes
+                if fits && streams.insert(append.stream).inserted {
+                    batch.append(append)
+                    bytes += append.estimatedBytes
+                } else {
+                    left.append(append)
+                }
             }
-            queues[partition]!.waiting.removeFirst(count)
-            return Array(waiting.prefix(count))
+            queues[partition]!.waiting = left
+            return batch
         }
     }
 

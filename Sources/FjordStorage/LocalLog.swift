@@ -120,6 +120,8 @@ public final class LocalLog: Sendable {
         /// Compacted logs: where the part the cleaner has not yet read for its key map begins
         /// (Kafka's cleaner checkpoint); records below it are clean.
         var firstDirtyOffset: Int64 = 0
+        /// Bumped by every truncation: a cleaning pass that began before one is abandoned.
+        var truncations = 0
         var closed = false
         /// Runs fsyncs of rolled segments off the append path (set by the LogManager); nil runs
         /// them inline.
@@ -723,6 +725,7 @@ public final class LocalLog: Sendable {
             let end = s.logEndOffset
             s.streams?.truncate(from: end)
             s.firstDirtyOffset = Swift.min(s.firstDirtyOffset, end)
+            s.truncations += 1
         }
         durability.withLock { $0.flushedOffset = Swift.min($0.flushedOffset, logEndOffset) }
     }
@@ -756,6 +759,7 @@ public final class LocalLog: Sendable {
             s.segments = [try LogSegment(directory: directory, baseOffset: offset, config: s.config, nowMs: nowMs, preallocateIndexes: true)]
             s.logStartOffset = offset
             s.firstDirtyOffset = offset
+            s.truncations += 1
             s.highWatermark = offset
             s.recoveryPoint = offset
             s.leaderEpochCache.clear()
@@ -927,13 +931,13 @@ public final class LocalLog: Sendable {
 
     /// The closed segments (never the active one) below the high watermark, the config, and the
     /// cleaner checkpoint (the first offset not yet in a key map; at least the log start).
-    func closedSegmentsForCleaning() -> (segments: [SegmentSnapshot], config: LogConfig, firstDirtyOffset: Int64) {
+    func closedSegmentsForCleaning() -> (segments: [SegmentSnapshot], config: LogConfig, firstDirtyOffset: Int64, truncations: Int) {
         state.withLock { s in
             let closed = s.segments.dropLast().filter { $0.nextOffset <= s.highWatermark }
             return (closed.map {
                 SegmentSnapshot(baseOffset: $0.baseOffset, nextOffset: $0.nextOffset, size: $0.size,
                                 largestTimestamp: $0.largestTimestamp(), file: $0.file)
-            }, s.config, Swift.max(s.firstDirtyOffset, s.segments[0].baseOffset))
+            }, s.config, Swift.max(s.firstDirtyOffset, s.segments[0].baseOffset), s.truncations)
         }
     }
 
@@ -953,10 +957,13 @@ public final class LocalLog: Sendable {
     /// segments whose files are `originals`, crash-safely: cleaned files are renamed `<name>.swap`
     /// into the partition directory, the old files removed, then the `.swap` files renamed to
     /// their final names (`open` completes a swap interrupted by a crash). Segments that retention
-    /// deleted meanwhile are skipped. Returns how many segments were replaced.
-    func swapInCleanedSegments(_ originals: [SegmentSnapshot], cleanedDirectory: FilePath, nowMs: Int64) throws(StorageError) -> Int {
-        try state.withLock { (s) throws(StorageError) -> Int in
-            guard !s.closed else { return 0 }
+    /// deleted meanwhile are skipped. Then the cleaner checkpoint moves to `cleanedThrough`.
+    /// Returns how many segments were replaced; nil, with nothing changed, when the log was
+    /// truncated since the pass began (`truncations` differs): its segments may be other ones.
+    func swapInCleanedSegments(_ originals: [SegmentSnapshot], cleanedDirectory: FilePath, cleanedThrough: Int64, truncations: Int,
+                               nowMs: Int64) throws(StorageError) -> Int? {
+        try state.withLock { (s) throws(StorageError) -> Int? in
+            guard !s.closed, s.truncations == truncations else { return nil }
             var replaced = 0
             for original in originals {
                 guard let index = s.segments.firstIndex(where: { $0.file === original.file }), index < s.segments.count - 1 else {
@@ -989,6 +996,7 @@ public final class LocalLog: Sendable {
                 s.segments[index] = segment
                 replaced += 1
             }
+            s.firstDirtyOffset = Swift.min(cleanedThrough, s.logEndOffset)
             return replaced
         }
     }

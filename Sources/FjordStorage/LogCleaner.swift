@@ -21,43 +21,6 @@ public struct CleanerStats: Sendable, Equatable {
     public var cleanedThrough: Int64 = 0
 }
 
-/// The key → latest offset map of one cleaning pass (Kafka's `SkimpyOffsetMap`), bounded by
-/// `log.cleaner.dedupe.buffer.size`. It keeps whole keys, not digests, so no two keys can be
-/// confused; each entry is charged its key length plus `entryOverhead` bytes against the budget.
-/// `put` refuses a new key once the budget is spent (it always takes the first one).
-struct OffsetMap {
-    /// Bytes charged per entry besides the key: the array header, the offset and the table slot.
-    static let entryOverhead = 64
-    private(set) var entries: [[UInt8]: Int64] = [:]
-    private(set) var bytes = 0
-    let budget: Int
-
-    init(budget: Int) {
-        self.budget = budget
-    }
-
-    /// Records `offset` as `key`'s latest; false (and nothing changed) when a new key would
-    /// exceed the budget.
-    mutating func put(_ key: ByteBuffer, offset: Int64) -> Bool {
-        let bytes = Array(key.readableBytesView)
-        if entries[bytes] != nil {
-            entries[bytes] = offset
-            return true
-        }
-        let cost = bytes.count + Self.entryOverhead
-        guard entries.isEmpty || self.bytes + cost <= budget else { return false }
-        entries[bytes] = offset
-        self.bytes += cost
-        return true
-    }
-
-    func latest(_ key: ByteBuffer) -> Int64? {
-        entries[Array(key.readableBytesView)]
-    }
-
-    var count: Int { entries.count }
-}
-
 /// Log compaction for `cleanup.policy=compact` (Kafka's `LogCleaner`): keeps the latest record
 /// of each key in the closed segments below the high watermark, at its original offset.
 ///
@@ -80,7 +43,7 @@ public enum LogCleaner {
     /// Whether `log` has cleanable segments whose dirty part (from the cleaner checkpoint) is at
     /// least `min.cleanable.dirty.ratio` of their bytes: when Kafka's cleaner would pick it.
     public static func needsCleaning(_ log: LocalLog, nowMs: Int64) -> Bool {
-        let (closed, config, firstDirty) = log.closedSegmentsForCleaning()
+        let (closed, config, firstDirty, _) = log.closedSegmentsForCleaning()
         guard config.compactEnabled else { return false }
         let cleanable = cleanableSegments(closed, config: config, nowMs: nowMs)
         let total = cleanable.reduce(Int64(0)) { $0 + $1.size }
@@ -103,7 +66,7 @@ public enum LogCleaner {
     /// (zero segments when nothing changed).
     public static func clean(_ log: LocalLog, nowMs: Int64, dedupeBufferBytes: Int = defaultDedupeBufferBytes) throws(StorageError) -> CleanerStats {
         var stats = CleanerStats()
-        let (closed, config, checkpoint) = log.closedSegmentsForCleaning()
+        let (closed, config, checkpoint, truncations) = log.closedSegmentsForCleaning()
         stats.cleanedThrough = checkpoint
         guard config.compactEnabled else { return stats }
         let cleanable = cleanableSegments(closed, config: config, nowMs: nowMs)
@@ -198,9 +161,13 @@ public enum LogCleaner {
                 stats.bytesAfter += segment.size
             }
         }
-        // 3. Swap in, then move the checkpoint past what the map covered.
-        stats.segmentsCleaned = try log.swapInCleanedSegments(rewritten, cleanedDirectory: scratch, nowMs: nowMs)
-        log.setCleanerCheckpoint(mapEnd)
+        // 3. Swap in and move the checkpoint past what the map covered, unless the log was
+        //    truncated meanwhile (then the pass is dropped; the next one starts afresh).
+        guard let swapped = try log.swapInCleanedSegments(rewritten, cleanedDirectory: scratch, cleanedThrough: mapEnd,
+                                                          truncations: truncations, nowMs: nowMs) else {
+            return CleanerStats(cleanedThrough: log.cleanerCheckpoint)
+        }
+        stats.segmentsCleaned = swapped
         stats.cleanedThrough = mapEnd
         return stats
     }

@@ -49,7 +49,7 @@ struct AggregateTests {
         return registry
     }
 
-    @Test("commands decide on the folded state; old event versions are upcast; conflicts are retried")
+    @Test("commands decide on the folded state; old event versions are upcast; conflicts are retried", .timeLimit(.minutes(2)))
     func commands() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "bank")
@@ -79,7 +79,7 @@ struct AggregateTests {
         try await broker.stop()
     }
 
-    @Test("snapshots on a compacted topic: saved every N events, used by load, ignored when their schema changed")
+    @Test("snapshots on a compacted topic: saved every N events, used by load, ignored when their schema changed", .timeLimit(.minutes(2)))
     func snapshots() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "ledger", partitions: 2)

@@ -1,6 +1,8 @@
+import FjordBroker
 import FjordClient
 import FjordEventSourcing
 import FjordProtocol
+import FjordStorage
 import FjordTesting
 import NIOCore
 import Synchronization
@@ -13,13 +15,30 @@ final class Counter: Sendable {
     var count: Int { value.withLock { $0 } }
 }
 
+/// How many record batches the in-process broker's logs of `topic` hold.
+func recordBatches(in broker: InProcessBroker, topic: String) throws -> Int {
+    var batches = 0
+    for log in broker.broker.logManager.allLogs where log.topicPartition.topic == topic {
+        var offset = log.logStartOffset
+        while offset < log.logEndOffset {
+            guard var bytes = try log.read(from: offset, maxBytes: 1 << 20, upperBound: .logEndOffset, minOneMessage: true).records?.readBytes()
+            else { break }
+            while let batch = try RecordBatch.read(from: &bytes) {
+                batches += 1
+                offset = batch.lastOffset + 1
+            }
+        }
+    }
+    return batches
+}
+
 @Suite("EventStore against a real broker (in-process, or a fjord serve process when it must be killed)")
 struct EventStoreTests {
     func event(_ type: String, _ body: String, id: String? = nil) -> EventData {
         EventData(id: id, type: type, data: ByteBuffer(string: body))
     }
 
-    @Test("expected versions, atomic multi-event appends, idempotent retries, reads both ways")
+    @Test("expected versions, atomic multi-event appends, idempotent retries, reads both ways", .timeLimit(.minutes(2)))
     func basics() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "accounts", partitions: 3)
@@ -122,7 +141,7 @@ struct EventStoreTests {
         #expect(broker.log.contains("stream index"), "recovery reports how it rebuilt the stream index")
     }
 
-    @Test("concurrent appends share Produce requests; a conflict refuses only its own append")
+    @Test("concurrent appends share Produce requests; a conflict refuses only its own append", .timeLimit(.minutes(2)))
     func sharedRequests() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "shared", partitions: 2)
@@ -158,11 +177,33 @@ struct EventStoreTests {
             #expect(try await store.read(stream: "taken-\(index)").map(\.type) == ["Created"], "refused appends wrote nothing")
         }
         #expect(try await store.read(stream: "new-7").map(\.revision) == [0, 1])
+        #expect(try recordBatches(in: broker, topic: "shared") < 20 + 260 / 2, "appends shared record batches")
+
+        // Twenty writers expect the same version of one stream: one wins, the others see its append.
+        try await store.append(to: "hot", [event("Created", "0")], expectedVersion: .noStream)
+        let outcomes = await withTaskGroup(of: Int64?.self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    do {
+                        return try await store.append(to: "hot", [self.event("Bid", "\(index)")], expectedVersion: .exact(0))
+                    } catch let conflict as WrongExpectedVersion {
+                        return conflict.actual == 1 ? nil : -99
+                    } catch {
+                        return -98
+                    }
+                }
+            }
+            var out: [Int64?] = []
+            for await outcome in group { out.append(outcome) }
+            return out
+        }
+        #expect(outcomes.compactMap { $0 } == [1], "exactly one winner; every loser saw version 1")
+        #expect(try await store.version(of: "hot") == 1)
         await store.close()
         try await broker.stop()
     }
 
-    @Test("concurrent appends without expectations learn their versions from the stream index")
+    @Test("concurrent appends without expectations learn their versions from the stream index", .timeLimit(.minutes(2)))
     func unconditionalVersions() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "loose", partitions: 2)
@@ -187,11 +228,31 @@ struct EventStoreTests {
         }
         #expect(try await store.version(of: "log-1") == 100)
         #expect(try await store.version(of: "log-2") == 99)
+
+        // FjordStreamRevisions itself (the appender falls back to reading the index without it).
+        let cluster = try await KafkaCluster.connect(ClientConfiguration(bootstrap: broker.bootstrap))
+        let partition = store.partition(of: "log-1")
+        let stored = try await store.read(stream: "log-1", limit: 3)
+        var request = FjordStreamRevisionsRequest()
+        request.topic = "loose"
+        request.partition = partition
+        for (stream, offset) in stored.map({ ("log-1", $0.offset) }) + [("nobody", stored[0].offset), ("log-1", 1_000_000)] {
+            var position = FjordStreamRevisionsRequest.EventPosition()
+            position.streamKey = ByteBuffer(string: stream)
+            position.offset = offset
+            request.events.append(position)
+        }
+        let response = try await cluster.leader(topic: "loose", partition: partition).connection.send(request)
+        #expect(response.errorCode == 0 && response.revisions == [0, 1, 2, -1, -1])
+        request.topic = "no-such-topic"
+        #expect(try await cluster.leader(topic: "loose", partition: partition).connection.send(request).errorCode
+                == KafkaError.unknownTopicOrPartition.code)
+        await cluster.close()
         await store.close()
         try await broker.stop()
     }
 
-    @Test("subscriptions catch up, then follow live events")
+    @Test("subscriptions catch up, then follow live events", .timeLimit(.minutes(2)))
     func subscriptions() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "orders", partitions: 2)
@@ -229,20 +290,28 @@ struct EventStoreTests {
         #expect(resumed.filter { $0.stream == "order-1" }.map(\.revision) == [1, 2])
         #expect(resumed.filter { $0.stream == "order-2" }.map(\.revision) == [0], "a partition not listed starts at its beginning")
 
-        // From the end: only new events, with their revisions.
+        // From the end: only new events, with their revisions. Probe events are appended until
+        // the subscription shows it is live (it starts at the end it finds when it connects).
+        let probesSeen = Counter()
         let live = Task {
             var seen: [RecordedEvent] = []
             for try await event in store.subscribeToAll(from: .end) {
+                if event.stream == "probe" { probesSeen.increment() }
                 seen.append(event)
-                if seen.count == 2 { break }
+                if seen.filter({ $0.stream.hasPrefix("order-") }).count == 2 { break }
             }
             return seen
         }
-        try await Task.sleep(for: .milliseconds(500))
+        for attempt in 0..<100 where probesSeen.count == 0 {
+            try await store.append(to: "probe", [event("Probe", "\(attempt)")], expectedVersion: .any)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(probesSeen.count > 0, "the subscription went live")
         try await store.append(to: "order-1", [event("Delivered", "e")], expectedVersion: .exact(2))
         try await store.append(to: "order-2", [event("Paid", "f")], expectedVersion: .exact(0))
         let fresh = try await live.value
-        #expect(Set(fresh.map { "\($0.stream)@\($0.revision)" }) == ["order-1@3", "order-2@1"])
+        #expect(Set(fresh.filter { $0.stream.hasPrefix("order-") }.map { "\($0.stream)@\($0.revision)" }) == ["order-1@3", "order-2@1"])
+        #expect(fresh.allSatisfy { $0.stream != "order-1" || $0.revision >= 3 }, "nothing from before the end")
         await store.close()
         try await broker.stop()
     }

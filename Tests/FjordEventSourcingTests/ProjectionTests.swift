@@ -61,7 +61,7 @@ struct ProjectionTests {
         Issue.record("projection did not catch up within \(seconds) s")
     }
 
-    @Test("catches up, follows live, and resumes exactly once after being stopped at random points")
+    @Test("catches up, follows live, and resumes exactly once after being stopped at random points", .timeLimit(.minutes(3)))
     func exactlyOnce() async throws {
         let broker = try await InProcessBroker.start()
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "ledger", partitions: 3)
