@@ -237,6 +237,13 @@ extension GroupCoordinator {
         consumerGroups[k.groupId] = group
     }
 
+    /// Kafka's consumer-group state names: Empty, Reconciling (some member has not reached the
+    /// group epoch yet) or Stable.
+    func consumerGroupState(_ group: ConsumerGroup) -> String {
+        guard !group.members.isEmpty else { return "Empty" }
+        return group.members.values.allSatisfy { $0.memberEpoch == group.epoch } ? "Stable" : "Reconciling"
+    }
+
     /// Validates an OffsetCommit v9+ from a consumer-protocol member.
     func validateConsumerCommit(groupID: String, memberID: String, memberEpoch: Int32) -> KafkaError? {
         guard let group = consumerGroups[groupID] else { return nil }
@@ -267,8 +274,7 @@ extension GroupCoordinator {
             }
             return result
         }
-        let reconciled = group.members.values.allSatisfy { $0.memberEpoch == group.epoch }
-        described.groupState = group.members.isEmpty ? "Empty" : (reconciled ? "Stable" : "Reconciling")
+        described.groupState = consumerGroupState(group)
         described.groupEpoch = group.epoch
         described.assignmentEpoch = group.targetEpoch
         described.assignorName = "uniform"

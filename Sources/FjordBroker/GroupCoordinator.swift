@@ -828,6 +828,8 @@ actor GroupCoordinator {
         var protocolType: String
         var protocolName: String
         var members: [Member]
+        /// `classic`, or `consumer` for a KIP-848 group (ListGroups v5's group type).
+        var type: String = "classic"
     }
 
     func describe(_ groupID: String) -> GroupSummary? {
@@ -837,10 +839,24 @@ actor GroupCoordinator {
                             members: group.joinOrder.compactMap { group.members[$0] })
     }
 
+    /// Every group: a KIP-848 group (one with a consumer-protocol record, unless a classic
+    /// group of that id has members) as type `consumer`, the others as `classic`.
     func list() -> [GroupSummary] {
-        groups.values.sorted { $0.id < $1.id }.map {
-            GroupSummary(id: $0.id, state: $0.state.rawValue, protocolType: $0.protocolType ?? "", protocolName: $0.protocolName ?? "", members: [])
+        let ids = Set(groups.keys).union(consumerGroups.keys).sorted()
+        return ids.map { id in
+            if let consumer = consumerGroups[id], !classicGroupHasMembers(id) {
+                return GroupSummary(id: id, state: consumerGroupState(consumer), protocolType: "consumer", protocolName: "uniform",
+                                    members: [], type: "consumer")
+            }
+            let group = groups[id]!
+            return GroupSummary(id: id, state: group.state.rawValue, protocolType: group.protocolType ?? "", protocolName: group.protocolName ?? "",
+                                members: [])
         }
+    }
+
+    /// Whether DescribeGroups should answer that `id` is a consumer-protocol group.
+    func isConsumerProtocolGroup(_ id: String) -> Bool {
+        consumerGroups[id] != nil && !classicGroupHasMembers(id)
     }
 
     func delete(_ groupID: String) -> KafkaError {

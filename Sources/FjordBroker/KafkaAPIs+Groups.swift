@@ -171,14 +171,15 @@ extension KafkaAPIs {
     func handleListGroups(_ request: ListGroupsRequest) async -> ListGroupsResponse {
         var response = ListGroupsResponse()
         let states = Set(request.statesFilter.map { $0.lowercased() })
+        let types = Set(request.typesFilter.map { $0.lowercased() })
         for group in await groupCoordinator.list() {
             if !states.isEmpty && !states.contains(group.state.lowercased()) { continue }
-            if !request.typesFilter.isEmpty && !request.typesFilter.contains("classic") { continue }
+            if !types.isEmpty && !types.contains(group.type) { continue }
             var listed = ListGroupsResponse.ListedGroup()
             listed.groupId = group.id
             listed.protocolType = group.protocolType
             listed.groupState = group.state
-            listed.groupType = "classic"
+            listed.groupType = group.type
             response.groups.append(listed)
         }
         return response
@@ -190,7 +191,11 @@ extension KafkaAPIs {
             var described = DescribeGroupsResponse.DescribedGroup()
             described.groupId = id
             described.authorizedOperations = Int32.min
-            if let group = await groupCoordinator.describe(id) {
+            if await groupCoordinator.isConsumerProtocolGroup(id) {
+                // As Kafka: DescribeGroups is for classic groups; ConsumerGroupDescribe for these.
+                described.errorCode = KafkaError.groupIdNotFound.code
+                described.groupState = "Dead"
+            } else if let group = await groupCoordinator.describe(id) {
                 described.groupState = group.state
                 described.protocolType = group.protocolType
                 described.protocolData = group.protocolName

@@ -285,6 +285,8 @@ public final class KafkaAdmin: Sendable {
         public var groupID: String
         public var state: String
         public var protocolType: String
+        /// `classic`, or `consumer` for a KIP-848 group (empty from brokers before ListGroups v5).
+        public var type: String = ""
     }
 
     /// Every group of every broker (ListGroups is answered per coordinator).
@@ -298,7 +300,8 @@ public final class KafkaAdmin: Sendable {
             let response = try await connection.send(ListGroupsRequest())
             if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), nil) }
             for group in response.groups {
-                groups[group.groupId] = GroupListing(groupID: group.groupId, state: group.groupState, protocolType: group.protocolType)
+                groups[group.groupId] = GroupListing(groupID: group.groupId, state: group.groupState, protocolType: group.protocolType,
+                                                     type: group.groupType)
             }
         }
         return groups.values.sorted { $0.groupID < $1.groupID }
@@ -322,13 +325,18 @@ public final class KafkaAdmin: Sendable {
         public var members: [GroupMemberDescription]
     }
 
-    /// Describes a classic group (DescribeGroups at its coordinator).
+    /// Describes a group at its coordinator: DescribeGroups, or for a KIP-848 group (which
+    /// DescribeGroups answers GROUP_ID_NOT_FOUND) ConsumerGroupDescribe, whose members' current
+    /// assignments are reported (protocol name: the server assignor).
     public func describeGroup(_ groupID: String) async throws -> GroupDescription {
         let connection = try await cluster.coordinator(group: groupID).connection
         var request = DescribeGroupsRequest()
         request.groups = [groupID]
         let response = try await connection.send(request)
         guard let group = response.groups.first else { throw ClientError.protocolViolation("empty DescribeGroups response") }
+        if KafkaError(code: group.errorCode) == .groupIdNotFound, connection.versions(of: .consumerGroupDescribe) != nil {
+            return try await describeConsumerGroup(groupID, connection: connection)
+        }
         if group.errorCode != 0 { throw ClientError.kafka(KafkaError(code: group.errorCode), groupID) }
         let members = group.members.map { member in
             let assignment = group.protocolType == "consumer"
@@ -338,6 +346,23 @@ public final class KafkaAdmin: Sendable {
         }
         return GroupDescription(groupID: group.groupId, state: group.groupState, protocolType: group.protocolType,
                                 protocolName: group.protocolData, members: members)
+    }
+
+    private func describeConsumerGroup(_ groupID: String, connection: BrokerConnection) async throws -> GroupDescription {
+        var request = ConsumerGroupDescribeRequest()
+        request.groupIds = [groupID]
+        let response = try await connection.send(request)
+        guard let group = response.groups.first else { throw ClientError.protocolViolation("empty ConsumerGroupDescribe response") }
+        if group.errorCode != 0 { throw ClientError.kafka(KafkaError(code: group.errorCode), group.errorMessage ?? groupID) }
+        let members = group.members.map { member in
+            GroupMemberDescription(memberID: member.memberId, instanceID: member.instanceId, clientID: member.clientId,
+                                   host: member.clientHost,
+                                   assignment: member.assignment.topicPartitions.flatMap { entry in
+                                       entry.partitions.map { TopicPartition(entry.topicName, $0) }
+                                   }.sorted())
+        }
+        return GroupDescription(groupID: group.groupId, state: group.groupState, protocolType: "consumer",
+                                protocolName: group.assignorName, members: members)
     }
 
     /// A group's committed offsets (topic-partition → offset).

@@ -16,7 +16,7 @@ struct Groups: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors("groups list") {
                 let groups = try await withAdmin(client) { try await $0.listGroups() }
-                for group in groups { print("\(group.groupID)\t\(group.state)\t\(group.protocolType)") }
+                for group in groups { print("\(group.groupID)\t\(group.state)\t\(group.protocolType)\t\(group.type)") }
             }
         }
     }

@@ -130,6 +130,15 @@ struct GroupConsumerTests {
         var assignedTotal = 0
         for consumer in consumers { assignedTotal += await consumer.assignedPartitions().count }
         #expect(assignedTotal == 6, "the group covers all six partitions once")
+        // The admin client sees the group by its type: DescribeGroups for classic groups,
+        // ConsumerGroupDescribe for KIP-848 ones.
+        let groupAdmin = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)
+        let listing = try await groupAdmin.listGroups().first { $0.groupID == groupID }
+        #expect(listing?.type == (groupProtocol == "consumer" ? "consumer" : "classic"))
+        let description = try await groupAdmin.describeGroup(groupID)
+        #expect(description.protocolType == "consumer" && description.members.count == 3)
+        #expect(Set(description.members.flatMap(\.assignment)).count == 6, "every partition has its member")
+        await groupAdmin.close()
         // The application stops polling, then closes each member: close commits and leaves.
         // (Members still polling while others leave would be rebalancing, and a commit during
         // a rebalance is refused by the coordinator, as in Kafka.)
