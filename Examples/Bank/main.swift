@@ -1,5 +1,6 @@
-// An event-sourced bank on Fjord: commands decide on an aggregate folded from its stream, the
-// broker enforces expected versions, and a projection keeps balances in SQLite.
+// An event-sourced bank on Fjord: commands decide on an aggregate folded from its stream (from its
+// latest snapshot on a compacted topic, every 50 events), the broker enforces expected versions,
+// and a projection keeps balances in SQLite.
 //   tools/fjord serve &
 //   swift run fjord-example-bank demo            # or: open NAME | deposit NAME CENTS | withdraw NAME CENTS | balances
 import FjordEventSourcing
@@ -12,7 +13,7 @@ struct Opened: Event { static let eventType = "AccountOpened"; var owner: String
 struct Deposited: Event { static let eventType = "MoneyDeposited"; var cents: Int }
 struct Withdrew: Event { static let eventType = "MoneyWithdrawn"; var cents: Int }
 
-struct Account: Aggregate {
+struct Account: SnapshottableAggregate {
     var isOpen = false
     var balance = 0
     init() {}
@@ -53,17 +54,18 @@ registry.register(Opened.self)
 registry.register(Deposited.self)
 registry.register(Withdrew.self)
 let bank = try await EventStore.connect(bootstrap: bootstrap, topic: "bank", partitions: 3)
+let snapshots = try await SnapshotStore.connect(bootstrap: bootstrap, topic: "bank-snapshots", partitions: 3)
 
 func run(_ command: [String]) async throws {
     switch (command.first, command.count) {
     case ("open", 2):
-        try await bank.execute(Account.self, stream: command[1], registry: registry) { account in
+        try await bank.execute(Account.self, stream: command[1], registry: registry, snapshots: snapshots, snapshotEvery: 50) { account in
             guard !account.isOpen else { throw BankError(description: "\(command[1]) is already open") }
             return [Opened(owner: command[1])]
         }
     case ("deposit", 3), ("withdraw", 3):
         guard let cents = Int(command[2]), cents > 0 else { throw BankError(description: "amount must be a positive number of cents") }
-        try await bank.execute(Account.self, stream: command[1], registry: registry) { account in
+        try await bank.execute(Account.self, stream: command[1], registry: registry, snapshots: snapshots, snapshotEvery: 50) { account in
             guard account.isOpen else { throw BankError(description: "\(command[1]) is not open") }
             if command[0] == "deposit" { return [Deposited(cents: cents)] }
             guard account.balance >= cents else { throw BankError(description: "insufficient funds: \(account.balance) cents") }
@@ -96,7 +98,9 @@ do {
     try await run(Array(CommandLine.arguments.dropFirst()))
 } catch {
     FileHandle.standardError.write(Data("fjord-example-bank: \(error)\n".utf8))
+    await snapshots.close()
     await bank.close()
     exit(1)
 }
+await snapshots.close()
 await bank.close()
