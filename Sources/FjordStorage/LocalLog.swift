@@ -122,6 +122,8 @@ public final class LocalLog: Sendable {
         var firstDirtyOffset: Int64 = 0
         /// Bumped by every truncation: a cleaning pass that began before one is abandoned.
         var truncations = 0
+        /// When a tombstone the last cleaning pass kept may be removed (nil: none known).
+        var nextTombstoneExpiryMs: Int64? = nil
         var closed = false
         /// Runs fsyncs of rolled segments off the append path (set by the LogManager); nil runs
         /// them inline.
@@ -945,6 +947,12 @@ public final class LocalLog: Sendable {
     /// below it are clean). Kept in the log directory's `cleaner-offset-checkpoint`.
     public var cleanerCheckpoint: Int64 {
         get { state.withLock { Swift.max($0.firstDirtyOffset, $0.segments[0].baseOffset) } }
+    }
+
+    /// When a tombstone the last cleaning pass kept may be removed (nil: none known).
+    public var nextTombstoneExpiryMs: Int64? {
+        get { state.withLock { $0.nextTombstoneExpiryMs } }
+        set { state.withLock { $0.nextTombstoneExpiryMs = newValue } }
     }
 
     /// Sets the cleaner checkpoint (from the checkpoint file at open, or after a cleaning pass);

@@ -19,6 +19,8 @@ public struct CleanerStats: Sendable, Equatable {
     public var mapKeys = 0
     /// The cleaner checkpoint after the pass: records below it are clean.
     public var cleanedThrough: Int64 = 0
+    /// When the first tombstone this pass kept (too young to go) may be removed, if any.
+    public var nextTombstoneExpiryMs: Int64? = nil
 }
 
 /// Log compaction for `cleanup.policy=compact` (Kafka's `LogCleaner`): keeps the latest record
@@ -41,13 +43,16 @@ public enum LogCleaner {
     public static let defaultDedupeBufferBytes = 128 * 1024 * 1024
 
     /// Whether `log` has cleanable segments whose dirty part (from the cleaner checkpoint) is at
-    /// least `min.cleanable.dirty.ratio` of their bytes: when Kafka's cleaner would pick it.
+    /// least `min.cleanable.dirty.ratio` of their bytes (when Kafka's cleaner would pick it), or
+    /// a tombstone an earlier pass kept has outlived `delete.retention.ms` (known since that pass;
+    /// after a restart, from the next pass on).
     public static func needsCleaning(_ log: LocalLog, nowMs: Int64) -> Bool {
         let (closed, config, firstDirty, _) = log.closedSegmentsForCleaning()
         guard config.compactEnabled else { return false }
         let cleanable = cleanableSegments(closed, config: config, nowMs: nowMs)
         let total = cleanable.reduce(Int64(0)) { $0 + $1.size }
         guard total > 0 else { return false }
+        if let due = log.nextTombstoneExpiryMs, nowMs >= due { return true }
         // A segment counts as dirty from the one holding the checkpoint on.
         let dirty = cleanable.filter { $0.nextOffset > firstDirty }.reduce(Int64(0)) { $0 + $1.size }
         return Double(dirty) / Double(total) >= config.minCleanableDirtyRatio
@@ -118,9 +123,13 @@ public enum LogCleaner {
                         if record.offset < mapEnd {
                             guard let key = record.key else { continue }
                             if let latest = map.latest(key), latest > record.offset { continue }
-                            if record.value == nil && nowMs - record.timestamp > config.deleteRetentionMs {
-                                stats.tombstonesRemoved += 1
-                                continue
+                            if record.value == nil {
+                                if nowMs - record.timestamp > config.deleteRetentionMs {
+                                    stats.tombstonesRemoved += 1
+                                    continue
+                                }
+                                let expiry = record.timestamp + config.deleteRetentionMs + 1
+                                stats.nextTombstoneExpiryMs = Swift.min(stats.nextTombstoneExpiryMs ?? expiry, expiry)
                             }
                         }
                         builder.append(offsetDelta: record.offsetDelta, timestamp: record.timestamp, key: record.key,
@@ -169,6 +178,7 @@ public enum LogCleaner {
         }
         stats.segmentsCleaned = swapped
         stats.cleanedThrough = mapEnd
+        log.nextTombstoneExpiryMs = stats.nextTombstoneExpiryMs
         return stats
     }
 

@@ -193,4 +193,30 @@ struct CompactionTests {
         #expect(log.cleanerCheckpoint > cleanedThrough)
         try manager.shutdown(nowMs: now)
     }
+
+    @Test("a kept tombstone brings the log back to the cleaner once it outlives delete.retention.ms")
+    func tombstoneExpiryTriggersCleaning() throws {
+        let dir = TemporaryDirectory()
+        var config = LogConfig()
+        config.compactEnabled = true
+        config.deleteEnabled = false
+        config.deleteRetentionMs = 60_000
+        let now: Int64 = 1_700_000_000_000
+        let (manager, _) = try LogManager.open(directory: dir.path, nowMs: now) { _ in config }
+        let log = try manager.getOrCreateLog(TopicPartition(topic: "t", partition: 0), topicID: .random(), config: config, nowMs: now)
+        _ = try log.append(makeBatch(count: 3, timestamp: now, keys: ["a", "b", "a"], values: ["1", "2", "3"]), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 1, timestamp: now, keys: ["b"], values: [nil]), leaderEpoch: 0, nowMs: now)
+        try log.roll(nowMs: now)
+        log.highWatermark = log.logEndOffset
+        #expect(manager.runMaintenance(nowMs: now + 1_000).cleaned.count == 1)
+        #expect(try readAll(log).map(\.offset) == [2, 3], "a's latest and b's young tombstone")
+        #expect(log.nextTombstoneExpiryMs == now + 60_001)
+        // Nothing dirty, but the tombstone is due: the next pass after its expiry removes it.
+        #expect(!LogCleaner.needsCleaning(log, nowMs: now + 30_000))
+        #expect(LogCleaner.needsCleaning(log, nowMs: now + 60_001))
+        #expect(manager.runMaintenance(nowMs: now + 61_000).cleaned.count == 1)
+        #expect(try readAll(log).map(\.offset) == [2])
+        #expect(log.nextTombstoneExpiryMs == nil && !LogCleaner.needsCleaning(log, nowMs: now + 100_000))
+        try manager.shutdown(nowMs: now + 100_000)
+    }
 }
