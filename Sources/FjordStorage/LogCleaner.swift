@@ -124,11 +124,12 @@ public enum LogCleaner {
                             guard let key = record.key else { continue }
                             if let latest = map.latest(key), latest > record.offset { continue }
                             if record.value == nil {
-                                if nowMs - record.timestamp > config.deleteRetentionMs {
+                                // Timestamps are the producer's: clamped, never trapping.
+                                if nowMs.clampedMinus(record.timestamp) > config.deleteRetentionMs {
                                     stats.tombstonesRemoved += 1
                                     continue
                                 }
-                                let expiry = record.timestamp + config.deleteRetentionMs + 1
+                                let expiry = record.timestamp.clampedPlus(config.deleteRetentionMs).clampedPlus(1)
                                 stats.nextTombstoneExpiryMs = Swift.min(stats.nextTombstoneExpiryMs ?? expiry, expiry)
                             }
                         }

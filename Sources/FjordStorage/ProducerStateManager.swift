@@ -133,7 +133,7 @@ final class ProducerStateManager {
     /// Forgets producers whose last write is older than `expirationMs` (`producer.id.expiration.ms`).
     func removeExpired(nowMs: Int64, expirationMs: Int64) {
         producers = producers.filter { _, entry in
-            entry.currentTransactionFirstOffset >= 0 || nowMs - entry.lastTimestamp < expirationMs
+            entry.currentTransactionFirstOffset >= 0 || nowMs.clampedMinus(entry.lastTimestamp) < expirationMs
         }
     }
 

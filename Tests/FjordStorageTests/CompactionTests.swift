@@ -219,4 +219,26 @@ struct CompactionTests {
         #expect(log.nextTombstoneExpiryMs == nil && !LogCleaner.needsCleaning(log, nowMs: now + 100_000))
         try manager.shutdown(nowMs: now + 100_000)
     }
+
+    @Test("tombstones with extreme timestamps (Int64.min, Int64.max) are cleaned without trapping")
+    func extremeTimestamps() throws {
+        let dir = TemporaryDirectory()
+        var config = LogConfig()
+        config.compactEnabled = true
+        config.deleteRetentionMs = Int64.max
+        let now: Int64 = 1_700_000_000_000
+        let (log, _) = try openLog(dir, config: config)
+        _ = try log.append(makeBatch(count: 1, timestamp: Int64.max, keys: ["late"], values: [nil]), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 1, timestamp: Int64.min, keys: ["early"], values: [nil]), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 1, timestamp: now, keys: ["kept"], values: ["v"]), leaderEpoch: 0, nowMs: now)
+        try log.roll(nowMs: now)
+        log.highWatermark = log.logEndOffset
+        _ = try LogCleaner.clean(log, nowMs: now)
+        #expect(try readAll(log).map(\.offset) == [0, 1, 2], "no tombstone is older than Int64.max ms")
+        #expect(log.nextTombstoneExpiryMs == 0, "Int64.min + Int64.max + 1: the early one is due at once")
+        config.deleteRetentionMs = 0
+        try log.updateConfig(config)
+        _ = try LogCleaner.clean(log, nowMs: now)
+        #expect(try readAll(log).map(\.offset) == [0, 2], "the Int64.min tombstone is long expired; the Int64.max one is from the future")
+    }
 }
