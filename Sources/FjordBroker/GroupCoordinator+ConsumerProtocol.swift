@@ -50,8 +50,16 @@ extension GroupCoordinator {
 
 
     func consumerHeartbeat(_ request: ConsumerGroupHeartbeatRequest, version: Int16, clientID: String, clientHost: String) -> ConsumerGroupHeartbeatResponse {
+        let existed = consumerGroups[request.groupId] != nil
         let response = handleConsumerHeartbeat(request, version: version, clientID: clientID, clientHost: clientHost)
-        if let group = consumerGroups[request.groupId] { persistConsumerGroup(group) }
+        if let group = consumerGroups[request.groupId] {
+            // A heartbeat that failed before anyone joined leaves no group behind.
+            if !existed && group.members.isEmpty {
+                consumerGroups[request.groupId] = nil
+            } else {
+                persistConsumerGroup(group)
+            }
+        }
         return response
     }
 
@@ -196,6 +204,18 @@ extension GroupCoordinator {
 
     // MARK: Persistence
 
+    /// Forgets an empty consumer-protocol group (a classic group takes its id over, or its
+    /// offsets expired), with a tombstone for its record.
+    func removeEmptyConsumerGroup(_ id: String) {
+        guard let group = consumerGroups[id], group.members.isEmpty else { return }
+        consumerGroups[id] = nil
+        do {
+            try append([(FjordConsumerGroupRecord.key(id), nil)], group: id)
+        } catch {
+            logger.error("cannot remove consumer group", metadata: ["group": "\(id)", "error": "\(error)"])
+        }
+    }
+
     /// Writes the group's state if it differs from what was last written.
     func persistConsumerGroup(_ group: ConsumerGroup) {
         let state = FjordConsumerGroupRecord.value(of: group)
@@ -246,7 +266,9 @@ extension GroupCoordinator {
 
     /// Validates an OffsetCommit v9+ from a consumer-protocol member.
     func validateConsumerCommit(groupID: String, memberID: String, memberEpoch: Int32) -> KafkaError? {
-        guard let group = consumerGroups[groupID] else { return nil }
+        // An empty consumer-protocol group leaves commits to the classic rules (e.g. a classic
+        // group taking the id over, or an admin commit).
+        guard let group = consumerGroups[groupID], !group.members.isEmpty else { return nil }
         guard let member = group.members[memberID] else { return .unknownMemberId }
         return memberEpoch == member.memberEpoch ? .noError : .staleMemberEpoch
     }

@@ -330,6 +330,10 @@ actor GroupCoordinator {
                 logger.error("cannot expire offsets", metadata: ["group": "\(group.id)", "error": "\(error)"])
             }
         }
+        // An empty consumer-protocol group goes with its last offsets (or when it never had any).
+        for (id, group) in consumerGroups where group.members.isEmpty && groups[id] == nil {
+            removeEmptyConsumerGroup(id)
+        }
     }
 
     func classicGroupHasMembers(_ id: String) -> Bool {
@@ -505,6 +509,7 @@ actor GroupCoordinator {
         if let consumer = consumerGroups[request.groupId], !consumer.members.isEmpty {
             return joinError(.inconsistentGroupProtocol, memberID: request.memberId)
         }
+        removeEmptyConsumerGroup(request.groupId)  // a classic group takes the id over
         let group = groups[request.groupId] ?? Group(id: request.groupId)
         groups[request.groupId] = group
         if group.state != .empty, let type = group.protocolType, type != request.protocolType {

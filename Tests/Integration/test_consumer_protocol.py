@@ -163,3 +163,46 @@ def test_group_state_survives_a_broker_crash(broker):
         # The restored group goes on as before: a leaving member's partitions go to the other.
         assert heartbeat(sock, "d848", b, -1)["epoch"] == -1
         assert partitions(heartbeat(sock, "d848", a, 2, owned=held_a)) == [0, 1, 2, 3]
+
+
+def test_failed_heartbeats_leave_no_group_and_a_classic_group_can_take_an_emptied_id(broker):
+    """A heartbeat refused before anyone joined creates no group; once a KIP-848 group's last
+    member leaves, a classic consumer (kafka-python) can use the id and its commits stick."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("handover", num_partitions=1, replication_factor=1)])["handover"].result(30)
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        assert heartbeat(sock, "ghost", str(uuid.uuid4()), 3)["error"] == UNKNOWN_MEMBER_ID
+        member = str(uuid.uuid4())
+        joined = heartbeat(sock, "handover-group", member, 0, topics=["handover"])
+        assert joined["error"] == 0
+        assert heartbeat(sock, "handover-group", member, -1)["epoch"] == -1
+    import json
+    import subprocess
+    from conftest import FJORD_BIN
+    listing = subprocess.run([FJORD_BIN, "groups", "list", "-b", broker.bootstrap], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.splitlines()
+    listed = {line.split("\t")[0]: line.split("\t") for line in listing}
+    assert "ghost" not in listed
+    assert listed["handover-group"][1:] == ["Empty", "consumer", "consumer"], "an emptied KIP-848 group, until taken over"
+    # The emptied group keeps committed offsets (so it is not expired away before the handover).
+    subprocess.run([FJORD_BIN, "groups", "reset-offsets", "handover-group", "--topic", "handover", "--to-earliest", "--execute",
+                    "-b", broker.bootstrap], capture_output=True, text=True, timeout=60, check=True)
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(10):
+        producer.send("handover", value=b"%d" % i)
+    producer.flush()
+    consumer = KafkaConsumer("handover", bootstrap_servers=broker.bootstrap, group_id="handover-group",
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=15000)
+    seen = 0
+    for _ in consumer:
+        seen += 1
+        if seen == 10:
+            break
+    consumer.commit()
+    consumer.close()
+    described = json.loads(subprocess.run([FJORD_BIN, "groups", "describe", "handover-group", "--json", "-b", broker.bootstrap],
+                                          capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert [p["current_offset"] for p in described["partitions"]] == [10], "the classic group's commit stuck"
