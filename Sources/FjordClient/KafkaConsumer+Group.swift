@@ -416,6 +416,9 @@ extension KafkaConsumer {
         case .noError:
             break
         case .fencedMemberEpoch, .unknownMemberId:
+            // An answer to an older epoch than ours (a newer heartbeat already moved us on) says
+            // nothing about the current membership.
+            guard joiningNow || generation == request.memberEpoch else { return }
             logger.info("lost group membership", metadata: ["error": "\(KafkaError(code: response.errorCode).name)"])
             generation = -1
             pendingAssignment = nil

@@ -505,10 +505,11 @@ public actor KafkaConsumer {
         }
     }
 
-    /// Commits `entries`. Under KIP-848 a commit refused with STALE_MEMBER_EPOCH (a heartbeat
-    /// moved the member to a new epoch while the commit was on its way) is sent again with the
-    /// member's current epoch, learnt from a heartbeat if need be, as Kafka's consumer does; at
-    /// most three times.
+    /// Commits `entries`. Under KIP-848 a commit refused with STALE_MEMBER_EPOCH (one of our
+    /// heartbeats moved the member to a new epoch while the commit was on its way) is sent again
+    /// once that heartbeat's answer has given us the new epoch, as Kafka's consumer does; at most
+    /// three times. It does not heartbeat itself: a second heartbeat with the old epoch would be
+    /// fenced.
     func commitOffsets(_ entries: [TopicPartition: Int64]) async throws {
         guard let group = configuration.groupID else { throw ClientError.kafka(.invalidGroupId, "group.id is not set") }
         guard !entries.isEmpty else { return }
@@ -550,8 +551,12 @@ public actor KafkaConsumer {
             }
             if configuration.groupProtocol == .consumer, staleRetries < 3, errors.contains(where: { $0.2 == .staleMemberEpoch }) {
                 staleRetries += 1
-                if generation == epoch { try await heartbeatConsumerProtocol(applyingAssignment: false) }
-                if generation >= 0 { continue }
+                // The heartbeat that bumped the epoch is normally answered within milliseconds.
+                let deadline = ContinuousClock.now + .milliseconds(Swift.min(configuration.client.requestTimeoutMs, 5_000))
+                while generation == epoch && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                if generation != epoch && generation >= 0 { continue }
             }
             if let (topic, partition, error) = errors.first {
                 if error == .rebalanceInProgress || error == .illegalGeneration || error == .unknownMemberId {
