@@ -232,10 +232,15 @@ extension GroupCoordinator {
     func replayConsumerGroup(key: ByteBuffer, value: ByteBuffer?) {
         var key = key
         guard let k = try? FjordConsumerGroupKey(from: &key, version: FjordConsumerGroupRecord.keyVersion) else { return }
-        guard var value, let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
+        guard var value else {
+            consumerGroups[k.groupId] = nil  // a tombstone
+            return
+        }
+        guard let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
               let v = try? FjordConsumerGroupValue(from: &value, version: valueVersion)
         else {
-            consumerGroups[k.groupId] = nil
+            // Unreadable (damaged, or from a newer Fjord): the state before it stands.
+            logger.warning("skipped an unreadable consumer group record", metadata: ["group": "\(k.groupId)"])
             return
         }
         let group = ConsumerGroup(id: k.groupId)

@@ -78,9 +78,10 @@ final class StreamAppender: Sendable {
     }
 
     /// The next appends to send together, or nil (and one sender fewer) when none is waiting:
-    /// in arrival order, up to `maxBatchBytes`, and at most one per stream, so that no append's
-    /// check depends on another of the same batch (which might yet be refused); the others wait
-    /// for the next batch in their order.
+    /// in arrival order, up to `maxBatchBytes`, and no append with an expectation after another
+    /// append of its stream, so that no append's check depends on a neighbour that might yet be
+    /// refused (`.any` appends, which nothing refuses, may share a stream); the others wait for
+    /// the next batch in their order.
     private func takeBatch(_ partition: Int32) -> [PendingAppend]? {
         queues.withLock { queues in
             guard !queues[partition]!.waiting.isEmpty else {
@@ -93,7 +94,9 @@ final class StreamAppender: Sendable {
             var bytes = 0
             for append in queues[partition]!.waiting {
                 let fits = batch.isEmpty || bytes + append.estimatedBytes <= Self.maxBatchBytes
-                if fits && streams.insert(append.stream).inserted {
+                let independent = append.expected == .any || !streams.contains(append.stream)
+                if fits && independent {
+                    streams.insert(append.stream)
                     batch.append(append)
                     bytes += append.estimatedBytes
                 } else {
