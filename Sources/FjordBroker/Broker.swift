@@ -59,7 +59,8 @@ public final class Broker: Sendable {
         let now = clock()
         let snapshot = image
         let (logManager, loaded) = try LogManager.open(directory: directory, nowMs: now,
-                                                       cleanerDedupeBufferBytes: config.cleanerDedupeBufferBytes) { topic in
+                                                       cleanerDedupeBufferBytes: config.cleanerDedupeBufferBytes,
+                                                       producerIDExpirationMs: config.producerIDExpirationMs) { topic in
             config.logConfig(dynamicBrokerConfigs: snapshot.brokerConfigs, topicConfigs: snapshot.topics[topic]?.configs ?? [:])
         }
         for log in loaded where !log.report.problems.isEmpty || log.report.truncatedBytes > 0 {

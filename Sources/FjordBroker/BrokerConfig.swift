@@ -62,6 +62,8 @@ public struct BrokerConfig: Sendable, Equatable {
     public var retentionCheckIntervalMs: Int64 = 300_000
     /// `log.cleaner.dedupe.buffer.size`: memory for one cleaning pass's key map (Kafka: 128 MiB).
     public var cleanerDedupeBufferBytes = 134_217_728
+    /// `producer.id.expiration.ms`: idempotent producers silent this long are forgotten (1 day).
+    public var producerIDExpirationMs: Int64 = 86_400_000
     public var deleteTopicEnable = true
     /// Consumer groups (Kafka's `group.*` / `offsets.*` keys).
     public var offsetsTopicPartitions: Int32 = 50
@@ -145,6 +147,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case "offset.metadata.max.bytes": config.offsetMetadataMaxBytes = try int(key, value, min: 0, max: Int(Int32.max))
             case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
             case "log.cleaner.dedupe.buffer.size": config.cleanerDedupeBufferBytes = try int(key, value, min: 1024, max: Int.max)
+            case "producer.id.expiration.ms": config.producerIDExpirationMs = Int64(try int(key, value, min: 1, max: Int.max))
             case "log.retention.hours": logKeys["retention.ms.hours"] = value; sources["retention.ms.hours"] = key
             case "log.retention.minutes": logKeys["retention.ms.minutes"] = value; sources["retention.ms.minutes"] = key
             case "log.retention.ms": logKeys["retention.ms"] = value; sources["retention.ms"] = key

@@ -390,6 +390,12 @@ public final class LocalLog: Sendable {
         return first
     }
 
+    /// Forgets the producers whose last batch is older than `expirationMs`
+    /// (`producer.id.expiration.ms`); their next batch starts a new sequence, as in Kafka.
+    public func removeExpiredProducers(nowMs: Int64, expirationMs: Int64) {
+        state.withLock { $0.producerState.removeExpired(nowMs: nowMs, expirationMs: expirationMs) }
+    }
+
     public var producers: [ProducerStateEntry] {
         state.withLock { Array($0.producerState.producers.values).sorted { $0.producerID < $1.producerID } }
     }

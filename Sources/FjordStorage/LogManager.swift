@@ -30,7 +30,8 @@ public struct LoadedLog: Sendable {
 /// At open the clean-shutdown marker is read and removed, so a crash from then on is seen as
 /// unclean at the next start. `shutdown` closes every log, writes the checkpoints, then the
 /// marker. `runMaintenance` applies retention, compaction (of logs whose dirty ratio reached
-/// `min.cleanable.dirty.ratio`), `flush.ms`, checkpointing and the
+/// `min.cleanable.dirty.ratio`), producer expiry (`producer.id.expiration.ms`), `flush.ms`,
+/// checkpointing and the
 /// delayed removal of `.deleted` files; `startBackgroundTasks` runs it on a timer.
 public final class LogManager: Sendable {
     public static let cleanShutdownFileName = ".kafka_cleanshutdown"
@@ -41,6 +42,8 @@ public final class LogManager: Sendable {
     public let directory: FilePath
     /// `log.cleaner.dedupe.buffer.size`: the most memory one cleaning pass's key map may take.
     public let cleanerDedupeBufferBytes: Int
+    /// `producer.id.expiration.ms`: idempotent producers silent this long are forgotten.
+    public let producerIDExpirationMs: Int64
     private let logs: Mutex<[TopicPartition: LocalLog]>
     private let pendingDeletes: Mutex<[(path: FilePath, atMs: Int64)]>
     /// True while background maintenance is scheduled.
@@ -53,7 +56,7 @@ public final class LogManager: Sendable {
     /// `configFor` supplies each topic's effective log config.
     public static func open(
         directory: FilePath, nowMs: Int64, cleanerDedupeBufferBytes: Int = LogCleaner.defaultDedupeBufferBytes,
-        configFor: (String) -> LogConfig
+        producerIDExpirationMs: Int64 = 86_400_000, configFor: (String) -> LogConfig
     ) throws(StorageError) -> (LogManager, [LoadedLog]) {
         mkdirs(directory)
         let marker = directory.appending(cleanShutdownFileName)
@@ -82,15 +85,17 @@ public final class LogManager: Sendable {
         }
         unlink(marker.string)
         CheckpointFile.syncDirectory(directory)
-        let manager = LogManager(directory: directory, logs: opened, deletes: deletes, cleanerDedupeBufferBytes: cleanerDedupeBufferBytes)
+        let manager = LogManager(directory: directory, logs: opened, deletes: deletes, cleanerDedupeBufferBytes: cleanerDedupeBufferBytes,
+                                 producerIDExpirationMs: producerIDExpirationMs)
         for log in opened.values { log.setBackgroundRunner(manager.flushRunner) }
         return (manager, loaded.sorted { $0.topicPartition < $1.topicPartition })
     }
 
     private init(directory: FilePath, logs: [TopicPartition: LocalLog], deletes: [(path: FilePath, atMs: Int64)],
-                 cleanerDedupeBufferBytes: Int) {
+                 cleanerDedupeBufferBytes: Int, producerIDExpirationMs: Int64) {
         self.directory = directory
         self.cleanerDedupeBufferBytes = cleanerDedupeBufferBytes
+        self.producerIDExpirationMs = producerIDExpirationMs
         self.logs = Mutex(logs)
         self.pendingDeletes = Mutex(deletes)
         self.backgroundRunning = Mutex(false)
@@ -173,6 +178,7 @@ public final class LogManager: Sendable {
                     let stats = try LogCleaner.clean(log, nowMs: nowMs, dedupeBufferBytes: cleanerDedupeBufferBytes)
                     if stats.segmentsCleaned > 0 { report.cleaned.append((log.topicPartition, stats)) }
                 }
+                log.removeExpiredProducers(nowMs: nowMs, expirationMs: producerIDExpirationMs)
                 try log.flushIfDue(nowMs: nowMs)
             } catch {
                 report.errors.append("\(log.topicPartition): \(error)")

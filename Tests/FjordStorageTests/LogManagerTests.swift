@@ -43,6 +43,24 @@ struct LogManagerTests {
         #expect(manager.log(for: TopicPartition(topic: "orders", partition: 1))?.logEndOffset == 55)
     }
 
+    @Test("idempotent producers silent for producer.id.expiration.ms are forgotten; extreme timestamps do not trap")
+    func producerExpiry() throws {
+        let dir = TemporaryDirectory()
+        let day: Int64 = 86_400_000
+        let (manager, _) = try LogManager.open(directory: dir.path, nowMs: now, producerIDExpirationMs: day) { _ in LogConfig() }
+        let log = try manager.getOrCreateLog(TopicPartition(topic: "p", partition: 0), topicID: .random(), config: LogConfig(), nowMs: now)
+        _ = try log.append(makeBatch(count: 2, timestamp: now - 2 * day, producerID: 7, epoch: 0, sequence: 0), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 2, timestamp: now, producerID: 8, epoch: 0, sequence: 0), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 1, timestamp: Int64.min, producerID: 9, epoch: 0, sequence: 0), leaderEpoch: 0, nowMs: now)
+        _ = try log.append(makeBatch(count: 1, timestamp: Int64.max, producerID: 10, epoch: 0, sequence: 0), leaderEpoch: 0, nowMs: now)
+        #expect(log.producers.map(\.producerID) == [7, 8, 9, 10])
+        manager.runMaintenance(nowMs: now)
+        #expect(log.producers.map(\.producerID) == [8, 10], "two days silent and Int64.min are past a day; the future is not")
+        manager.runMaintenance(nowMs: now + 2 * day)
+        #expect(log.producers.map(\.producerID) == [10])
+        try manager.shutdown(nowMs: now + 2 * day)
+    }
+
     @Test("deleted partitions and segments are removed after file.delete.delay.ms")
     func delayedDeletes() throws {
         let dir = TemporaryDirectory()
