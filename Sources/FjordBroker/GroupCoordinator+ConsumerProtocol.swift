@@ -168,7 +168,7 @@ extension GroupCoordinator {
     /// of each subscribed topic are spread evenly over the members subscribed to it, members
     /// ordered by id, so the result does not depend on join order.
     func bumpConsumerGroup(_ group: ConsumerGroup, image: MetadataImage) {
-        group.epoch += 1
+        group.epoch = group.epoch == Int32.max ? 1 : group.epoch + 1  // a replayed record could hold Int32.max
         var target: [String: Set<TopicPartition>] = [:]
         for id in group.members.keys { target[id] = [] }
         let topics = Set(group.members.values.flatMap(\.subscribedTopics)).sorted()

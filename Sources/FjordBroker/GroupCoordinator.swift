@@ -314,7 +314,8 @@ actor GroupCoordinator {
             var expired: [TopicPartition] = []
             for (tp, offset) in group.offsets {
                 let base = group.protocolType == nil ? offset.commitTimestamp : Swift.max(group.stateTimestamp, offset.commitTimestamp)
-                if now - base > settings.offsetsRetentionMs { expired.append(tp) }
+                let (age, overflow) = now.subtractingReportingOverflow(base)  // base may come from a replayed record
+                if overflow || age > settings.offsetsRetentionMs { expired.append(tp) }
             }
             guard !expired.isEmpty || (group.offsets.isEmpty && group.generation > 0) else { continue }
             var records: [(key: ByteBuffer, value: ByteBuffer?)] = expired.map { (Self.offsetKey(group: group.id, tp: $0), nil) }
@@ -430,7 +431,7 @@ actor GroupCoordinator {
 
     private func completeJoin(_ group: Group) {
         group.rebalanceRound += 1
-        group.generation += 1
+        group.generation = group.generation == Int32.max ? 1 : group.generation + 1  // a replayed record could hold Int32.max
         group.stateTimestamp = clock()
         if group.members.isEmpty {
             group.state = .empty

@@ -55,6 +55,11 @@ extension KafkaAPIs {
                     result.errorMessage = "Both numPartitions or replicationFactor and replicasAssignments were set"
                     continue
                 }
+                guard topic.assignments.allSatisfy({ Set($0.brokerIds).count == $0.brokerIds.count }) else {
+                    result.errorCode = KafkaError.invalidReplicaAssignment.code
+                    result.errorMessage = "a partition's replica assignment lists a broker more than once"
+                    continue
+                }
                 let brokers = Set(topic.assignments.flatMap(\.brokerIds))
                 guard brokers == [config.nodeID] else {
                     result.errorCode = KafkaError.invalidReplicaAssignment.code

@@ -30,6 +30,13 @@ extension KafkaAPIs {
                     partitionResponse.errorCode = KafkaError.unsupportedVersion.code
                     continue
                 }
+                if topic.name == GroupCoordinator.topic {
+                    // As Kafka: internal topics are written by the broker only (forged group
+                    // records would be replayed at the next start).
+                    partitionResponse.errorCode = KafkaError.invalidTopicException.code
+                    partitionResponse.errorMessage = "Cannot append to internal topic \(topic.name)"
+                    continue
+                }
                 if request.transactionalId != nil {
                     partitionResponse.errorCode = KafkaError.invalidRequest.code
                     partitionResponse.errorMessage = "transactions are not supported by this broker yet"

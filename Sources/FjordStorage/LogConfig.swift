@@ -53,11 +53,11 @@ public struct LogConfig: Sendable, Equatable {
         var unknown: [String] = []
         for (key, value) in configs.sorted(by: { $0.key < $1.key }) {
             switch key {
-            case "segment.bytes": segmentBytes = try Self.int(key, value, min: 14)
+            case "segment.bytes": segmentBytes = try Self.int(key, value, min: 14, max: Int(Int32.max))
             case "segment.ms": segmentMs = Int64(try Self.int(key, value, min: 1))
             case "segment.index.bytes": segmentIndexBytes = try Self.int(key, value, min: 8)
             case "index.interval.bytes": indexIntervalBytes = try Self.int(key, value, min: 0)
-            case "max.message.bytes": maxMessageBytes = try Self.int(key, value, min: 0)
+            case "max.message.bytes": maxMessageBytes = try Self.int(key, value, min: 0, max: Int(Int32.max))
             case "retention.ms": retentionMs = Int64(try Self.int(key, value, min: -1))
             case "retention.bytes": retentionBytes = Int64(try Self.int(key, value, min: -1))
             case "delete.retention.ms": deleteRetentionMs = Int64(try Self.int(key, value, min: 0))
@@ -103,9 +103,11 @@ public struct LogConfig: Sendable, Equatable {
         return unknown
     }
 
-    private static func int(_ key: String, _ value: String, min: Int) throws(StorageError) -> Int {
-        guard let number = Int(value.trimmingCharacters()), number >= min else {
-            throw StorageError.invalidConfig("\(key)=\(value): expected an integer ≥ \(min)")
+    /// `max` bounds keys Kafka types as int (sizes), so that sums with them cannot overflow.
+    private static func int(_ key: String, _ value: String, min: Int, max: Int = Int.max) throws(StorageError) -> Int {
+        guard let number = Int(value.trimmingCharacters()), number >= min, number <= max else {
+            throw StorageError.invalidConfig(max == Int.max ? "\(key)=\(value): expected an integer ≥ \(min)"
+                                                            : "\(key)=\(value): expected an integer between \(min) and \(max)")
         }
         return number
     }

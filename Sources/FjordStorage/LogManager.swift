@@ -142,7 +142,7 @@ public final class LogManager: Sendable {
             throw StorageError.io(operation: "rename", path: log.directory.string, errno: Errno(rawValue: errno))
         }
         CheckpointFile.syncDirectory(directory)
-        pendingDeletes.withLock { $0.append((renamed, nowMs + delay)) }
+        pendingDeletes.withLock { $0.append((renamed, nowMs.clampedPlus(delay))) }
     }
 
     /// A flush runner for `LocalLog.flushed(through:runFlush:)` on the storage I/O queue.
@@ -170,7 +170,7 @@ public final class LogManager: Sendable {
                 if !deleted.isEmpty {
                     let delay = log.config.fileDeleteDelayMs
                     pendingDeletes.withLock { pending in
-                        for path in deleted { pending.append((path, nowMs + delay)) }
+                        for path in deleted { pending.append((path, nowMs.clampedPlus(delay))) }
                     }
                     report.deletedSegments.append((log.topicPartition, deleted.count / 3))
                 }

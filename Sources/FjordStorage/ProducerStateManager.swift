@@ -69,6 +69,9 @@ final class ProducerStateManager {
 
     func check(_ header: RecordBatchHeader) throws(StorageError) -> ProducerAppendCheck {
         guard header.hasProducerID else { return .append }
+        guard header.baseSequence >= 0 || header.attributes.isControl else {
+            throw StorageError.invalidRecord("producer \(header.producerID): base sequence \(header.baseSequence) is negative")
+        }
         guard let entry = producers[header.producerID] else { return .append }
         if header.producerEpoch < entry.epoch {
             throw StorageError.invalidProducerEpoch(producerID: header.producerID, epoch: header.producerEpoch, current: entry.epoch)
@@ -228,6 +231,9 @@ final class ProducerStateManager {
             else { throw StorageError.corruptFile(path: path.string, reason: "truncated producer entry") }
             var batches: [ProducerStateEntry.Batch] = []
             if lastSequence != RecordBatch.noSequence {
+                guard lastSequence >= 0, offsetDelta >= 0 else {
+                    throw StorageError.corruptFile(path: path.string, reason: "producer \(producerID): sequence \(lastSequence), delta \(offsetDelta)")
+                }
                 let firstSequence = lastSequence >= offsetDelta ? lastSequence - offsetDelta : Int32.max - (offsetDelta - lastSequence) + 1
                 batches.append(ProducerStateEntry.Batch(
                     firstSequence: firstSequence, lastSequence: lastSequence,

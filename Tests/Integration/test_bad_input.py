@@ -171,3 +171,45 @@ def test_oversized_size_prefix_closes_only_that_connection(broker):
     # Other clients are unaffected.
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert admin.list_topics(timeout=10) is not None
+
+
+def test_forged_batches_and_configs_are_refused_and_the_broker_restarts(broker):
+    """Inputs that once could trap the broker: a base offset near Int64.max (not covered by the
+    CRC), records for the internal __consumer_offsets, a negative producer sequence (written into
+    the producer snapshot and read back at start), sizes past Int32.max, a replica assignment
+    naming the broker 40,000 times. Each is refused; the broker keeps serving and restarts."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("forged", num_partitions=1, replication_factor=1,
+                                  config={"cleanup.policy": "compact"})])["forged"].result(30)
+
+    def batch(producer_id=-1, epoch=-1, sequence=-1, records=5):
+        builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=producer_id,
+                                            producer_epoch=epoch, base_sequence=sequence, batch_size=1 << 20)
+        for i in range(records):
+            builder.append(i, timestamp=1_700_000_000_000 + i, key=b"k%d" % i, value=b"v", headers=[])
+        return bytearray(builder.build())
+
+    high = batch()
+    high[0:8] = struct.pack(">q", 2**63 - 1)  # base offset: not covered by the CRC
+    assert produce_v3_error(broker.port, produce_v3_frame("forged", bytes(high))) == 2  # CORRUPT_MESSAGE
+    assert produce_v3_error(broker.port, produce_v3_frame("__consumer_offsets", bytes(batch()))) == 17  # INVALID_TOPIC_EXCEPTION
+    assert produce_v3_error(broker.port, produce_v3_frame("forged", bytes(batch(producer_id=5, epoch=0, sequence=-2**31)))) == 87
+    assert produce_v3_error(broker.port, produce_v3_frame("forged", bytes(batch(producer_id=6, epoch=0, sequence=0)))) == 0
+
+    from confluent_kafka.admin import ConfigResource
+    from confluent_kafka import KafkaException
+    import pytest
+    resource = ConfigResource("topic", "forged", set_config={"max.message.bytes": str(2**63 - 1)})
+    with pytest.raises(KafkaException):
+        admin.alter_configs([resource])[resource].result(30)
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic as PythonNewTopic
+    from kafka.errors import KafkaError as PythonKafkaError
+    with pytest.raises(PythonKafkaError):
+        KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics(
+            [PythonNewTopic("many-replicas", num_partitions=-1, replication_factor=-1, replica_assignments={0: [1] * 40_000})],
+            raise_errors=True)
+
+    assert broker.process.poll() is None, "the broker is still running"
+    broker.restart()  # the producer snapshot written at shutdown is read back
+    assert produce_v3_error(broker.port, produce_v3_frame("forged", bytes(batch(producer_id=6, epoch=0, sequence=5)))) == 0

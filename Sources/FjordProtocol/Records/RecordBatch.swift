@@ -100,9 +100,9 @@ public struct RecordBatch: Sendable, Equatable {
     public var baseSequence: Int32 { int32(53) }
     public var recordCount: Int32 { int32(57) }
     /// The offset of the last record: `baseOffset + lastOffsetDelta`.
-    public var lastOffset: Int64 { baseOffset + Int64(lastOffsetDelta) }
+    public var lastOffset: Int64 { baseOffset &+ Int64(lastOffsetDelta) }  // wrapping: never traps on forged input
     /// The offset after this batch.
-    public var nextOffset: Int64 { lastOffset + 1 }
+    public var nextOffset: Int64 { lastOffset &+ 1 }
     /// The sequence of the last record, wrapping at `Int32.max` as Kafka's does.
     public var lastSequence: Int32 {
         let base = baseSequence
@@ -214,7 +214,7 @@ public struct RecordBatch: Sendable, Equatable {
             }
             remaining -= 1
             var record = try Record.read(from: &payload)
-            record.offset = baseOffset + Int64(record.offsetDelta)
+            record.offset = baseOffset &+ Int64(record.offsetDelta)  // wrapping: deltas come from the client
             record.timestamp = logAppendTime ? maxTimestamp : baseTimestamp &+ record.timestampDelta
             return record
         }

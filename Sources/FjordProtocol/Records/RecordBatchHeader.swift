@@ -22,8 +22,9 @@ public struct RecordBatchHeader: Sendable, Equatable {
 
     /// Bytes the whole batch occupies, including the 12-byte log overhead.
     public var sizeInBytes: Int { Int(batchLength) + RecordBatch.logOverhead }
-    public var lastOffset: Int64 { baseOffset + Int64(lastOffsetDelta) }
-    public var nextOffset: Int64 { lastOffset + 1 }
+    /// Wrapping, so a header that was not parsed (`loadingFieldsFrom`) cannot trap.
+    public var lastOffset: Int64 { baseOffset &+ Int64(lastOffsetDelta) }
+    public var nextOffset: Int64 { lastOffset &+ 1 }
     public var lastSequence: Int32 {
         if baseSequence == RecordBatch.noSequence { return RecordBatch.noSequence }
         let delta = lastOffsetDelta
@@ -47,6 +48,11 @@ public struct RecordBatchHeader: Sendable, Equatable {
         guard magic == RecordBatch.currentMagic else { throw ProtocolError.corruptRecord("unsupported magic \(magic)") }
         guard Int(batchLength) >= RecordBatch.headerSize - RecordBatch.logOverhead else {
             throw ProtocolError.corruptRecord("batch length \(batchLength) shorter than the v2 header")
+        }
+        // lastOffset and nextOffset must be computable: base offsets near Int64.max (a forged
+        // produce, a damaged segment) or negative deltas are refused here, not trapped on later.
+        guard lastOffsetDelta >= 0, baseOffset <= Int64.max - Int64(lastOffsetDelta) - 1 else {
+            throw ProtocolError.corruptRecord("base offset \(baseOffset) with last offset delta \(lastOffsetDelta) is out of range")
         }
     }
 
