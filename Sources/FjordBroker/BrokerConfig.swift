@@ -130,7 +130,8 @@ public struct BrokerConfig: Sendable, Equatable {
             case "auto.create.topics.enable": config.autoCreateTopicsEnable = try bool(key, value)
             case "delete.topic.enable": config.deleteTopicEnable = try bool(key, value)
             case "socket.request.max.bytes": config.socketRequestMaxBytes = try int(key, value, min: 1024, max: Int(Int32.max))
-            case "connections.max.idle.ms": config.connectionsMaxIdleMs = Int64(try int(key, value, min: -1, max: Int.max))
+            // Bounded so that timer arithmetic in nanoseconds cannot overflow (about 31 years).
+            case "connections.max.idle.ms": config.connectionsMaxIdleMs = Int64(try int(key, value, min: -1, max: 1_000_000_000_000))
             case "queued.max.request.bytes": config.queuedMaxRequestBytes = Int64(try int(key, value, min: -1, max: Int.max))
             case "offsets.topic.num.partitions": config.offsetsTopicPartitions = Int32(try int(key, value, min: 1, max: 10_000))
             case "group.initial.rebalance.delay.ms": config.groupInitialRebalanceDelayMs = Int64(try int(key, value, min: 0, max: Int(Int32.max)))
@@ -145,7 +146,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case "offsets.retention.minutes": config.offsetsRetentionMs = Int64(try int(key, value, min: 1, max: Int(Int32.max))) * 60_000
             case "offsets.retention.check.interval.ms": break
             case "offset.metadata.max.bytes": config.offsetMetadataMaxBytes = try int(key, value, min: 0, max: Int(Int32.max))
-            case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int.max))
+            case "log.retention.check.interval.ms": config.retentionCheckIntervalMs = Int64(try int(key, value, min: 1, max: Int(Int32.max)))
             case "log.cleaner.dedupe.buffer.size": config.cleanerDedupeBufferBytes = try int(key, value, min: 1024, max: Int.max)
             case "producer.id.expiration.ms": config.producerIDExpirationMs = Int64(try int(key, value, min: 1, max: Int.max))
             case "log.retention.hours": logKeys["retention.ms.hours"] = value; sources["retention.ms.hours"] = key

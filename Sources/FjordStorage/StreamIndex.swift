@@ -148,8 +148,15 @@ public struct StreamIndex: Sendable {
         do {
             var iterator = try batch.makeRecordIterator()
             var index = recordIndexBase
+            var expectedDelta: Int32 = 0
             while let record = try iterator.next() {
                 defer { index += 1 }
+                // The index stores base offset + offset delta: deltas must be 0, 1, 2, … within the
+                // batch's last offset delta, as every client writes them.
+                guard record.offsetDelta == expectedDelta, record.offsetDelta <= batch.lastOffsetDelta else {
+                    throw StorageError.invalidRecord("record \(index): offset delta \(record.offsetDelta), expected \(expectedDelta)")
+                }
+                expectedDelta += 1
                 guard let keyBytes = record.key else {
                     throw StorageError.invalidRecord("record \(index): a stream topic needs a key (the stream name)")
                 }
