@@ -135,7 +135,11 @@ struct GroupConsumerTests {
         let groupAdmin = try await KafkaAdmin.connect(bootstrap: broker.bootstrap)
         let listing = try await groupAdmin.listGroups().first { $0.groupID == groupID }
         #expect(listing?.type == (groupProtocol == "consumer" ? "consumer" : "classic"))
-        let description = try await groupAdmin.describeGroup(groupID)
+        var description = try await groupAdmin.describeGroup(groupID)
+        for _ in 0..<50 where Set(description.members.flatMap(\.assignment)).count < 6 {
+            try await Task.sleep(for: .milliseconds(100))  // a last reconciliation may still be settling
+            description = try await groupAdmin.describeGroup(groupID)
+        }
         #expect(description.protocolType == "consumer" && description.members.count == 3)
         #expect(Set(description.members.flatMap(\.assignment)).count == 6, "every partition has its member")
         await groupAdmin.close()
