@@ -9,16 +9,28 @@ public import NIOPosix
 /// stream, the value its state, headers carry the version and schema; the log cleaner keeps the
 /// latest snapshot of each stream, and `delete` writes a tombstone.
 ///
-/// A compacted topic has no index by key, so the store keeps a view of the whole topic in memory
-/// (as a Kafka Streams `GlobalKTable` does): `latest` first reads the stream's partition up to
-/// the end offset it had when called, so a snapshot saved before the call (by any process) is
-/// seen. Memory grows with the number of streams that have a snapshot, one state each.
+/// A compacted topic has no index by key, so the store keeps an index of the topic in memory (as
+/// a Kafka Streams `GlobalKTable` keeps a table): for each stream the offset, version and schema
+/// of its latest snapshot, not the state itself. `latest` first reads the stream's partition up
+/// to the end offset it had when called, so a snapshot saved before the call (by any process) is
+/// seen, then fetches that one record's state. Memory grows with the number of streams that have
+/// a snapshot (the key and three numbers each), not with the size of their states.
 public actor SnapshotStore {
     public nonisolated let topic: String
     nonisolated let partitionCount: Int32
     private let producer: KafkaProducer
     private let consumer: KafkaConsumer
-    private var snapshots: [String: Snapshot] = [:]
+    /// For the state fetches.
+    private let cluster: KafkaCluster
+
+    /// Where a stream's latest snapshot is.
+    struct Location {
+        var offset: Int64
+        var version: Int64
+        var schemaVersion: Int
+    }
+
+    private var snapshots: [String: Location] = [:]
     /// How far the view has read each partition.
     private var positions: [Int32: Int64] = [:]
     /// One catch-up at a time: concurrent `latest` calls wait for the running one.
@@ -27,11 +39,12 @@ public actor SnapshotStore {
     static let versionHeader = "fjord-snapshot-version"
     static let schemaHeader = "fjord-snapshot-schema"
 
-    private init(topic: String, partitionCount: Int32, producer: KafkaProducer, consumer: KafkaConsumer) {
+    private init(topic: String, partitionCount: Int32, producer: KafkaProducer, consumer: KafkaConsumer, cluster: KafkaCluster) {
         self.topic = topic
         self.partitionCount = partitionCount
         self.producer = producer
         self.consumer = consumer
+        self.cluster = cluster
     }
 
     /// Connects; with `createTopic`, creates the compacted topic if it is missing. A topic that
@@ -42,7 +55,6 @@ public actor SnapshotStore {
         client.allowAutoCreateTopics = false
         let cluster = try await KafkaCluster.connect(client, group: group)
         let admin = KafkaAdmin(cluster: cluster)
-        defer { Task { await cluster.close() } }
         if createTopic {
             do {
                 try await admin.createTopic(topic, partitions: partitions, configs: ["cleanup.policy": "compact"])
@@ -50,6 +62,7 @@ public actor SnapshotStore {
             }
         }
         guard try await admin.describeTopicConfigs(topic)["cleanup.policy"]?.contains("compact") == true else {
+            await cluster.close()
             throw EventStoreError.notACompactedTopic(topic)
         }
         var producerConfiguration = ProducerConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
@@ -61,21 +74,23 @@ public actor SnapshotStore {
         let consumer = try await KafkaConsumer.connect(consumerConfiguration, group: group)
         let partitions = try await consumer.partitions(of: topic)
         try await consumer.assign(topic: topic, partitions: partitions, from: .earliest)
-        return SnapshotStore(topic: topic, partitionCount: Int32(partitions.count), producer: producer, consumer: consumer)
+        return SnapshotStore(topic: topic, partitionCount: Int32(partitions.count), producer: producer, consumer: consumer,
+                             cluster: cluster)
     }
 
     public func close() async {
         await producer.close()
         await consumer.close()
+        await cluster.close()
     }
 
     /// Saves a stream's state at `version`; returns once the broker has it (acks=all).
     public func save(stream: String, _ snapshot: Snapshot) async throws {
-        _ = try await producer.send(topic: topic, key: ByteBuffer(string: stream), value: snapshot.data, headers: [
+        let sent = try await producer.send(topic: topic, key: ByteBuffer(string: stream), value: snapshot.data, headers: [
             RecordHeader(key: Self.versionHeader, value: ByteBuffer(string: String(snapshot.version))),
             RecordHeader(key: Self.schemaHeader, value: ByteBuffer(string: String(snapshot.schemaVersion))),
         ], partition: partition(of: stream))
-        snapshots[stream] = snapshot
+        snapshots[stream] = Location(offset: sent.offset, version: snapshot.version, schemaVersion: snapshot.schemaVersion)
     }
 
     /// Removes a stream's snapshot (a tombstone the cleaner drops after `delete.retention.ms`).
@@ -103,7 +118,42 @@ public actor SnapshotStore {
             defer { catchingUp = nil }
             try await task.value
         }
-        return snapshots[stream]
+        guard let location = snapshots[stream] else { return nil }
+        guard let data = try await state(at: location.offset, partition: partition.partition) else { return nil }
+        return Snapshot(version: location.version, schemaVersion: location.schemaVersion, data: data)
+    }
+
+    /// The value of the record at `offset` (nil if the cleaner removed it meanwhile).
+    private func state(at offset: Int64, partition: Int32) async throws -> ByteBuffer? {
+        var request = FetchRequest()
+        request.replicaId = -1
+        request.maxWaitMs = 0
+        request.minBytes = 1
+        request.maxBytes = 64 * 1024 * 1024
+        request.sessionEpoch = -1
+        var wanted = FetchRequest.FetchPartition()
+        wanted.partition = partition
+        wanted.fetchOffset = offset
+        wanted.partitionMaxBytes = 1024 * 1024  // at least the first batch, whatever its size
+        wanted.currentLeaderEpoch = -1
+        wanted.logStartOffset = -1
+        wanted.lastFetchedEpoch = -1
+        var fetchTopic = FetchRequest.FetchTopic()
+        fetchTopic.topic = topic
+        fetchTopic.partitions = [wanted]
+        request.topics = [fetchTopic]
+        let response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+        guard let answer = response.responses.first?.partitions.first else { return nil }
+        if answer.errorCode != 0 {
+            throw EventStoreError.broker("fetching snapshot \(topic)-\(partition)@\(offset): \(KafkaError(code: answer.errorCode).name)")
+        }
+        guard var bytes = answer.records else { return nil }
+        while let batch = try RecordBatch.read(from: &bytes) {
+            guard batch.lastOffset >= offset else { continue }
+            for record in try batch.records() where record.offset == offset { return record.value }
+            return nil
+        }
+        return nil
     }
 
     private func readMore() async throws {
@@ -114,8 +164,8 @@ public actor SnapshotStore {
         for record in records {
             guard let key = record.key else { continue }
             let stream = String(buffer: key)
-            guard let value = record.value else {
-                snapshots[stream] = nil
+            guard record.value != nil else {
+                snapshots[stream] = nil  // a tombstone
                 continue
             }
             var version: Int64?
@@ -126,7 +176,7 @@ public actor SnapshotStore {
                 if header.key == Self.schemaHeader { schema = Int(text) ?? 1 }
             }
             guard let version else { continue }  // not a snapshot: ignored
-            snapshots[stream] = Snapshot(version: version, schemaVersion: schema, data: value)
+            snapshots[stream] = Location(offset: record.offset, version: version, schemaVersion: schema)
         }
     }
 
