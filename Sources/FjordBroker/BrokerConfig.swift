@@ -216,8 +216,11 @@ public struct BrokerConfig: Sendable, Equatable {
         for (key, value) in dynamicBrokerConfigs {
             if let topicKey = TopicConfigs.brokerKeyToTopicKey[key] { brokerLevel[topicKey] = value }
         }
-        _ = try? config.apply(brokerLevel)
-        _ = try? config.apply(topicConfigs)
+        // Key by key, so that one stored value this version refuses (e.g. a size past Int32.max,
+        // accepted before it was capped) falls back to its default alone instead of dropping
+        // every key sorted after it.
+        for (key, value) in brokerLevel.sorted(by: { $0.key < $1.key }) { _ = try? config.apply([key: value]) }
+        for (key, value) in topicConfigs.sorted(by: { $0.key < $1.key }) { _ = try? config.apply([key: value]) }
         return config
     }
 

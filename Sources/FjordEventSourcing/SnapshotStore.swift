@@ -54,6 +54,17 @@ public actor SnapshotStore {
         var client = ClientConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
         client.allowAutoCreateTopics = false
         let cluster = try await KafkaCluster.connect(client, group: group)
+        do {
+            return try await connect(cluster: cluster, bootstrap: bootstrap, topic: topic, createTopic: createTopic,
+                                     partitions: partitions, group: group)
+        } catch {
+            await cluster.close()
+            throw error
+        }
+    }
+
+    private static func connect(cluster: KafkaCluster, bootstrap: String, topic: String, createTopic: Bool, partitions: Int32,
+                                group: any EventLoopGroup) async throws -> SnapshotStore {
         let admin = KafkaAdmin(cluster: cluster)
         if createTopic {
             do {
@@ -62,7 +73,6 @@ public actor SnapshotStore {
             }
         }
         guard try await admin.describeTopicConfigs(topic)["cleanup.policy"]?.contains("compact") == true else {
-            await cluster.close()
             throw EventStoreError.notACompactedTopic(topic)
         }
         var producerConfiguration = ProducerConfiguration(bootstrap: bootstrap, clientID: "fjord-snapshot-store")
@@ -119,7 +129,12 @@ public actor SnapshotStore {
             try await task.value
         }
         guard let location = snapshots[stream] else { return nil }
-        guard let data = try await state(at: location.offset, partition: partition.partition) else { return nil }
+        guard let data = try await state(at: location.offset, partition: partition.partition) else {
+            // Gone (retention on a compact,delete topic): forget it, so the caller folds from the
+            // start and its next snapshot takes the place.
+            if snapshots[stream]?.offset == location.offset { snapshots[stream] = nil }
+            return nil
+        }
         return Snapshot(version: location.version, schemaVersion: location.schemaVersion, data: data)
     }
 
@@ -142,8 +157,11 @@ public actor SnapshotStore {
         fetchTopic.topic = topic
         fetchTopic.partitions = [wanted]
         request.topics = [fetchTopic]
-        let response = try await cluster.leader(topic: topic, partition: partition).connection.send(request)
+        let connection = try await cluster.leader(topic: topic, partition: partition).connection
+        // Fetch v13 and later name topics by id only; this request names them.
+        let response = try await connection.send(request, version: try connection.version(of: .fetch, max: 12))
         guard let answer = response.responses.first?.partitions.first else { return nil }
+        if KafkaError(code: answer.errorCode) == .offsetOutOfRange { return nil }
         if answer.errorCode != 0 {
             throw EventStoreError.broker("fetching snapshot \(topic)-\(partition)@\(offset): \(KafkaError(code: answer.errorCode).name)")
         }

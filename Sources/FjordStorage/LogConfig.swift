@@ -55,8 +55,8 @@ public struct LogConfig: Sendable, Equatable {
             switch key {
             case "segment.bytes": segmentBytes = try Self.int(key, value, min: 14, max: Int(Int32.max))
             case "segment.ms": segmentMs = Int64(try Self.int(key, value, min: 1))
-            case "segment.index.bytes": segmentIndexBytes = try Self.int(key, value, min: 8)
-            case "index.interval.bytes": indexIntervalBytes = try Self.int(key, value, min: 0)
+            case "segment.index.bytes": segmentIndexBytes = try Self.int(key, value, min: 8, max: Int(Int32.max))
+            case "index.interval.bytes": indexIntervalBytes = try Self.int(key, value, min: 0, max: Int(Int32.max))
             case "max.message.bytes": maxMessageBytes = try Self.int(key, value, min: 0, max: Int(Int32.max))
             case "retention.ms": retentionMs = Int64(try Self.int(key, value, min: -1))
             case "retention.bytes": retentionBytes = Int64(try Self.int(key, value, min: -1))

@@ -39,4 +39,15 @@ struct BrokerConfigTests {
             }
         }
     }
+
+    @Test("a stored topic value this version refuses falls back alone; the other keys still apply")
+    func storedValuesApplyKeyByKey() throws {
+        let config = try BrokerConfig.parse(overrides: [:])
+        let log = config.logConfig(dynamicBrokerConfigs: [:], topicConfigs: [
+            "max.message.bytes": "3000000000",  // accepted before sizes were capped at Int32.max
+            "retention.ms": "-1", "segment.ms": "60000",
+        ])
+        #expect(log.retentionMs == -1 && log.segmentMs == 60_000, "keys sorted after the refused one are kept")
+        #expect(log.maxMessageBytes == config.logConfig.maxMessageBytes)
+    }
 }
