@@ -7,9 +7,9 @@ import Synchronization
 
 /// Sends an event store's appends, sharing Produce requests between concurrent appends.
 ///
-/// Appends wait in a queue per partition. Up to `maxInFlight` Produce requests per partition are
-/// in flight; each takes every waiting append (up to `maxBatchBytes`) and writes their events as
-/// one record batch, acks=all, at most one append per stream. The broker checks every record's
+/// Appends wait in a queue per partition. `maxInFlight` (one) Produce request per partition is in
+/// flight; each takes the waiting appends (up to `maxBatchBytes`; an append with an expectation
+/// never after another of its stream) and writes their events as one record batch, acks=all. The broker checks every record's
 /// expected version and refuses the batch if any fails, naming each refused record (KIP-467
 /// record errors, one per record): those appends end with their stream's actual version, the
 /// others only shared the batch and are sent again at once. So each append is all-or-nothing and independent of the appends
@@ -42,8 +42,12 @@ final class StreamAppender: Sendable {
 
     /// The most bytes of events one shared Produce carries (well under `message.max.bytes`).
     static let maxBatchBytes = 512 * 1024
-    /// Produce requests in flight per partition: one being answered while the next is encoded.
-    static let maxInFlight = 2
+    /// Produce requests in flight per partition. One: the appends that arrive meanwhile make the
+    /// next batch (group commit). Measured with tools/bench streams: 1,000 writers 0.65x the
+    /// producer's rate with one, 0.59x with two, 0.50x with four; 50 writers 94,832 vs 62,318
+    /// appends/s with one vs two (a broker handles one connection's requests in order, so a
+    /// second request only halves the batches).
+    static let maxInFlight = 1
 
     let topic: String
     let cluster: KafkaCluster
