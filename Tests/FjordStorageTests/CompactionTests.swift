@@ -19,28 +19,8 @@ struct CompactionTests {
         config.deleteRetentionMs = 0
         let now: Int64 = 1_700_000_000_000
         let (log, _) = try openLog(dir, config: config)
-        var latest: [String: (offset: Int64, value: String?)] = [:]
-        var rng = SystemRandomNumberGenerator()
-        var offset: Int64 = 0
-        for batchIndex in 0..<1_000 {
-            var keys: [String?] = []
-            var values: [String?] = []
-            for _ in 0..<100 {
-                let key = "key-\(Int.random(in: 0..<1_000, using: &rng))"
-                // About 5% tombstones.
-                let value: String? = Int.random(in: 0..<20, using: &rng) == 0 ? nil : "v\(offset)-\(key)"
-                keys.append(key)
-                values.append(value)
-                latest[key] = (offset, value)
-                offset += 1
-            }
-            let codec: CompressionCodec = batchIndex % 2 == 0 ? .zstd : .none
-            _ = try log.append(makeBatch(count: 100, timestamp: now - 10_000, codec: codec, keys: keys, values: values),
-                               leaderEpoch: 0, nowMs: now)
-        }
-        // Roll so every record is in a closed segment, and commit them all.
-        try log.roll(nowMs: now)
-        log.highWatermark = log.logEndOffset
+        // Every record in a closed segment and committed; every other batch zstd-compressed.
+        let latest = try fill(log, batches: 1_000, keys: 1_000, now: now, codec: { $0 % 2 == 0 ? .zstd : .none })
         let sizeBefore = log.sizeInBytes
         let stats = try LogCleaner.clean(log, nowMs: now)
         #expect(stats.recordsRead == 100_000)
@@ -93,8 +73,9 @@ struct CompactionTests {
 
     /// Appends `batches` × 100 records over `keys` keys (about 5% tombstones, timestamps in the
     /// past), rolls and commits; returns each key's latest (offset, value).
-    /// `key` picks a record's key from its batch number (default: uniform over `keys`).
-    func fill(_ log: LocalLog, batches: Int, keys: Int, now: Int64,
+    /// `key` picks a record's key from its batch number (default: uniform over `keys`), `codec`
+    /// a batch's compression.
+    func fill(_ log: LocalLog, batches: Int, keys: Int, now: Int64, codec: (Int) -> CompressionCodec = { _ in .none },
               key: ((Int, inout SystemRandomNumberGenerator) -> String)? = nil) throws -> [String: (offset: Int64, value: String?)] {
         var latest: [String: (offset: Int64, value: String?)] = [:]
         var rng = SystemRandomNumberGenerator()
@@ -110,7 +91,8 @@ struct CompactionTests {
                 latest[key] = (offset, value)
                 offset += 1
             }
-            _ = try log.append(makeBatch(count: 100, timestamp: now - 10_000, keys: batchKeys, values: values), leaderEpoch: 0, nowMs: now)
+            _ = try log.append(makeBatch(count: 100, timestamp: now - 10_000, codec: codec(batch), keys: batchKeys, values: values),
+                               leaderEpoch: 0, nowMs: now)
         }
         try log.roll(nowMs: now)
         log.highWatermark = log.logEndOffset
@@ -129,11 +111,11 @@ struct CompactionTests {
         let (log, _) = try openLog(dir, config: config)
         // Ten phases of 2,000 records: 90% over the phase's own 100 keys, 10% updating keys of
         // the phase before, so later passes supersede records that earlier passes kept.
-        let latest = try fill(log, batches: 200, keys: 1_000, now: now) { batch, rng in
+        let latest = try fill(log, batches: 200, keys: 1_000, now: now, key: { batch, rng in
             let phase = batch / 20
             let owner = phase > 0 && Int.random(in: 0..<10, using: &rng) == 0 ? phase - 1 : phase
             return "k\(owner)-\(Int.random(in: 0..<100, using: &rng))"
-        }
+        })
         let end = log.logEndOffset
         // Room for 250 keys per pass (a phase and a half), a quarter of the log's 1,000.
         let budget = 250 * ("k9-99".utf8.count + OffsetMap.entryOverhead)
