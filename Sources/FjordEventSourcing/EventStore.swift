@@ -254,16 +254,10 @@ public actor EventStore {
     /// cancelled.
     public nonisolated func subscribeToAll(from start: AllPosition = .start) -> AsyncThrowingStream<RecordedEvent, any Error> {
         let topic = self.topic
-        let client = self.client
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    var settings = ConsumerConfiguration(bootstrap: "", clientID: "fjord-event-subscription")
-                    settings.client = client
-                    settings.client.clientID = "fjord-event-subscription"
-                    settings.enableAutoCommit = false
-                    settings.fetchMaxWaitMs = 200
-                    let consumer = try await KafkaConsumer.connect(settings)
+                    let consumer = try await self.subscriptionConsumer(clientID: "fjord-event-subscription")
                     defer { Task { await consumer.close() } }
                     let partitions = try await consumer.partitions(of: topic)
                     try await consumer.assign(partitions.map { partition -> (TopicPartition, KafkaConsumer.StartPosition) in
@@ -303,6 +297,16 @@ public actor EventStore {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+    }
+
+    /// A consumer for a subscription: the store's client settings, no group, short long-polls.
+    nonisolated func subscriptionConsumer(clientID: String) async throws -> KafkaConsumer {
+        var settings = ConsumerConfiguration(bootstrap: "", clientID: clientID)
+        settings.client = client
+        settings.client.clientID = clientID
+        settings.enableAutoCommit = false
+        settings.fetchMaxWaitMs = 200
+        return try await KafkaConsumer.connect(settings)
     }
 
     /// The revision of the stream's event at `offset`, from the stream index: one
@@ -352,12 +356,7 @@ public actor EventStore {
                     }
                     // Follow the partition from after the last event, keeping only this stream.
                     let partition = self.partition(of: stream)
-                    var settings = ConsumerConfiguration(bootstrap: "", clientID: "fjord-stream-subscription")
-                    settings.client = self.client
-                    settings.client.clientID = "fjord-stream-subscription"
-                    settings.enableAutoCommit = false
-                    settings.fetchMaxWaitMs = 200
-                    let consumer = try await KafkaConsumer.connect(settings)
+                    let consumer = try await self.subscriptionConsumer(clientID: "fjord-stream-subscription")
                     defer { Task { await consumer.close() } }
                     let start: KafkaConsumer.StartPosition = lastOffset >= 0 ? .offset(lastOffset + 1) : .earliest
                     try await consumer.assign([(TopicPartition(self.topic, partition), start)])
