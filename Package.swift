@@ -223,7 +223,11 @@ let package = Package(
         ),
         .testTarget(
             name: "FjordBrokerTests",
-            dependencies: ["FjordBroker", "FjordProtocol", "FjordStorage"],
+            dependencies: [
+                "FjordBroker", "FjordProtocol", "FjordStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -104,7 +104,7 @@ public final class Broker: Sendable {
             try replicaManager.becomeLeader(topic: topic, config: apis.logConfig(for: topic), nowMs: now)
         }
         // Groups and offsets are loaded before the server answers anything.
-        try await apis.groupCoordinator.load()
+        await apis.groupCoordinator.load()
         await apis.groupCoordinator.startExpiryChecks()
         logManager.startBackgroundTasks(intervalMs: Int(config.retentionCheckIntervalMs), clock: clock) { report in
             for (partition, count) in report.deletedSegments {

@@ -8,22 +8,6 @@ enum FjordConsumerGroupRecord {
     static let keyVersion: Int16 = 32000
     static let valueVersion: Int16 = 0
 
-    static func key(_ group: String) -> ByteBuffer {
-        var key = FjordConsumerGroupKey()
-        key.groupId = group
-        var buffer = ByteBuffer()
-        buffer.writeInteger(keyVersion, endianness: .big)
-        try? key.write(to: &buffer, version: keyVersion)
-        return buffer
-    }
-
-    static func encode(_ value: FjordConsumerGroupValue) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        buffer.writeInteger(valueVersion, endianness: .big)
-        try? value.write(to: &buffer, version: valueVersion)
-        return buffer
-    }
-
     /// The persisted fields of a group, in a canonical order (so equal states compare equal).
     static func value(of group: GroupCoordinator.ConsumerGroup) -> FjordConsumerGroupValue {
         func entries(_ partitions: Set<TopicPartition>) -> [FjordConsumerGroupValue.TopicPartitions] {

@@ -208,9 +208,9 @@ extension GroupCoordinator {
     /// offsets expired), with a tombstone for its record.
     func removeEmptyConsumerGroup(_ id: String) {
         guard let group = consumerGroups[id], group.members.isEmpty else { return }
-        consumerGroups[id] = nil
         do {
-            try append([(FjordConsumerGroupRecord.key(id), nil)], group: id)
+            try append([(CoordinatorRecordSerde.consumerGroupKey(group: id), nil)], group: id)
+            consumerGroups[id] = nil
         } catch {
             logger.error("cannot remove consumer group", metadata: ["group": "\(id)", "error": "\(error)"])
         }
@@ -221,29 +221,22 @@ extension GroupCoordinator {
         let state = FjordConsumerGroupRecord.value(of: group)
         guard state != group.persisted else { return }
         do {
-            try append([(FjordConsumerGroupRecord.key(group.id), FjordConsumerGroupRecord.encode(state))], group: group.id)
+            try append([(CoordinatorRecordSerde.consumerGroupKey(group: group.id),
+                         CoordinatorRecordSerde.consumerGroupValue(state, group: group.id))], group: group.id)
             group.persisted = state
         } catch {
             logger.error("cannot persist consumer group", metadata: ["group": "\(group.id)", "error": "\(error)"])
         }
     }
 
-    /// Replays one `FjordConsumerGroup` record (the key's version already read).
-    func replayConsumerGroup(key: ByteBuffer, value: ByteBuffer?) {
-        var key = key
-        guard let k = try? FjordConsumerGroupKey(from: &key, version: FjordConsumerGroupRecord.keyVersion) else { return }
-        guard var value else {
-            consumerGroups[k.groupId] = nil  // a tombstone
+    /// Replays one consumer-group record: a value replaces the group's state, a tombstone
+    /// deletes the group.
+    func replayConsumerGroup(_ groupID: String, _ value: FjordConsumerGroupValue?) {
+        guard let v = value else {
+            consumerGroups[groupID] = nil
             return
         }
-        guard let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
-              let v = try? FjordConsumerGroupValue(from: &value, version: valueVersion)
-        else {
-            // Unreadable (damaged, or from a newer Fjord): the state before it stands.
-            logger.warning("skipped an unreadable consumer group record", metadata: ["group": "\(k.groupId)"])
-            return
-        }
-        let group = ConsumerGroup(id: k.groupId)
+        let group = ConsumerGroup(id: groupID)
         group.epoch = v.groupEpoch
         group.targetEpoch = v.targetEpoch
         let now = clock()
@@ -259,7 +252,7 @@ extension GroupCoordinator {
             group.target[m.memberId] = partitions(m.target)
         }
         group.persisted = v
-        consumerGroups[k.groupId] = group
+        consumerGroups[groupID] = group
     }
 
     /// Kafka's consumer-group state names: Empty, Reconciling (some member has not reached the

@@ -127,39 +127,24 @@ actor GroupCoordinator {
         _ = try replicaManager.appendRecords(try builder.build().bytes, to: partition, nowMs: now)
     }
 
-    private static func offsetKey(group: String, tp: TopicPartition) -> ByteBuffer {
-        var key = OffsetCommitKey()
-        key.group = group
-        key.topic = tp.topic
-        key.partition = tp.partition
-        var buffer = ByteBuffer()
-        buffer.writeInteger(Int16(1), endianness: .big)
-        try? key.write(to: &buffer, version: 1)
-        return buffer
+    private static func offsetKey(group: String, tp: TopicPartition) throws(CoordinatorRecordError) -> ByteBuffer {
+        try CoordinatorRecordSerde.offsetCommitKey(group: group, partition: tp)
     }
 
-    private static func offsetValue(_ offset: CommittedOffset) -> ByteBuffer {
+    private static func offsetValue(_ offset: CommittedOffset) throws(CoordinatorRecordError) -> ByteBuffer {
         var value = OffsetCommitValue()
         value.offset = offset.offset
         value.leaderEpoch = offset.leaderEpoch
         value.metadata = offset.metadata
         value.commitTimestamp = offset.commitTimestamp
-        var buffer = ByteBuffer()
-        buffer.writeInteger(Int16(3), endianness: .big)
-        try? value.write(to: &buffer, version: 3)
-        return buffer
+        return try CoordinatorRecordSerde.offsetCommitValue(value)
     }
 
-    private static func groupKey(_ group: String) -> ByteBuffer {
-        var key = GroupMetadataKey()
-        key.group = group
-        var buffer = ByteBuffer()
-        buffer.writeInteger(Int16(2), endianness: .big)
-        try? key.write(to: &buffer, version: 2)
-        return buffer
+    private static func groupKey(_ group: String) throws(CoordinatorRecordError) -> ByteBuffer {
+        try CoordinatorRecordSerde.groupMetadataKey(group: group)
     }
 
-    private func groupValue(_ group: Group) -> ByteBuffer {
+    private func groupValue(_ group: Group) throws(CoordinatorRecordError) -> ByteBuffer {
         var value = GroupMetadataValue()
         value.protocolType = group.protocolType ?? ""
         value.generation = group.generation
@@ -179,10 +164,7 @@ actor GroupCoordinator {
             entry.assignment = member.assignment
             value.members.append(entry)
         }
-        var buffer = ByteBuffer()
-        buffer.writeInteger(Int16(3), endianness: .big)
-        try? value.write(to: &buffer, version: 3)
-        return buffer
+        return try CoordinatorRecordSerde.groupMetadataValue(value, group: group.id)
     }
 
     private func persistGroup(_ group: Group) {
@@ -193,56 +175,38 @@ actor GroupCoordinator {
         }
     }
 
-    /// Replays every `__consumer_offsets` partition (at start, before serving).
-    func load() throws {
-        var loadedGroups = 0
+    /// Replays every `__consumer_offsets` partition (at start, before serving). A record that
+    /// does not decode is logged and skipped, never taken for a deletion (see `CoordinatorLoader`).
+    func load() {
+        let loader = CoordinatorLoader(logger: logger)
+        var skipped = 0
         for index in 0..<settings.partitions {
             guard let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)) else { continue }
-            let log = partition.log
-            var offset = log.logStartOffset
-            while offset < log.highWatermark {
-                let read = try log.read(from: offset, maxBytes: 1 << 20, upperBound: .highWatermark, minOneMessage: true)
-                guard let slice = read.records else { break }
-                var bytes = try slice.readBytes()
-                var last = offset
-                while let batch = try RecordBatch.read(from: &bytes) {
-                    for record in try batch.records() where record.offset >= offset {
-                        replay(key: record.key, value: record.value)
-                    }
-                    last = batch.nextOffset
-                }
-                guard last > offset else { break }
-                offset = last
-            }
+            let summary = loader.load(partition.log) { replay($0) }
+            skipped += summary.skippedRecords + summary.skippedBatches
         }
-        for group in groups.values where !group.members.isEmpty || !group.offsets.isEmpty { loadedGroups += 1 }
-        logger.info("loaded consumer groups", metadata: ["groups": "\(loadedGroups)"])
+        let loadedGroups = groups.values.count { !$0.members.isEmpty || !$0.offsets.isEmpty }
+        logger.info("loaded consumer groups", metadata: ["groups": "\(loadedGroups)", "skipped": "\(skipped)"])
     }
 
-    private func replay(key: ByteBuffer?, value: ByteBuffer?) {
-        guard var key, let version = key.readInteger(endianness: .big, as: Int16.self) else { return }
-        if version <= 1 {
-            guard let k = try? OffsetCommitKey(from: &key, version: version) else { return }
-            let group = groups[k.group] ?? Group(id: k.group)
-            groups[k.group] = group
-            let tp = TopicPartition(topic: k.topic, partition: k.partition)
-            guard var value, let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
-                let v = try? OffsetCommitValue(from: &value, version: valueVersion)
-            else {
+    /// Applies one record: a value replaces the state it names, a tombstone deletes it.
+    func replay(_ record: CoordinatorRecord) {
+        switch record {
+        case .offsetCommit(let groupID, let tp, let value):
+            let group = groups[groupID] ?? Group(id: groupID)
+            groups[groupID] = group
+            guard let v = value else {
                 group.offsets[tp] = nil
                 return
             }
             group.offsets[tp] = CommittedOffset(offset: v.offset, leaderEpoch: v.leaderEpoch, metadata: v.metadata, commitTimestamp: v.commitTimestamp)
-        } else if version == 2 {
-            guard let k = try? GroupMetadataKey(from: &key, version: version) else { return }
-            guard var value, let valueVersion = value.readInteger(endianness: .big, as: Int16.self),
-                let v = try? GroupMetadataValue(from: &value, version: valueVersion)
-            else {
-                groups[k.group] = nil
+        case .groupMetadata(let groupID, let value):
+            guard let v = value else {
+                groups[groupID] = nil
                 return
             }
-            let group = groups[k.group] ?? Group(id: k.group)
-            groups[k.group] = group
+            let group = groups[groupID] ?? Group(id: groupID)
+            groups[groupID] = group
             group.generation = v.generation
             group.protocolType = v.protocolType.isEmpty ? nil : v.protocolType
             group.protocolName = v.protocol
@@ -261,8 +225,8 @@ actor GroupCoordinator {
                 if let instance = m.groupInstanceId { group.staticMembers[instance] = m.memberId }
             }
             group.state = group.members.isEmpty ? .empty : .stable
-        } else if version == FjordConsumerGroupRecord.keyVersion {
-            replayConsumerGroup(key: key, value: value)
+        case .consumerGroup(let groupID, let value):
+            replayConsumerGroup(groupID, value)
         }
     }
 
@@ -318,14 +282,15 @@ actor GroupCoordinator {
                 if overflow || age > settings.offsetsRetentionMs { expired.append(tp) }
             }
             guard !expired.isEmpty || (group.offsets.isEmpty && group.generation > 0) else { continue }
-            var records: [(key: ByteBuffer, value: ByteBuffer?)] = expired.map { (Self.offsetKey(group: group.id, tp: $0), nil) }
-            for tp in expired { group.offsets[tp] = nil }
-            if group.offsets.isEmpty {
-                records.append((Self.groupKey(group.id), nil))
-                groups[group.id] = nil
-            }
+            // Written first: state is dropped only once its tombstones are in the log.
+            let dropsGroup = expired.count == group.offsets.count
             do {
+                var records: [(key: ByteBuffer, value: ByteBuffer?)] = []
+                for tp in expired { records.append((try Self.offsetKey(group: group.id, tp: tp), nil)) }
+                if dropsGroup { records.append((try Self.groupKey(group.id), nil)) }
                 try append(records, group: group.id)
+                for tp in expired { group.offsets[tp] = nil }
+                if dropsGroup { groups[group.id] = nil }
                 logger.info("expired committed offsets", metadata: ["group": "\(group.id)", "partitions": "\(expired.count)"])
             } catch {
                 logger.error("cannot expire offsets", metadata: ["group": "\(group.id)", "error": "\(error)"])
@@ -784,9 +749,14 @@ actor GroupCoordinator {
             } else if replicaManager.partition(tp) == nil {
                 results.append(.unknownTopicOrPartition)
             } else {
-                results.append(.noError)
-                records.append((Self.offsetKey(group: groupID, tp: tp), Self.offsetValue(offset)))
-                accepted.append((tp, offset))
+                do {
+                    records.append((try Self.offsetKey(group: groupID, tp: tp), try Self.offsetValue(offset)))
+                    results.append(.noError)
+                    accepted.append((tp, offset))
+                } catch {
+                    logger.error("cannot encode an offset commit", metadata: ["group": "\(groupID)", "error": "\(error)"])
+                    results.append(.unknownServerError)
+                }
             }
         }
         if !records.isEmpty {
@@ -811,6 +781,7 @@ actor GroupCoordinator {
         guard let group = groups[groupID] else { return (.groupIdNotFound, []) }
         var results: [KafkaError] = []
         var records: [(key: ByteBuffer, value: ByteBuffer?)] = []
+        var deleted: [TopicPartition] = []
         for tp in partitions {
             if group.state != .empty, group.members.values.contains(where: { _ in true }) && group.protocolType == "consumer" {
                 // Kafka refuses deleting offsets of partitions the group still consumes; without decoding
@@ -818,11 +789,24 @@ actor GroupCoordinator {
                 results.append(.groupSubscribedToTopic)
                 continue
             }
-            group.offsets[tp] = nil
-            records.append((Self.offsetKey(group: groupID, tp: tp), nil))
-            results.append(.noError)
+            do {
+                records.append((try Self.offsetKey(group: groupID, tp: tp), nil))
+                deleted.append(tp)
+                results.append(.noError)
+            } catch {
+                logger.error("cannot encode an offset tombstone", metadata: ["group": "\(groupID)", "error": "\(error)"])
+                results.append(.unknownServerError)
+            }
         }
-        if !records.isEmpty { try? append(records, group: groupID) }
+        guard !records.isEmpty else { return (.noError, results) }
+        do {
+            try append(records, group: groupID)
+        } catch {
+            // Nothing was deleted: the offsets stay, and the client is told to retry.
+            logger.error("cannot persist offset deletion", metadata: ["group": "\(groupID)", "error": "\(error)"])
+            return (.coordinatorNotAvailable, results.map { $0 == .noError ? .coordinatorNotAvailable : $0 })
+        }
+        for tp in deleted { group.offsets[tp] = nil }
         return (.noError, results)
     }
 
@@ -869,14 +853,14 @@ actor GroupCoordinator {
         let consumerGroup = consumerGroups[groupID]
         guard groups[groupID] != nil || consumerGroup != nil else { return .groupIdNotFound }
         guard groups[groupID]?.members.isEmpty ?? true, consumerGroup?.members.isEmpty ?? true else { return .nonEmptyGroup }
-        var records: [(key: ByteBuffer, value: ByteBuffer?)] = (groups[groupID]?.offsets.keys).map { keys in
-            keys.map { (Self.offsetKey(group: groupID, tp: $0), nil) }
-        } ?? []
-        if groups[groupID] != nil { records.append((Self.groupKey(groupID), nil)) }
-        if consumerGroup != nil { records.append((FjordConsumerGroupRecord.key(groupID), nil)) }
         do {
+            var records: [(key: ByteBuffer, value: ByteBuffer?)] = []
+            for tp in groups[groupID]?.offsets.keys.sorted() ?? [] { records.append((try Self.offsetKey(group: groupID, tp: tp), nil)) }
+            if groups[groupID] != nil { records.append((try Self.groupKey(groupID), nil)) }
+            if consumerGroup != nil { records.append((try CoordinatorRecordSerde.consumerGroupKey(group: groupID), nil)) }
             try append(records, group: groupID)
         } catch {
+            logger.error("cannot persist group deletion", metadata: ["group": "\(groupID)", "error": "\(error)"])
             return .coordinatorNotAvailable
         }
         groups[groupID] = nil

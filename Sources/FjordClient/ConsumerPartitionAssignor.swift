@@ -1,23 +1,4 @@
-/// A topic and partition, as consumers and assignors speak of them.
-public struct TopicPartition: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var topic: String
-    public var partition: Int32
-
-    public init(_ topic: String, _ partition: Int32) {
-        self.topic = topic
-        self.partition = partition
-    }
-
-    public init(topic: String, partition: Int32) {
-        self.init(topic, partition)
-    }
-
-    public static func < (a: TopicPartition, b: TopicPartition) -> Bool {
-        (a.topic, a.partition) < (b.topic, b.partition)
-    }
-
-    public var description: String { "\(topic)-\(partition)" }
-}
+public import FjordProtocol
 
 /// How a group moves partitions between members during a rebalance.
 public enum RebalanceProtocol: Sendable {

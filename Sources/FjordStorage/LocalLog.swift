@@ -3,38 +3,10 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import FjordProtocol
+public import FjordProtocol
 public import NIOCore
 import Synchronization
 public import SystemPackage
-
-/// A topic partition's identity.
-public struct TopicPartition: Sendable, Hashable, CustomStringConvertible, Comparable {
-    public var topic: String
-    public var partition: Int32
-
-    public init(topic: String, partition: Int32) {
-        self.topic = topic
-        self.partition = partition
-    }
-
-    /// Kafka's directory name: `<topic>-<partition>`.
-    public var directoryName: String { "\(topic)-\(partition)" }
-    public var description: String { directoryName }
-
-    /// Parses `<topic>-<partition>` (topics may contain '-'; the last one separates).
-    public init?(directoryName: String) {
-        guard let dash = directoryName.lastIndex(of: "-"), let partition = Int32(directoryName[directoryName.index(after: dash)...]),
-            partition >= 0, dash != directoryName.startIndex
-        else { return nil }
-        self.topic = String(directoryName[..<dash])
-        self.partition = partition
-    }
-
-    public static func < (lhs: TopicPartition, rhs: TopicPartition) -> Bool {
-        lhs.topic != rhs.topic ? lhs.topic < rhs.topic : lhs.partition < rhs.partition
-    }
-}
 
 /// Where an append came from: client appends get offsets assigned and producer checks;
 /// replication appends keep the leader's offsets (a follower's fetch).

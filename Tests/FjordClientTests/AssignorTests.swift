@@ -1,4 +1,5 @@
 import FjordClient
+import FjordProtocol
 import Testing
 
 @Suite("Partition assignors")

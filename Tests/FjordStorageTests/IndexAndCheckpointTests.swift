@@ -1,3 +1,4 @@
+import FjordProtocol
 @testable import FjordStorage
 import Foundation
 import SystemPackage
