@@ -10,6 +10,12 @@ public import SystemPackage
 /// fsynced, renamed over `<path>`, and the directory is fsynced, so a crash leaves either the old
 /// file or the new one, never a mix.
 ///
+/// A partition log writes its own checkpoints (`leader-epoch-checkpoint`, producer snapshots, the
+/// stream index) with `writeDeferred` under its lock and fsyncs the returned file later, outside
+/// the lock, before it advances its recovery point (see `LogFlusher`). Until then a crash may
+/// leave such a file empty or torn; each of them is validated on load and rebuilt from the log
+/// when it does not parse.
+///
 /// Format (Kafka's `CheckpointFile`): a version line, a count line, then one entry per line with
 /// space-separated fields:
 /// ```
@@ -38,6 +44,22 @@ public enum CheckpointFile {
             throw StorageError.io(operation: "rename", path: temporary.string, errno: Errno(rawValue: errno))
         }
         syncDirectory(path.removingLastComponent())
+    }
+
+    /// Replaces `path` with `bytes` through `<path>.tmp` and a rename, without any fsync: the
+    /// caller syncs the returned file (same inode as `path` after the rename) and the directory
+    /// when durability is due. Never blocks on the disk, so it may run under a log's lock.
+    public static func writeDeferred(bytes: ByteBuffer, to path: FilePath) throws(StorageError) -> SegmentFile {
+        let temporary = FilePath(path.string + ".tmp")
+        let file = try SegmentFile.open(temporary, create: true)
+        try file.truncate(to: 0)
+        try bytes.withUnsafeReadableBytes { (raw) throws(StorageError) in
+            try file.write(at: 0, [raw])
+        }
+        guard rename(temporary.string, path.string) == 0 else {
+            throw StorageError.io(operation: "rename", path: temporary.string, errno: Errno(rawValue: errno))
+        }
+        return file
     }
 
     /// The file's text, or nil when it does not exist.
@@ -86,6 +108,7 @@ public enum CheckpointFile {
 
     /// fsyncs a directory so a rename or create in it is durable.
     public static func syncDirectory(_ directory: FilePath) {
+        LogLockProbe.willSync()
         let fd = open(directory.string, O_RDONLY | O_DIRECTORY)
         if fd >= 0 {
             fsync(fd)

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import NIOCore
 import SystemPackage
 
 /// Which leader epoch began at which offset (Kafka's `LeaderEpochFileCache`), persisted in the
@@ -96,10 +97,19 @@ final class LeaderEpochFileCache {
 
     func clear() { entries = [] }
 
-    /// Writes the checkpoint if it changed since the last write.
+    /// Writes the checkpoint if it changed since the last write, and fsyncs it.
     func flush() throws(StorageError) {
         guard dirty || access(path.string, F_OK) != 0 else { return }
         dirty = false
         try CheckpointFile.writeAtomically(CheckpointFile.format(entries.map { "\($0.epoch) \($0.startOffset)" }), to: path)
+    }
+
+    /// Writes the checkpoint if it changed, without an fsync (under the log's lock); returns the
+    /// file to sync, or nil when nothing was written.
+    func write() throws(StorageError) -> SegmentFile? {
+        guard dirty || access(path.string, F_OK) != 0 else { return nil }
+        dirty = false
+        let text = CheckpointFile.format(entries.map { "\($0.epoch) \($0.startOffset)" })
+        return try CheckpointFile.writeDeferred(bytes: ByteBuffer(string: text), to: path)
     }
 }

@@ -228,7 +228,7 @@ public enum LogCleaner {
     }
 
     static func removeDirectory(_ path: FilePath) {
-        if let names = try? LocalLog.listDirectory(path) {
+        if let names = try? LogLoader.listDirectory(path) {
             for name in names { unlink(path.appending(name).string) }
         }
         rmdir(path.string)

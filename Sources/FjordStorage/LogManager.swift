@@ -67,7 +67,7 @@ public final class LogManager: Sendable {
         var opened: [TopicPartition: LocalLog] = [:]
         var loaded: [LoadedLog] = []
         var deletes: [(path: FilePath, atMs: Int64)] = []
-        for name in try LocalLog.listDirectory(directory) {
+        for name in try LogLoader.listDirectory(directory) {
             let path = directory.appending(name)
             guard isDirectory(path) else { continue }
             if name.hasSuffix("-delete") {
@@ -287,7 +287,7 @@ public final class LogManager: Sendable {
 
     static func removeRecursively(_ path: FilePath) {
         if isDirectory(path) {
-            if let names = try? LocalLog.listDirectory(path) {
+            if let names = try? LogLoader.listDirectory(path) {
                 for name in names { removeRecursively(path.appending(name)) }
             }
             rmdir(path.string)

@@ -357,6 +357,10 @@ final class LogSegment {
 
     var isIndexFull: Bool { offsetIndex.isFull || timeIndex.isFull }
 
+    /// The files a flush makes durable: the log and both indexes. Synced outside the log's lock
+    /// (see `LogFlusher`); each stays open while referenced, whatever happens to the segment.
+    var durableFiles: [SegmentFile] { [file, offsetIndex.handle, timeIndex.handle] }
+
     /// fsyncs the log and flushes the index mappings.
     func flush() throws(StorageError) {
         try file.sync()

@@ -18,7 +18,7 @@ final class MappedIndexFile {
     let entrySize: Int
     private(set) var maxEntries: Int
     private(set) var entries: Int
-    private var file: SegmentFile
+    private let file: SegmentFile
     private var mapping: UnsafeMutableRawPointer?
     private var mappedLength: Int
 
@@ -38,6 +38,11 @@ final class MappedIndexFile {
     }
 
     private func roundDown(_ bytes: Int) -> Int { bytes / entrySize * entrySize }
+
+    /// The open file, for an fsync outside the owning log's lock: `SegmentFile.sync()` also
+    /// writes back this mapping's dirty pages, and the descriptor stays valid while referenced
+    /// even if the index is closed or resized meanwhile (`msync` on the mapping would not).
+    var handle: SegmentFile { file }
 
     var isFull: Bool { entries >= maxEntries }
     var sizeInBytes: Int { entries * entrySize }
@@ -101,6 +106,7 @@ final class MappedIndexFile {
 
     /// Flushes the mapping to disk.
     func flush() throws(StorageError) {
+        LogLockProbe.willSync()
         guard let mapping, mappedLength > 0 else { return }
         guard msync(mapping, mappedLength, MS_SYNC) == 0 else {
             throw StorageError.io(operation: "msync", path: path.string, errno: Errno(rawValue: errno))

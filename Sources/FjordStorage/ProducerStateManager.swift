@@ -148,14 +148,16 @@ final class ProducerStateManager {
 
     /// Offsets of the snapshot files in the directory, ascending.
     func snapshotOffsets() -> [Int64] {
-        let names = (try? LocalLog.listDirectory(directory)) ?? []
+        let names = (try? LogLoader.listDirectory(directory)) ?? []
         return names.compactMap { name in
             name.hasSuffix(".snapshot") ? Int64(name.dropLast(".snapshot".count)) : nil
         }.sorted()
     }
 
-    /// Writes the state as of `mapEndOffset` (the caller has brought it up to the log end).
-    func takeSnapshot() throws(StorageError) {
+    /// Writes the state as of `mapEndOffset` (the caller has brought it up to the log end),
+    /// without an fsync: returns the file for the caller to sync outside the log's lock. A
+    /// snapshot a crash left torn fails its CRC on load and an older one (or the log) is used.
+    func takeSnapshot() throws(StorageError) -> SegmentFile {
         var body = ByteBuffer()
         body.writeInteger(Int32(producers.count), endianness: .big)
         for (_, entry) in producers.sorted(by: { $0.key < $1.key }) {
@@ -173,15 +175,7 @@ final class ProducerStateManager {
         file.writeInteger(Int16(1), endianness: .big)
         file.writeInteger(CRC32C.checksum(body), endianness: .big)
         file.writeBuffer(&body)
-        let path = Self.snapshotPath(directory, mapEndOffset)
-        let temporary = FilePath(path.string + ".tmp")
-        let handle = try SegmentFile.open(temporary, create: true)
-        try handle.truncate(to: 0)
-        try file.withUnsafeReadableBytes { (raw) throws(StorageError) in try handle.write(at: 0, [raw]) }
-        try handle.sync()
-        guard rename(temporary.string, path.string) == 0 else {
-            throw StorageError.io(operation: "rename", path: temporary.string, errno: Errno(rawValue: errno))
-        }
+        return try CheckpointFile.writeDeferred(bytes: file, to: Self.snapshotPath(directory, mapEndOffset))
     }
 
     /// Loads the newest valid snapshot at or below `logEndOffset` and deletes snapshots above it;

@@ -102,7 +102,10 @@ public final class SegmentFile: Sendable {
     }
 
     /// Forces written data to disk (`fdatasync`).
+    /// fdatasync: the file's data, including pages dirtied through a `MAP_SHARED` mapping of it
+    /// (on Linux one page cache backs both, so this also makes an index's mmap writes durable).
     public func sync() throws(StorageError) {
+        LogLockProbe.willSync()
         guard fdatasync(descriptor.rawValue) == 0 else {
             throw StorageError.io(operation: "fdatasync", path: path.string, errno: Errno(rawValue: errno))
         }

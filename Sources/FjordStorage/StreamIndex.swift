@@ -241,8 +241,10 @@ public struct StreamIndex: Sendable {
         return reader.readableBytes == 0 ? index : nil
     }
 
-    func write(to directory: FilePath) throws(StorageError) {
-        try CheckpointFile.writeAtomically(bytes: encoded(), to: directory.appending(Self.fileName))
+    /// Writes the checkpoint without an fsync (under the log's lock); returns the file to sync.
+    /// A checkpoint a crash left torn does not decode and the index is rebuilt from the log.
+    func write(to directory: FilePath) throws(StorageError) -> SegmentFile {
+        try CheckpointFile.writeDeferred(bytes: encoded(), to: directory.appending(Self.fileName))
     }
 
     static func load(from directory: FilePath) throws(StorageError) -> StreamIndex? {

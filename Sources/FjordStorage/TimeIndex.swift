@@ -72,6 +72,7 @@ final class TimeIndex {
     func resize(toBytes bytes: Int) throws(StorageError) { try file.resize(toBytes: bytes) }
     func trimToValidSize() throws(StorageError) { try file.trimToValidSize() }
     func flush() throws(StorageError) { try file.flush() }
+    var handle: SegmentFile { file.handle }
     func close() { file.close() }
     func delete() { file.delete() }
     func renameTo(_ path: FilePath) throws(StorageError) { try file.renameTo(path) }
