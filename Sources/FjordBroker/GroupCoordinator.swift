@@ -247,7 +247,7 @@ actor GroupCoordinator {
         expiryTask = nil
     }
 
-    private func expireSessions() {
+    func expireSessions() {
         let now = clock()
         if now - lastOffsetExpiryMs >= 1000 {
             lastOffsetExpiryMs = now

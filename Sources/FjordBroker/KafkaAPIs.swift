@@ -71,46 +71,6 @@ public final class KafkaAPIs: Sendable {
         }
     }
 
-    // MARK: Supported versions
-
-    /// The versions each handled API serves, advertised in ApiVersions. Ranges follow
-    /// CLIENT-NOTES.md: Produce is advertised from v0 (librdkafka's compression check) while
-    /// v0–2 are refused, as Kafka 4.0 does.
-    public static let supportedVersions: [APIKey: ClosedRange<Int16>] = [
-        .produce: 0...9,
-        .fetch: 4...12,
-        .listOffsets: 1...7,
-        .metadata: 0...12,
-        .apiVersions: 0...3,
-        .createTopics: 2...7,
-        .deleteTopics: 1...6,
-        .initProducerId: 0...4,
-        .offsetForLeaderEpoch: 2...4,
-        .describeConfigs: 1...4,
-        .alterConfigs: 0...2,
-        .incrementalAlterConfigs: 0...1,
-        .createPartitions: 0...3,
-        .deleteRecords: 0...2,
-        .describeCluster: 0...1,
-        .describeProducers: 0...0,
-        .describeLogDirs: 1...4,
-        .findCoordinator: 0...4,
-        .joinGroup: 0...9,
-        .syncGroup: 0...5,
-        .heartbeat: 0...4,
-        .leaveGroup: 0...5,
-        .offsetCommit: 2...9,
-        .offsetFetch: 1...9,
-        .consumerGroupHeartbeat: 0...1,
-        .consumerGroupDescribe: 0...0,
-        .listGroups: 0...5,
-        .describeGroups: 0...5,
-        .deleteGroups: 0...2,
-        .offsetDelete: 0...0,
-        .fjordReadStream: 0...1,
-        .fjordStreamRevisions: 0...0,
-    ]
-
     // MARK: Dispatch
 
     /// Handles one request frame (the bytes after the size prefix).
@@ -122,97 +82,17 @@ public final class KafkaAPIs: Sendable {
             return .closeConnection(reason: "cannot parse request header: \(error)")
         }
         let version = request.apiVersion
-        guard let range = Self.supportedVersions[request.apiKey] else {
+        guard let handler = Self.handlers[request.apiKey] else {
             return unsupported(request, why: "API \(request.apiKey.name) (\(request.apiKey.rawValue)) is not supported")
         }
-        guard range.contains(version) else {
+        guard handler.versions.contains(version) else {
             if request.apiKey == .apiVersions {
                 // KIP-511: answer a too-new ApiVersions with a v0 body listing our versions.
                 return encode(apiVersionsResponse(error: .unsupportedVersion), version: 0, request: request)
             }
-            return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(range))")
+            return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
-        let body: any KafkaRequest
-        do {
-            body = try request.decodeBody()
-        } catch {
-            let prefix = request.body.getBytes(at: request.body.readerIndex, length: Swift.min(64, request.body.readableBytes)) ?? []
-            let hex = prefix.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-            return .closeConnection(reason: "cannot decode \(request.apiKey.name) v\(version): \(error) (body starts \(hex))")
-        }
-        switch body {
-        case let r as ApiVersionsRequest:
-            _ = r
-            return encode(apiVersionsResponse(error: .noError), version: version, request: request)
-        case let r as MetadataRequest:
-            return encode(await handleMetadata(r, version: version), version: version, request: request)
-        case let r as ProduceRequest:
-            guard let response = await handleProduce(r, version: version) else { return .noResponse }
-            return encode(response, version: version, request: request)
-        case let r as FetchRequest:
-            return await handleFetch(r, request: request)
-        case let r as ListOffsetsRequest:
-            return encode(handleListOffsets(r, version: version), version: version, request: request)
-        case let r as CreateTopicsRequest:
-            return encode(handleCreateTopics(r, version: version), version: version, request: request)
-        case let r as DeleteTopicsRequest:
-            return encode(handleDeleteTopics(r, version: version), version: version, request: request)
-        case let r as CreatePartitionsRequest:
-            return encode(handleCreatePartitions(r), version: version, request: request)
-        case let r as InitProducerIdRequest:
-            return encode(handleInitProducerId(r), version: version, request: request)
-        case let r as OffsetForLeaderEpochRequest:
-            return encode(handleOffsetForLeaderEpoch(r), version: version, request: request)
-        case let r as DescribeConfigsRequest:
-            return encode(handleDescribeConfigs(r, version: version), version: version, request: request)
-        case let r as AlterConfigsRequest:
-            return encode(handleAlterConfigs(r), version: version, request: request)
-        case let r as IncrementalAlterConfigsRequest:
-            return encode(handleIncrementalAlterConfigs(r), version: version, request: request)
-        case let r as DeleteRecordsRequest:
-            return encode(handleDeleteRecords(r), version: version, request: request)
-        case let r as DescribeClusterRequest:
-            return encode(handleDescribeCluster(r), version: version, request: request)
-        case let r as DescribeProducersRequest:
-            return encode(handleDescribeProducers(r), version: version, request: request)
-        case let r as FjordReadStreamRequest:
-            return encode(handleFjordReadStream(r), version: version, request: request)
-        case let r as FjordStreamRevisionsRequest:
-            return encode(handleFjordStreamRevisions(r), version: version, request: request)
-        case let r as DescribeLogDirsRequest:
-            return encode(handleDescribeLogDirs(r), version: version, request: request)
-        case let r as FindCoordinatorRequest:
-            return encode(handleFindCoordinator(r, version: version), version: version, request: request)
-        case let r as JoinGroupRequest:
-            return encode(await handleJoinGroup(r, version: version, frame: request, clientHost: clientHost), version: version, request: request)
-        case let r as SyncGroupRequest:
-            return encode(await handleSyncGroup(r, version: version), version: version, request: request)
-        case let r as HeartbeatRequest:
-            return encode(await handleHeartbeat(r), version: version, request: request)
-        case let r as LeaveGroupRequest:
-            return encode(await handleLeaveGroup(r, version: version), version: version, request: request)
-        case let r as OffsetCommitRequest:
-            return encode(await handleOffsetCommit(r, version: version), version: version, request: request)
-        case let r as OffsetFetchRequest:
-            return encode(await handleOffsetFetch(r, version: version), version: version, request: request)
-        case let r as ListGroupsRequest:
-            return encode(await handleListGroups(r), version: version, request: request)
-        case let r as DescribeGroupsRequest:
-            return encode(await handleDescribeGroups(r), version: version, request: request)
-        case let r as DeleteGroupsRequest:
-            return encode(await handleDeleteGroups(r), version: version, request: request)
-        case let r as ConsumerGroupHeartbeatRequest:
-            return encode(await groupCoordinator.consumerHeartbeat(r, version: version, clientID: request.header.clientId ?? "",
-                                                                   clientHost: clientHost), version: version, request: request)
-        case let r as ConsumerGroupDescribeRequest:
-            var response = ConsumerGroupDescribeResponse()
-            for id in r.groupIds { response.groups.append(await groupCoordinator.describeConsumerGroup(id)) }
-            return encode(response, version: version, request: request)
-        case let r as OffsetDeleteRequest:
-            return encode(await handleOffsetDelete(r), version: version, request: request)
-        default:
-            return unsupported(request, why: "no handler for \(request.apiKey.name)")
-        }
+        return await handler.handle(self, RequestContext(frame: request, clientHost: clientHost))
     }
 
     /// Encodes a response with the request's correlation id.

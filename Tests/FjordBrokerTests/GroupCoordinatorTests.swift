@@ -1,0 +1,121 @@
+@testable import FjordBroker
+import FjordProtocol
+import NIOCore
+import Testing
+
+/// The classic group protocol driven directly (no sockets), with a clock the test moves.
+@Suite("GroupCoordinator (classic groups, manual clock)")
+struct GroupCoordinatorTests {
+    static func joinRequest(_ group: String, member: String = "", instance: String? = nil, sessionMs: Int32 = 1_000,
+                            rebalanceMs: Int32 = 5_000) -> JoinGroupRequest {
+        var request = JoinGroupRequest()
+        request.groupId = group
+        request.memberId = member
+        request.groupInstanceId = instance
+        request.sessionTimeoutMs = sessionMs
+        request.rebalanceTimeoutMs = rebalanceMs
+        request.protocolType = "consumer"
+        var range = JoinGroupRequest.JoinGroupRequestProtocol()
+        range.name = "range"
+        range.metadata = ByteBuffer(string: "subscription")
+        request.protocols = [range]
+        return request
+    }
+
+    /// Joins as a new member: MEMBER_ID_REQUIRED (KIP-394), then the join with that id.
+    static func join(_ coordinator: GroupCoordinator, _ group: String, instance: String? = nil, sessionMs: Int32 = 1_000,
+                     rebalanceMs: Int32 = 5_000) async -> JoinGroupResponse {
+        let first = await coordinator.join(joinRequest(group, instance: instance, sessionMs: sessionMs, rebalanceMs: rebalanceMs),
+                                           version: 9, clientID: "test", clientHost: "/127.0.0.1")
+        guard first.errorCode == KafkaError.memberIdRequired.code else { return first }
+        return await coordinator.join(joinRequest(group, member: first.memberId, instance: instance, sessionMs: sessionMs, rebalanceMs: rebalanceMs),
+                                      version: 9, clientID: "test", clientHost: "/127.0.0.1")
+    }
+
+    static func sync(_ coordinator: GroupCoordinator, _ group: String, _ joined: JoinGroupResponse, instance: String? = nil,
+                     assignment: String? = nil) async -> SyncGroupResponse {
+        var request = SyncGroupRequest()
+        request.groupId = group
+        request.generationId = joined.generationId
+        request.memberId = joined.memberId
+        request.groupInstanceId = instance
+        if let assignment {
+            var entry = SyncGroupRequest.SyncGroupRequestAssignment()
+            entry.memberId = joined.memberId
+            entry.assignment = ByteBuffer(string: assignment)
+            request.assignments = [entry]
+        }
+        return await coordinator.sync(request)
+    }
+
+    static func heartbeat(_ coordinator: GroupCoordinator, _ group: String, _ joined: JoinGroupResponse) async -> KafkaError {
+        var request = HeartbeatRequest()
+        request.groupId = group
+        request.generationId = joined.generationId
+        request.memberId = joined.memberId
+        return await coordinator.heartbeat(request)
+    }
+
+    @Test("join, sync and heartbeat: one member leads generation 1 and gets the assignment it sent")
+    func joinSyncHeartbeat() async throws {
+        try await withBrokerCore { core in
+            let joined = await Self.join(core.coordinator, "g")
+            #expect(joined.errorCode == 0)
+            #expect(joined.generationId == 1)
+            #expect(joined.leader == joined.memberId)
+            #expect(joined.members.map(\.memberId) == [joined.memberId])
+            let synced = await Self.sync(core.coordinator, "g", joined, assignment: "t-0,t-1")
+            #expect(synced.errorCode == 0)
+            #expect(String(buffer: synced.assignment) == "t-0,t-1")
+            #expect(await Self.heartbeat(core.coordinator, "g", joined) == .noError)
+            #expect(await core.coordinator.describe("g")?.state == "Stable")
+        }
+    }
+
+    @Test("a member that stops heartbeating is removed once session.timeout.ms has passed on the clock")
+    func sessionExpiry() async throws {
+        try await withBrokerCore { core in
+            let joined = await Self.join(core.coordinator, "g", sessionMs: 1_000)
+            _ = await Self.sync(core.coordinator, "g", joined, assignment: "a")
+            core.clock.advance(by: 900)
+            await core.coordinator.expireSessions()
+            #expect(await Self.heartbeat(core.coordinator, "g", joined) == .noError, "still within its session")
+            core.clock.advance(by: 1_001)
+            await core.coordinator.expireSessions()
+            #expect(await Self.heartbeat(core.coordinator, "g", joined) == .unknownMemberId)
+            #expect(await core.coordinator.describe("g")?.state == "Empty")
+        }
+    }
+
+    @Test("a static member that rejoins a stable group gets a new member id and its assignment, without a rebalance")
+    func staticRejoin() async throws {
+        try await withBrokerCore { core in
+            let joined = await Self.join(core.coordinator, "g", instance: "worker-1")
+            #expect(joined.errorCode == 0)
+            _ = await Self.sync(core.coordinator, "g", joined, instance: "worker-1", assignment: "t-3")
+            // The process restarts: a join with no member id and the same instance id.
+            let rejoined = await core.coordinator.join(Self.joinRequest("g", instance: "worker-1"), version: 9,
+                                                       clientID: "test", clientHost: "/127.0.0.1")
+            #expect(rejoined.errorCode == 0)
+            #expect(rejoined.memberId != joined.memberId)
+            #expect(rejoined.generationId == joined.generationId, "no rebalance")
+            let synced = await Self.sync(core.coordinator, "g", rejoined, instance: "worker-1")
+            #expect(String(buffer: synced.assignment) == "t-3")
+            #expect(await Self.heartbeat(core.coordinator, "g", joined) != .noError, "the old member id is fenced")
+        }
+    }
+
+    @Test("a rebalance completes without a member that does not rejoin within the rebalance timeout")
+    func rebalanceTimeout() async throws {
+        try await withBrokerCore { core in
+            let first = await Self.join(core.coordinator, "g", sessionMs: 10_000, rebalanceMs: 300)
+            _ = await Self.sync(core.coordinator, "g", first, assignment: "all")
+            // A second member joins; the first never rejoins (its heartbeats would say REBALANCE_IN_PROGRESS).
+            let second = await Self.join(core.coordinator, "g", sessionMs: 10_000, rebalanceMs: 300)
+            #expect(second.errorCode == 0)
+            #expect(second.generationId == 2)
+            #expect(second.members.map(\.memberId) == [second.memberId], "the first member was removed")
+            #expect(await Self.heartbeat(core.coordinator, "g", first) == .unknownMemberId)
+        }
+    }
+}
