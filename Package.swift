@@ -80,7 +80,6 @@ let package = Package(
                 "FjordProtocol",
                 "FjordStorage",
                 "FjordMetadata",
-                "FjordCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -91,7 +90,6 @@ let package = Package(
             name: "FjordServer",
             dependencies: [
                 "FjordBroker",
-                "FjordProtocol",
                 "FjordStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -156,7 +154,6 @@ let package = Package(
             dependencies: [
                 "FjordServer",
                 "FjordBroker",
-                "FjordStorage",
                 "FjordClient",
                 "FjordEventSourcing",
                 "FjordProtocol",
