@@ -127,4 +127,36 @@ public struct FileSlice: Sendable {
         _ = try file.read(at: position, count: length, into: &buffer)
         return buffer
     }
+
+    /// The slice as a NIO `FileRegion` for `sendfile`, over a descriptor of its own: NIO's
+    /// `NIOFileHandle` allows one access at a time (since SwiftNIO 2.77), so concurrent sends of
+    /// one segment on different event loops each need their own handle, and the region's handle
+    /// must not be closed by a segment that retention deletes mid-send. The caller writes
+    /// `lease.region` and calls `lease.release()` once the write has completed or failed.
+    public func leaseRegion() throws(StorageError) -> FileRegionLease {
+        let duplicate = dup(file.descriptor.rawValue)
+        guard duplicate >= 0 else {
+            throw StorageError.io(operation: "dup", path: file.path.string, errno: Errno(rawValue: errno))
+        }
+        // `FileRegion` takes only a `NIOFileHandle`; this is the one place one is made.
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: duplicate)
+        return FileRegionLease(region: FileRegion(fileHandle: handle, readerIndex: Int(position), endIndex: Int(position) + length),
+                               handle: handle)
+    }
+}
+
+/// A `FileRegion` with the descriptor it owns (see `FileSlice.leaseRegion()`). Releasing closes
+/// the descriptor; a lease must be released exactly once, after its region has been written.
+public struct FileRegionLease: Sendable {
+    public let region: FileRegion
+    private let handle: NIOFileHandle
+
+    init(region: FileRegion, handle: NIOFileHandle) {
+        self.region = region
+        self.handle = handle
+    }
+
+    public func release() {
+        try? handle.close()
+    }
 }

@@ -1,0 +1,165 @@
+import FjordBroker
+import FjordStorage
+import Logging
+import NIOCore
+
+/// One connection (Kafka's per-connection `Processor` state): requests are answered strictly in
+/// order, one at a time, and the connection applies back-pressure both ways.
+///
+/// Invariants, all on the channel's event loop: at most one request is in flight; responses are
+/// written in request order; a malformed frame or an undecodable request closes this
+/// connection only (the decoder throws, or the broker answers `closeConnection`).
+///
+/// Back-pressure: reading stops (`autoRead` off) while the queued request bytes exceed
+/// `maxQueuedBytes` (a fast producer cannot make the broker buffer without bound) or while the
+/// channel is not writable (a slow reader: its responses sit above the write-buffer high
+/// watermark), and no queued request is started until the channel is writable again. Reading
+/// resumes when both clear.
+///
+/// Flushing: responses written during a read loop are flushed once in `channelReadComplete`;
+/// a response that completes outside a read loop (the usual case: handlers run on tasks) is
+/// flushed at once. Record bytes go out as `FileRegion`s leased from storage (`sendfile`); the
+/// handler never handles descriptors.
+final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = IOData
+
+    private let apis: KafkaAPIs
+    private let logger: Logger
+    private let maxQueuedBytes: Int
+    private var queue: [ByteBuffer] = []
+    private var queuedBytes = 0
+    private var busy = false
+    private var readingPaused = false
+    private var inReadLoop = false
+    private var flushPending = false
+    /// The request being handled; cancelled when the connection closes, so a long poll or a
+    /// waiting JoinGroup of a gone client does not linger.
+    private var inFlight: Task<Void, Never>? = nil
+
+    init(apis: KafkaAPIs, logger: Logger, maxQueuedBytes: Int) {
+        self.apis = apis
+        self.logger = logger
+        self.maxQueuedBytes = maxQueuedBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inReadLoop = true
+        let frame = unwrapInboundIn(data)
+        queue.append(frame)
+        queuedBytes += frame.readableBytes
+        updateReading(context: context)
+        processNext(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inReadLoop = false
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        updateReading(context: context)
+        if context.channel.isWritable { processNext(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Reading runs only while the queue is within its limit and the client reads its responses.
+    private func updateReading(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        if !readingPaused && (queuedBytes > maxQueuedBytes || !writable) {
+            readingPaused = true
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        } else if readingPaused && queuedBytes <= maxQueuedBytes / 2 && writable {
+            readingPaused = false
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            context.read()
+        }
+    }
+
+    private func processNext(context: ChannelHandlerContext) {
+        guard !busy, !queue.isEmpty, context.channel.isWritable else { return }
+        busy = true
+        let frame = queue.removeFirst()
+        queuedBytes -= frame.readableBytes
+        let apis = self.apis
+        let channel = context.channel
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let host = channel.remoteAddress?.ipAddress ?? ""
+        let eventLoop = context.eventLoop
+        inFlight = Task {
+            let reply = await apis.handle(frame, clientHost: host.isEmpty ? "" : "/\(host)")
+            // A closed connection (or a stopped server) has nobody to answer.
+            guard !Task.isCancelled, channel.isActive else { return }
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.inFlight = nil
+                guard channel.isActive else { return }
+                handler.write(reply, context: context)
+            }
+        }
+    }
+
+    private func write(_ reply: BrokerReply, context: ChannelHandlerContext) {
+        switch reply {
+        case .noResponse:
+            break
+        case .closeConnection(let reason):
+            logger.warning("closing connection", metadata: ["remote": "\(context.channel.remoteAddress?.description ?? "?")", "reason": "\(reason)"])
+            context.close(promise: nil)
+            return
+        case .response(let parts):
+            var prefix = context.channel.allocator.buffer(capacity: 4)
+            prefix.writeInteger(Int32(truncatingIfNeeded: parts.totalLength), endianness: .big)
+            context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
+            for part in parts {
+                switch part {
+                case .bytes(let bytes):
+                    context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
+                case .file(let slice):
+                    let lease: FileRegionLease
+                    do {
+                        lease = try slice.leaseRegion()
+                    } catch {
+                        logger.error("cannot send records; closing connection", metadata: ["error": "\(error)"])
+                        context.close(promise: nil)
+                        return
+                    }
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    written.futureResult.whenComplete { _ in lease.release() }
+                    context.write(wrapOutboundOut(.fileRegion(lease.region)), promise: written)
+                }
+            }
+            if inReadLoop { flushPending = true } else { context.flush() }
+        }
+        busy = false
+        updateReading(context: context)
+        processNext(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inFlight?.cancel()
+        inFlight = nil
+        queue.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("connection error; closing", metadata: [
+            "remote": "\(context.channel.remoteAddress?.description ?? "?")", "error": "\(error)",
+        ])
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            logger.debug("closing idle connection", metadata: ["remote": "\(context.channel.remoteAddress?.description ?? "?")"])
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
