@@ -27,7 +27,7 @@ struct CoordinatorLoader {
         var summary = Summary()
         let partition = log.topicPartition
         var offset = log.logStartOffset
-        while offset < log.highWatermark {
+        while offset < log.highWatermark.offset {
             var bytes: ByteBuffer
             do {
                 let read = try log.read(from: offset, maxBytes: 1 << 20, upperBound: .highWatermark, minOneMessage: true)
@@ -51,12 +51,12 @@ struct CoordinatorLoader {
                     summary.completed = false
                     return summary
                 }
-                next = batch.nextOffset
+                next = Offset(batch.nextOffset)
                 do {
                     try batch.validate()
                     var records = try batch.makeRecordIterator()
                     while let record = try records.next() {
-                        guard record.offset >= offset else { continue }
+                        guard record.offset >= offset.rawValue else { continue }
                         do {
                             replay(try CoordinatorRecordSerde.decode(key: record.key, value: record.value))
                             summary.records += 1

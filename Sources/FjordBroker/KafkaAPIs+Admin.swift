@@ -459,10 +459,10 @@ extension KafkaAPIs {
                     continue
                 }
                 // -1 means "up to the high watermark".
-                let offset = target.offset == -1 ? partition.log.highWatermark : target.offset
+                let offset = target.offset == -1 ? partition.log.highWatermark.offset : Offset(target.offset)
                 do {
                     let (start, _) = try partition.log.deleteRecords(before: offset)
-                    result.lowWatermark = start
+                    result.lowWatermark = start.rawValue
                 } catch {
                     result.errorCode = Self.kafkaError(error).code
                 }
@@ -537,7 +537,7 @@ extension KafkaAPIs {
                 }
                 result.activeProducers = partition.log.producers.map { entry in
                     var state = DescribeProducersResponse.ProducerState()
-                    state.producerId = entry.producerID
+                    state.producerId = entry.producerID.rawValue
                     state.producerEpoch = Int32(entry.epoch)
                     state.lastSequence = entry.lastSequence
                     state.lastTimestamp = entry.lastTimestamp

@@ -14,7 +14,7 @@ extension KafkaAPIs {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
-        var durabilityWaits: [(LocalLog, Int64)] = []
+        var durabilityWaits: [(LocalLog, Offset)] = []
         for topic in request.topicData {
             var topicResponse = ProduceResponse.TopicProduceResponse()
             topicResponse.name = topic.name
@@ -55,9 +55,9 @@ extension KafkaAPIs {
                 }
                 do throws(StorageError) {
                     let info = try replicaManager.appendRecords(records, to: partition, nowMs: now)
-                    partitionResponse.baseOffset = info.firstOffset
+                    partitionResponse.baseOffset = info.firstOffset.rawValue
                     partitionResponse.logAppendTimeMs = info.logAppendTime
-                    partitionResponse.logStartOffset = partition.log.logStartOffset
+                    partitionResponse.logStartOffset = partition.log.logStartOffset.rawValue
                     if request.acks != 0 && partition.log.config.flushOnAck && !info.isDuplicate {
                         durabilityWaits.append((partition.log, info.lastOffset + 1))
                     }
@@ -230,19 +230,19 @@ extension KafkaAPIs {
                 result.hasError = true
                 continue
             }
-            if fetch.currentLeaderEpoch >= 0 && fetch.currentLeaderEpoch != partition.leaderEpoch {
-                data.errorCode = (fetch.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+            if let error = Self.checkLeaderEpoch(fetch.currentLeaderEpoch, partition) {
+                data.errorCode = error.code
                 result.hasError = true
                 continue
             }
             result.partitions.insert(partition.topicPartition)
             let maxBytes = Swift.min(Int(Swift.max(0, fetch.maxBytes)), remaining)
             do {
-                let read = try partition.log.read(from: fetch.fetchOffset, maxBytes: maxBytes, upperBound: upperBound,
+                let read = try partition.log.read(from: Offset(fetch.fetchOffset), maxBytes: maxBytes, upperBound: upperBound,
                                                   minOneMessage: first)
-                data.highWatermark = read.highWatermark
-                data.lastStableOffset = read.lastStableOffset
-                data.logStartOffset = read.logStartOffset
+                data.highWatermark = read.highWatermark.offset.rawValue
+                data.lastStableOffset = read.lastStableOffset.rawValue
+                data.logStartOffset = read.logStartOffset.rawValue
                 if request.isolationLevel == 1 { data.abortedTransactions = [] }
                 if let slice = read.records, slice.length > 0 {
                     data.recordsRegion = ZeroCopyRegion(length: slice.length, token: result.slices.count)
@@ -255,8 +255,8 @@ extension KafkaAPIs {
                 }
             } catch {
                 data.errorCode = Self.kafkaError(error).code
-                data.highWatermark = partition.log.highWatermark
-                data.logStartOffset = partition.log.logStartOffset
+                data.highWatermark = partition.log.highWatermark.offset.rawValue
+                data.logStartOffset = partition.log.logStartOffset.rawValue
                 result.hasError = true
             }
         }
@@ -284,19 +284,19 @@ extension KafkaAPIs {
                     answer.errorCode = KafkaError.unknownTopicOrPartition.code
                     continue
                 }
-                if query.currentLeaderEpoch >= 0 && query.currentLeaderEpoch != partition.leaderEpoch {
-                    answer.errorCode = (query.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+                if let error = Self.checkLeaderEpoch(query.currentLeaderEpoch, partition) {
+                    answer.errorCode = error.code
                     continue
                 }
                 do {
                     if query.timestamp == LocalLog.latestTimestamp {
                         // Latest is the HW (or LSO for read_committed), as consumers see it.
-                        answer.offset = request.isolationLevel == 1 ? partition.log.lastStableOffset : partition.log.highWatermark
-                        if version >= 4 { answer.leaderEpoch = partition.leaderEpoch }
+                        answer.offset = (request.isolationLevel == 1 ? partition.log.lastStableOffset : partition.log.highWatermark.offset).rawValue
+                        if version >= 4 { answer.leaderEpoch = partition.leaderEpoch.rawValue }
                     } else if let found = try partition.log.offset(forTimestamp: query.timestamp) {
-                        answer.offset = found.offset
+                        answer.offset = found.offset.rawValue
                         answer.timestamp = found.timestamp
-                        if version >= 4 { answer.leaderEpoch = found.leaderEpoch }
+                        if version >= 4 { answer.leaderEpoch = found.leaderEpoch.rawValue }
                     }
                 } catch {
                     answer.errorCode = Self.kafkaError(error).code
@@ -324,16 +324,26 @@ extension KafkaAPIs {
                     result.errorCode = KafkaError.unknownTopicOrPartition.code
                     continue
                 }
-                if query.currentLeaderEpoch >= 0 && query.currentLeaderEpoch != partition.leaderEpoch {
-                    result.errorCode = (query.currentLeaderEpoch > partition.leaderEpoch ? KafkaError.unknownLeaderEpoch : .fencedLeaderEpoch).code
+                if let error = Self.checkLeaderEpoch(query.currentLeaderEpoch, partition) {
+                    result.errorCode = error.code
                     continue
                 }
-                let found = partition.log.endOffset(forLeaderEpoch: query.leaderEpoch)
-                result.leaderEpoch = found.leaderEpoch
-                result.endOffset = found.endOffset
+                let found = partition.log.endOffset(forLeaderEpoch: LeaderEpoch(query.leaderEpoch))
+                result.leaderEpoch = found.leaderEpoch.rawValue
+                result.endOffset = found.endOffset.rawValue
             }
             response.topics.append(topicResult)
         }
         return response
+    }
+}
+
+extension KafkaAPIs {
+    /// A request's current leader epoch against the partition's (KIP-320): -1 skips the check;
+    /// older is FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (this broker has not caught up).
+    static func checkLeaderEpoch(_ requested: Int32, _ partition: Partition) -> KafkaError? {
+        let current = partition.leaderEpoch
+        guard requested >= 0, LeaderEpoch(requested) != current else { return nil }
+        return LeaderEpoch(requested) > current ? .unknownLeaderEpoch : .fencedLeaderEpoch
     }
 }

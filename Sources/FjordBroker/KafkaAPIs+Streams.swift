@@ -25,7 +25,7 @@ extension KafkaAPIs {
             response.errorMessage = "topic \(request.topic) does not version streams (fjord.stream.versioning=false)"
             return response
         }
-        let highWatermark = partition.log.highWatermark
+        let highWatermark = partition.log.highWatermark.offset.rawValue
         var records = ByteBuffer()
         var included: [ClosedRange<Int64>] = []
         var version = found.version
@@ -37,7 +37,7 @@ extension KafkaAPIs {
                     continue
                 }
                 if request.includeRecords, !included.contains(where: { $0.contains(event.offset) }) {
-                    let read = try partition.log.read(from: event.offset, maxBytes: 1, upperBound: .highWatermark, minOneMessage: true)
+                    let read = try partition.log.read(from: Offset(event.offset), maxBytes: 1, upperBound: .highWatermark, minOneMessage: true)
                     guard var bytes = try read.records?.readBytes(), let batch = try RecordBatch.read(from: &bytes) else { continue }
                     included.append(batch.baseOffset...batch.lastOffset)
                     records.writeImmutableBuffer(batch.bytes)
@@ -73,7 +73,7 @@ extension KafkaAPIs {
             response.errorMessage = "at most \(Self.maxStreamEventsPerRead) events per request, not \(request.events.count)"
             return response
         }
-        let highWatermark = partition.log.highWatermark
+        let highWatermark = partition.log.highWatermark.offset.rawValue
         guard let revisions = partition.log.streamRevisions(request.events.map { (Array($0.streamKey.readableBytesView), $0.offset) }) else {
             response.errorCode = KafkaError.invalidRequest.code
             response.errorMessage = "topic \(request.topic) does not version streams (fjord.stream.versioning=false)"

@@ -202,7 +202,7 @@ public final class KafkaAPIs: Sendable {
                 let hosted = replicaManager.partition(TopicPartition(topic: found.name, partition: index))
                 if let hosted {
                     partition.leaderId = config.nodeID
-                    partition.leaderEpoch = hosted.leaderEpoch
+                    partition.leaderEpoch = hosted.leaderEpoch.rawValue
                 } else {
                     partition.errorCode = KafkaError.leaderNotAvailable.code
                     partition.leaderId = -1

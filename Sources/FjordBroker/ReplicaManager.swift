@@ -14,20 +14,21 @@ public final class Partition: Sendable {
     public let topicPartition: TopicPartition
     public let topicID: KafkaUUID
     public let log: LocalLog
-    private let epoch: Mutex<Int32>
+    private let epoch: Mutex<LeaderEpoch>
 
-    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: Int32) {
+    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch) {
         self.topicPartition = topicPartition
         self.topicID = topicID
         self.log = log
         self.epoch = Mutex(leaderEpoch)
     }
 
-    public var leaderEpoch: Int32 { epoch.withLock { $0 } }
+    public var leaderEpoch: LeaderEpoch { epoch.withLock { $0 } }
 
-    /// Advances the high watermark to the log end (the ISR is this broker alone).
+    /// Advances the high watermark to the log end (the ISR is this broker alone); it never
+    /// moves backwards.
     func maybeIncrementHighWatermark() {
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = log.highWatermark.advanced(to: log.logEndOffset)
     }
 }
 

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import FjordProtocol
+public import FjordProtocol
 import Synchronization
 import SystemPackage
 
@@ -33,8 +33,8 @@ extension LocalLog {
 
     /// Compacted logs: the first offset the cleaner has not yet read into a key map (records
     /// below it are clean). Kept in the log directory's `cleaner-offset-checkpoint`.
-    public var cleanerCheckpoint: Int64 {
-        get { locked { Swift.max($0.firstDirtyOffset, $0.segments.oldest.baseOffset) } }
+    public var cleanerCheckpoint: Offset {
+        Offset(locked { Swift.max($0.firstDirtyOffset, $0.segments.oldest.baseOffset) })
     }
 
     /// When a tombstone the last cleaning pass kept may be removed (nil: none known).
@@ -45,8 +45,8 @@ extension LocalLog {
 
     /// Sets the cleaner checkpoint (from the checkpoint file at open, or after a cleaning pass);
     /// never beyond the log end.
-    public func setCleanerCheckpoint(_ offset: Int64) {
-        locked { $0.firstDirtyOffset = Swift.min(offset, $0.logEndOffset) }
+    public func setCleanerCheckpoint(_ offset: Offset) {
+        locked { $0.firstDirtyOffset = Swift.min(offset.rawValue, $0.logEndOffset) }
     }
 
     /// Swaps in cleaned segments written in `cleanedDirectory` (same file names) for the

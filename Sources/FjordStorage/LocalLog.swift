@@ -17,11 +17,11 @@ public enum AppendOrigin: Sendable {
 
 /// The result of an append (Kafka's `LogAppendInfo`).
 public struct LogAppendInfo: Sendable, Equatable {
-    public var firstOffset: Int64
-    public var lastOffset: Int64
+    public var firstOffset: Offset
+    public var lastOffset: Offset
     /// The largest timestamp appended and the offset holding it.
     public var maxTimestamp: Int64
-    public var offsetOfMaxTimestamp: Int64
+    public var offsetOfMaxTimestamp: Offset
     /// The broker's append time when the topic uses LogAppendTime, else -1.
     public var logAppendTime: Int64
     public var batchCount: Int
@@ -35,10 +35,10 @@ public struct LogAppendInfo: Sendable, Equatable {
 public struct LogReadResult: Sendable {
     /// The records to send, or nil when there is nothing to read below the upper bound.
     public var records: FileSlice?
-    public var highWatermark: Int64
-    public var logStartOffset: Int64
-    public var logEndOffset: Int64
-    public var lastStableOffset: Int64
+    public var highWatermark: HighWatermark
+    public var logStartOffset: Offset
+    public var logEndOffset: Offset
+    public var lastStableOffset: Offset
 }
 
 /// How far a read may go.
@@ -178,26 +178,26 @@ public final class LocalLog: Sendable {
 
     // MARK: Offsets
 
-    public var logStartOffset: Int64 { locked { $0.logStartOffset } }
-    public var logEndOffset: Int64 { locked { $0.logEndOffset } }
-    public var recoveryPoint: Int64 { locked { $0.recoveryPoint } }
+    public var logStartOffset: Offset { Offset(locked { $0.logStartOffset }) }
+    public var logEndOffset: Offset { Offset(locked { $0.logEndOffset }) }
+    public var recoveryPoint: Offset { Offset(locked { $0.recoveryPoint }) }
     public var segmentCount: Int { locked { $0.segments.count } }
     public var sizeInBytes: Int64 { locked { $0.segments.sizeInBytes } }
-    public var latestLeaderEpoch: Int32? { locked { $0.leaderEpochCache.latestEpoch } }
+    public var latestLeaderEpoch: LeaderEpoch? { locked { $0.leaderEpochCache.latestEpoch }.map { LeaderEpoch($0) } }
 
     /// The high watermark: the offset below which records are committed (replicated to the ISR).
-    /// The broker sets it; the log keeps it within [logStartOffset, logEndOffset].
-    public var highWatermark: Int64 {
-        get { locked { $0.highWatermark } }
+    /// The broker (its `Partition`) sets it; the log keeps it within [logStartOffset, logEndOffset].
+    public var highWatermark: HighWatermark {
+        get { HighWatermark(Offset(locked { $0.highWatermark })) }
         set {
             locked { s in
-                s.highWatermark = Swift.min(Swift.max(newValue, s.logStartOffset), s.logEndOffset)
+                s.highWatermark = Swift.min(Swift.max(newValue.offset.rawValue, s.logStartOffset), s.logEndOffset)
             }
         }
     }
 
     /// The last stable offset: the first offset of the oldest open transaction, capped by the HW.
-    public var lastStableOffset: Int64 { locked { Self.lastStable($0) } }
+    public var lastStableOffset: Offset { Offset(locked { Self.lastStable($0) }) }
 
     private static func lastStable(_ s: borrowing State) -> Int64 {
         var first = s.highWatermark
@@ -241,7 +241,7 @@ public final class LocalLog: Sendable {
     /// nothing and returns its original offsets. The batches are written as received except the
     /// base offset and partition leader epoch (and, for LogAppendTime topics, the timestamp).
     public func append(
-        _ records: ByteBuffer, leaderEpoch: Int32, origin: AppendOrigin = .client, nowMs: Int64
+        _ records: ByteBuffer, leaderEpoch: LeaderEpoch, origin: AppendOrigin = .client, nowMs: Int64
     ) throws(StorageError) -> LogAppendInfo {
         var remaining = records
         var batches: [RecordBatch] = []
@@ -268,7 +268,7 @@ public final class LocalLog: Sendable {
         }
         let (info, rolled, flushDue) = try locked { (s) throws(StorageError) -> (LogAppendInfo, [FlushTarget], Bool) in
             guard !s.closed else { throw StorageError.logClosed("\(topicPartition)") }
-            let info = try Self.appendLocked(&s, log: self, batches: batches, leaderEpoch: leaderEpoch, origin: origin, nowMs: nowMs)
+            let info = try Self.appendLocked(&s, log: self, batches: batches, leaderEpoch: leaderEpoch.rawValue, origin: origin, nowMs: nowMs)
             defer { s.pendingRollFlushes = [] }
             return (info, s.pendingRollFlushes, s.unflushedMessages >= s.config.flushMessages)
         }
@@ -304,7 +304,7 @@ public final class LocalLog: Sendable {
                         throw StorageError.outOfOrderSequence(producerID: batch.producerID, epoch: batch.producerEpoch,
                                                               sequence: batch.baseSequence, expected: -1)
                     }
-                    return LogAppendInfo(firstOffset: first, lastOffset: last, maxTimestamp: -1, offsetOfMaxTimestamp: -1,
+                    return LogAppendInfo(firstOffset: Offset(first), lastOffset: Offset(last), maxTimestamp: -1, offsetOfMaxTimestamp: .none,
                                          logAppendTime: -1, batchCount: 1, recordCount: Int(batch.recordCount),
                                          validBytes: 0, isDuplicate: true)
                 }
@@ -324,7 +324,7 @@ public final class LocalLog: Sendable {
             }
             guard conflicts.isEmpty else { throw StorageError.wrongExpectedVersion(conflicts) }
         }
-        var info = LogAppendInfo(firstOffset: -1, lastOffset: -1, maxTimestamp: RecordBatch.noTimestamp, offsetOfMaxTimestamp: -1,
+        var info = LogAppendInfo(firstOffset: .none, lastOffset: .none, maxTimestamp: RecordBatch.noTimestamp, offsetOfMaxTimestamp: .none,
                                  logAppendTime: s.config.logAppendTime ? nowMs : -1, batchCount: batches.count,
                                  recordCount: 0, validBytes: 0, isDuplicate: false)
         var checkedBatch = 0
@@ -362,11 +362,11 @@ public final class LocalLog: Sendable {
                     try s.streams!.index(batch, baseOffset: base)
                 }
             }
-            if info.firstOffset < 0 { info.firstOffset = base }
-            info.lastOffset = header.lastOffset
+            if info.firstOffset == .none { info.firstOffset = Offset(base) }
+            info.lastOffset = Offset(header.lastOffset)
             if header.maxTimestamp > info.maxTimestamp {
                 info.maxTimestamp = header.maxTimestamp
-                info.offsetOfMaxTimestamp = header.lastOffset
+                info.offsetOfMaxTimestamp = Offset(header.lastOffset)
             }
             info.recordCount += Int(header.recordCount)
             info.validBytes += batch.sizeInBytes
@@ -450,8 +450,9 @@ public final class LocalLog: Sendable {
     /// Reads from `offset` up to `maxBytes` (at least one whole batch with `minOneMessage`),
     /// never past `upperBound`. Throws `offsetOutOfRange` when `offset` is outside
     /// [logStartOffset, logEndOffset].
-    public func read(from offset: Int64, maxBytes: Int, upperBound: ReadUpperBound, minOneMessage: Bool) throws(StorageError) -> LogReadResult {
-        try locked { (s) throws(StorageError) -> LogReadResult in
+    public func read(from start: Offset, maxBytes: Int, upperBound: ReadUpperBound, minOneMessage: Bool) throws(StorageError) -> LogReadResult {
+        let offset = start.rawValue
+        return try locked { (s) throws(StorageError) -> LogReadResult in
             let logEnd = s.logEndOffset
             let bound: Int64
             switch upperBound {
@@ -459,8 +460,8 @@ public final class LocalLog: Sendable {
             case .lastStableOffset: bound = Self.lastStable(s)
             case .logEndOffset: bound = logEnd
             }
-            var result = LogReadResult(records: nil, highWatermark: s.highWatermark, logStartOffset: s.logStartOffset,
-                                       logEndOffset: logEnd, lastStableOffset: Self.lastStable(s))
+            var result = LogReadResult(records: nil, highWatermark: HighWatermark(Offset(s.highWatermark)), logStartOffset: Offset(s.logStartOffset),
+                                       logEndOffset: Offset(logEnd), lastStableOffset: Offset(Self.lastStable(s)))
             guard offset >= s.logStartOffset, offset <= logEnd else {
                 throw StorageError.offsetOutOfRange(requested: offset, logStartOffset: s.logStartOffset, logEndOffset: logEnd)
             }
@@ -493,8 +494,8 @@ public final class LocalLog: Sendable {
 
     /// ListOffsets: the offset for a timestamp (or -1/-2/-3/-4), with the timestamp found and the
     /// leader epoch of that offset; nil when no record has a timestamp ≥ the target.
-    public func offset(forTimestamp timestamp: Int64) throws(StorageError) -> (offset: Int64, timestamp: Int64, leaderEpoch: Int32)? {
-        try locked { (s) throws(StorageError) -> (offset: Int64, timestamp: Int64, leaderEpoch: Int32)? in
+    public func offset(forTimestamp timestamp: Int64) throws(StorageError) -> (offset: Offset, timestamp: Int64, leaderEpoch: LeaderEpoch)? {
+        let found = try locked { (s) throws(StorageError) -> (offset: Int64, timestamp: Int64, leaderEpoch: Int32)? in
             func epoch(at offset: Int64) -> Int32 {
                 var found: Int32 = -1
                 for entry in s.leaderEpochCache.entries where entry.startOffset <= offset { found = entry.epoch }
@@ -524,13 +525,14 @@ public final class LocalLog: Sendable {
                 return nil
             }
         }
+        return found.map { (Offset($0.offset), $0.timestamp, LeaderEpoch($0.leaderEpoch)) }
     }
 
     /// OffsetForLeaderEpoch: the end offset of `epoch` in this log.
-    public func endOffset(forLeaderEpoch epoch: Int32) -> (leaderEpoch: Int32, endOffset: Int64) {
+    public func endOffset(forLeaderEpoch epoch: LeaderEpoch) -> (leaderEpoch: LeaderEpoch, endOffset: Offset) {
         locked { s in
-            let found = s.leaderEpochCache.endOffset(for: epoch, logEndOffset: s.logEndOffset)
-            return (found.epoch, found.endOffset)
+            let found = s.leaderEpochCache.endOffset(for: epoch.rawValue, logEndOffset: s.logEndOffset)
+            return (LeaderEpoch(found.epoch), Offset(found.endOffset))
         }
     }
 
@@ -539,7 +541,8 @@ public final class LocalLog: Sendable {
     /// Removes every offset ≥ `offset` (a follower truncating to its leader). Segments wholly
     /// above are deleted; leader epochs and producer state are truncated to match, and their
     /// checkpoints are on disk when this returns.
-    public func truncate(to offset: Int64) throws(StorageError) {
+    public func truncate(to end: Offset) throws(StorageError) {
+        let offset = end.rawValue
         try cleanerSwap.withLock { _ throws(StorageError) in
             try locked { (s) throws(StorageError) in
                 guard offset < s.logEndOffset else { return }
@@ -562,13 +565,14 @@ public final class LocalLog: Sendable {
                 s.truncations += 1
             }
         }
-        flusher.lower(to: logEndOffset)
+        flusher.lower(to: logEndOffset.rawValue)
         try syncCheckpoints()
     }
 
     /// Deletes everything and restarts the log at `offset` (a follower far behind its leader's
     /// log start).
-    public func truncateFullyAndStart(at offset: Int64, nowMs: Int64) throws(StorageError) {
+    public func truncateFullyAndStart(at start: Offset, nowMs: Int64) throws(StorageError) {
+        let offset = start.rawValue
         try cleanerSwap.withLock { _ throws(StorageError) in
             try locked { (s) throws(StorageError) in
                 for segment in s.segments {
@@ -594,7 +598,8 @@ public final class LocalLog: Sendable {
 
     /// DeleteRecords: moves the log start offset up to `offset` (≤ high watermark) and deletes
     /// segments wholly below it. Returns the new log start offset and the deleted segments' files.
-    public func deleteRecords(before offset: Int64) throws(StorageError) -> (logStartOffset: Int64, deletedFiles: [FilePath]) {
+    public func deleteRecords(before start: Offset) throws(StorageError) -> (logStartOffset: Offset, deletedFiles: [FilePath]) {
+        let offset = start.rawValue
         let result = try cleanerSwap.withLock { _ throws(StorageError) -> (logStartOffset: Int64, deletedFiles: [FilePath]) in
             try locked { (s) throws(StorageError) -> (logStartOffset: Int64, deletedFiles: [FilePath]) in
                 guard offset <= s.highWatermark else {
@@ -611,7 +616,7 @@ public final class LocalLog: Sendable {
             }
         }
         try syncCheckpoints()
-        return result
+        return (Offset(result.logStartOffset), result.deletedFiles)
     }
 
     /// Deletes closed segments (never the active one) while `shouldDelete(segment, nextSegmentBase)`
@@ -716,8 +721,8 @@ public final class LocalLog: Sendable {
     /// Suspends until everything below `offset` is on disk, sharing fsyncs between callers
     /// (group commit, see `LogFlusher`). `runFlush` performs a flush off the caller's thread
     /// (the log manager's I/O queue).
-    public func flushed(through offset: Int64, runFlush: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) async throws {
-        try await flusher.flushed(through: offset, runFlush: runFlush) { [self] () throws(StorageError) -> Int64 in
+    public func flushed(through offset: Offset, runFlush: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) async throws {
+        try await flusher.flushed(through: offset.rawValue, runFlush: runFlush) { [self] () throws(StorageError) -> Int64 in
             try performFlush(nowMs: nil)
         }
     }

@@ -175,7 +175,7 @@ public enum LogCleaner {
         //    truncated meanwhile (then the pass is dropped; the next one starts afresh).
         guard let swapped = try log.swapInCleanedSegments(rewritten, cleanedDirectory: scratch, cleanedThrough: mapEnd,
                                                           truncations: truncations, nowMs: nowMs) else {
-            return CleanerStats(cleanedThrough: log.cleanerCheckpoint)
+            return CleanerStats(cleanedThrough: log.cleanerCheckpoint.rawValue)
         }
         stats.segmentsCleaned = swapped
         stats.cleanedThrough = mapEnd

@@ -79,7 +79,7 @@ public final class LogManager: Sendable {
                 directory: path, topicPartition: tp, config: configFor(tp.topic),
                 recoveryPoint: recoveryPoints[tp] ?? 0, logStartOffset: startOffsets[tp] ?? 0,
                 cleanShutdown: cleanShutdown, nowMs: nowMs)
-            if let cleaned = cleanerOffsets[tp] { log.setCleanerCheckpoint(cleaned) }
+            if let cleaned = cleanerOffsets[tp] { log.setCleanerCheckpoint(Offset(cleaned)) }
             opened[tp] = log
             loaded.append(LoadedLog(topicPartition: tp, topicID: readPartitionMetadata(path), report: report))
         }

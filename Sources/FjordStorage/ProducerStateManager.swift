@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import FjordProtocol
+public import FjordProtocol
 import NIOCore
 import SystemPackage
 
@@ -18,7 +18,7 @@ public struct ProducerStateEntry: Sendable, Equatable {
         public var timestamp: Int64
     }
 
-    public var producerID: Int64
+    public var producerID: ProducerID
     public var epoch: Int16
     /// The last (up to) five batches, oldest first, as Kafka keeps them for duplicate detection.
     public var batches: [Batch]
@@ -109,7 +109,7 @@ final class ProducerStateManager {
             return
         }
         var entry = producers[header.producerID]
-            ?? ProducerStateEntry(producerID: header.producerID, epoch: header.producerEpoch, batches: [])
+            ?? ProducerStateEntry(producerID: ProducerID(header.producerID), epoch: header.producerEpoch, batches: [])
         if header.producerEpoch != entry.epoch {
             entry.epoch = header.producerEpoch
             entry.batches = []
@@ -162,7 +162,7 @@ final class ProducerStateManager {
         body.writeInteger(Int32(producers.count), endianness: .big)
         for (_, entry) in producers.sorted(by: { $0.key < $1.key }) {
             let last = entry.batches.last
-            body.writeInteger(entry.producerID, endianness: .big)
+            body.writeInteger(entry.producerID.rawValue, endianness: .big)
             body.writeInteger(entry.epoch, endianness: .big)
             body.writeInteger(entry.lastSequence, endianness: .big)
             body.writeInteger(last?.lastOffset ?? -1, endianness: .big)
@@ -234,7 +234,7 @@ final class ProducerStateManager {
                     firstOffset: lastOffset - Int64(offsetDelta), lastOffset: lastOffset, timestamp: timestamp))
             }
             producers[producerID] = ProducerStateEntry(
-                producerID: producerID, epoch: epoch, batches: batches, coordinatorEpoch: coordinatorEpoch,
+                producerID: ProducerID(producerID), epoch: epoch, batches: batches, coordinatorEpoch: coordinatorEpoch,
                 currentTransactionFirstOffset: transactionFirstOffset)
         }
         return producers

@@ -38,7 +38,7 @@ do {
         directory: FilePath(arguments[1]).appending(partition.directoryName), topicPartition: partition, config: config,
         recoveryPoint: 0, logStartOffset: 0, cleanShutdown: false, nowMs: now)
     for _ in 0..<1_000_000 {
-        let info = try log.append(crashTestBatch(offset: log.logEndOffset, seed: seed), leaderEpoch: 0, nowMs: now)
+        let info = try log.append(crashTestBatch(offset: log.logEndOffset.rawValue, seed: seed), leaderEpoch: 0, nowMs: now)
         try log.flush(nowMs: now)
         // Unbuffered: an ack is on the pipe before the next append starts.
         FileHandle.standardOutput.write(Data("acked \(info.firstOffset) \(info.lastOffset)\n".utf8))

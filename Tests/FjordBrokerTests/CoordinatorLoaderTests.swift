@@ -27,7 +27,7 @@ struct CoordinatorLoaderTests {
             var builder = RecordBatchBuilder()
             for record in records { builder.append(timestamp: 1, key: record.key, value: record.value) }
             _ = try log.append(try builder.build().bytes, leaderEpoch: 0, nowMs: 1)
-            log.highWatermark = log.logEndOffset
+            log.highWatermark = HighWatermark(log.logEndOffset)
         }
     }
 

@@ -25,7 +25,7 @@ func recordBatches(in broker: InProcessBroker, topic: String) throws -> Int {
             else { break }
             while let batch = try RecordBatch.read(from: &bytes) {
                 batches += 1
-                offset = batch.lastOffset + 1
+                offset = Offset(batch.nextOffset)
             }
         }
     }

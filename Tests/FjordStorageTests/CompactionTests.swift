@@ -57,7 +57,7 @@ struct CompactionTests {
         _ = try log.append(makeBatch(count: 3, timestamp: now, keys: ["a", "b", "a"], values: ["1", "2", "3"]), leaderEpoch: 0, nowMs: now)
         _ = try log.append(makeBatch(count: 1, timestamp: now, keys: ["b"], values: [nil]), leaderEpoch: 0, nowMs: now)
         try log.roll(nowMs: now)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         _ = try LogCleaner.clean(log, nowMs: now + 1_000)
         var records = try readAll(log)
         #expect(records.map(\.offset) == [2, 3], "a's latest and b's tombstone")
@@ -66,7 +66,7 @@ struct CompactionTests {
         #expect(records.map(\.offset) == [2])
         // The active segment is never cleaned.
         _ = try log.append(makeBatch(count: 2, timestamp: now, keys: ["a", "a"], values: ["x", "y"]), leaderEpoch: 0, nowMs: now)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         _ = try LogCleaner.clean(log, nowMs: now + 200_000)
         #expect(try readAll(log).map(\.offset) == [2, 4, 5])
     }
@@ -79,7 +79,7 @@ struct CompactionTests {
               key: ((Int, inout SystemRandomNumberGenerator) -> String)? = nil) throws -> [String: (offset: Int64, value: String?)] {
         var latest: [String: (offset: Int64, value: String?)] = [:]
         var rng = SystemRandomNumberGenerator()
-        var offset = log.logEndOffset
+        var offset = log.logEndOffset.rawValue
         for batch in 0..<batches {
             var batchKeys: [String?] = []
             var values: [String?] = []
@@ -95,7 +95,7 @@ struct CompactionTests {
                                leaderEpoch: 0, nowMs: now)
         }
         try log.roll(nowMs: now)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         return latest
     }
 
@@ -123,7 +123,7 @@ struct CompactionTests {
         while log.cleanerCheckpoint < end && passes < 50 {
             let stats = try LogCleaner.clean(log, nowMs: now, dedupeBufferBytes: budget)
             #expect(stats.mapKeys <= 250, "the map stays within its budget")
-            #expect(stats.cleanedThrough > 0 && stats.cleanedThrough == log.cleanerCheckpoint)
+            #expect(stats.cleanedThrough > 0 && stats.cleanedThrough == log.cleanerCheckpoint.rawValue)
             passes += 1
         }
         #expect(passes >= 4, "the log took several passes (\(passes))")
@@ -157,8 +157,8 @@ struct CompactionTests {
             #expect(LogCleaner.needsCleaning(log, nowMs: now), "all of it is dirty")
             let report = manager.runMaintenance(nowMs: now)
             #expect(report.cleaned.count == 1 && report.errors.isEmpty)
-            cleanedThrough = log.cleanerCheckpoint
-            #expect(cleanedThrough == log.logEndOffset)
+            cleanedThrough = log.cleanerCheckpoint.rawValue
+            #expect(cleanedThrough == log.logEndOffset.rawValue)
             // A little new data: below the ratio, so the next pass leaves the log alone.
             _ = try fill(log, batches: 1, keys: 5_000, now: now)
             #expect(!LogCleaner.needsCleaning(log, nowMs: now))
@@ -167,7 +167,7 @@ struct CompactionTests {
         }
         let (manager, _) = try LogManager.open(directory: dir.path, nowMs: now) { _ in config }
         let log = try #require(manager.log(for: tp))
-        #expect(log.cleanerCheckpoint == cleanedThrough, "read back from cleaner-offset-checkpoint")
+        #expect(log.cleanerCheckpoint.rawValue == cleanedThrough, "read back from cleaner-offset-checkpoint")
         // Much more new data: past the ratio, cleaned, and the checkpoint moves on.
         _ = try fill(log, batches: 100, keys: 5_000, now: now)
         #expect(LogCleaner.needsCleaning(log, nowMs: now))
@@ -189,7 +189,7 @@ struct CompactionTests {
         _ = try log.append(makeBatch(count: 3, timestamp: now, keys: ["a", "b", "a"], values: ["1", "2", "3"]), leaderEpoch: 0, nowMs: now)
         _ = try log.append(makeBatch(count: 1, timestamp: now, keys: ["b"], values: [nil]), leaderEpoch: 0, nowMs: now)
         try log.roll(nowMs: now)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         #expect(manager.runMaintenance(nowMs: now + 1_000).cleaned.count == 1)
         #expect(try readAll(log).map(\.offset) == [2, 3], "a's latest and b's young tombstone")
         #expect(log.nextTombstoneExpiryMs == now + 60_001)
@@ -214,7 +214,7 @@ struct CompactionTests {
         _ = try log.append(makeBatch(count: 1, timestamp: Int64.min, keys: ["early"], values: [nil]), leaderEpoch: 0, nowMs: now)
         _ = try log.append(makeBatch(count: 1, timestamp: now, keys: ["kept"], values: ["v"]), leaderEpoch: 0, nowMs: now)
         try log.roll(nowMs: now)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         _ = try LogCleaner.clean(log, nowMs: now)
         #expect(try readAll(log).map(\.offset) == [0, 1, 2], "no tombstone is older than Int64.max ms")
         #expect(log.nextTombstoneExpiryMs == 0, "Int64.min + Int64.max + 1: the early one is due at once")

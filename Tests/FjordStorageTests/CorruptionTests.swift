@@ -119,7 +119,7 @@ struct CorruptionTests {
         var out: [StoredBatch] = []
         var next = offset
         while next < log.logEndOffset {
-            guard let slice = try log.read(from: next, maxBytes: 1 << 20, upperBound: .logEndOffset, minOneMessage: true).records else { break }
+            guard let slice = try log.read(from: Offset(next), maxBytes: 1 << 20, upperBound: .logEndOffset, minOneMessage: true).records else { break }
             let found = Self.scan(try slice.readBytes().allBytes)
             guard let last = found.last else { break }
             out += found

@@ -72,7 +72,7 @@ struct CrashTests {
             let (log, report) = try openLog(dir, config: config, clean: false, recoveryPoint: 0, topic: "crash")
             #expect(log.logEndOffset > acked, "round \(round): log end \(log.logEndOffset) but \(acked) was acknowledged; \(report.problems)")
             let records = try readAll(log)
-            #expect(records.count == Int(log.logEndOffset))
+            #expect(records.count == Int(log.logEndOffset.rawValue))
             for record in records {
                 let want = expectedRecord(offset: record.offset, seed: seed)
                 #expect(record.key == ByteBuffer(string: want.key))
@@ -89,7 +89,7 @@ struct CrashTests {
                 end = batch.nextOffset
             }
             #expect(buffer.readableBytes == 0, "round \(round): \(buffer.readableBytes) bytes of a partial batch left on disk")
-            #expect(end == log.logEndOffset)
+            #expect(end == log.logEndOffset.rawValue)
             try log.close(nowMs: 0)
         }
     }

@@ -42,10 +42,10 @@ struct DurabilityTests {
         config.streamVersioning = true
         let (log, _) = try openLog(dir, config: config)
         for i in 0..<40 {
-            _ = try log.append(makeBatch(count: 3, valueSize: 200, keyPrefix: "s\(i % 4)-"), leaderEpoch: Int32(i / 10), nowMs: now)
+            _ = try log.append(makeBatch(count: 3, valueSize: 200, keyPrefix: "s\(i % 4)-"), leaderEpoch: LeaderEpoch(Int32(i / 10)), nowMs: now)
         }
         #expect(log.segmentCount > 3)
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         _ = try log.deleteRecords(before: 30)
         _ = try log.deleteOldSegments(nowMs: now + 365 * 24 * 3_600_000)
         try log.truncate(to: log.logEndOffset - 5)
@@ -81,7 +81,7 @@ struct DurabilityTests {
         for _ in 0..<30 {
             _ = try cleaned.append(makeBatch(count: 5, valueSize: 100, keyPrefix: "same"), leaderEpoch: 0, nowMs: now)
         }
-        cleaned.highWatermark = cleaned.logEndOffset
+        cleaned.highWatermark = HighWatermark(cleaned.logEndOffset)
         #expect(try LogCleaner.clean(cleaned, nowMs: now).segmentsCleaned > 0)
         try cleaned.close(nowMs: now)
 

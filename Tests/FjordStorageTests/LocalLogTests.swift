@@ -18,8 +18,8 @@ struct LocalLogTests {
             let batch = makeBatch(count: 10, keyPrefix: "b\(i)-")
             expected.append(batch)
             let info = try log.append(batch, leaderEpoch: 3, nowMs: now)
-            #expect(info.firstOffset == Int64(i * 10))
-            #expect(info.lastOffset == Int64(i * 10 + 9))
+            #expect(info.firstOffset == Offset(Int64(i * 10)))
+            #expect(info.lastOffset == Offset(Int64(i * 10 + 9)))
         }
         #expect(log.logEndOffset == 500)
         let records = try readAll(log)
@@ -44,7 +44,7 @@ struct LocalLogTests {
         let dir = TemporaryDirectory()
         let (log, _) = try openLog(dir)
         for _ in 0..<5 { _ = try log.append(makeBatch(count: 4), leaderEpoch: 0, nowMs: now) }
-        log.highWatermark = 8
+        log.highWatermark = HighWatermark(8)
         #expect(try readAll(log, upperBound: .highWatermark).count == 8)
         #expect(try log.read(from: 8, maxBytes: 1000, upperBound: .highWatermark, minOneMessage: true).records == nil)
         #expect(throws: StorageError.self) { _ = try log.read(from: 21, maxBytes: 1000, upperBound: .logEndOffset, minOneMessage: true) }
@@ -107,7 +107,7 @@ struct LocalLogTests {
         var config = LogConfig()
         config.segmentBytes = 4 * 1024
         let (log, _) = try openLog(dir, config: config)
-        for epoch in 0..<30 { _ = try log.append(makeBatch(count: 2, valueSize: 200), leaderEpoch: Int32(epoch / 10), nowMs: now) }
+        for epoch in 0..<30 { _ = try log.append(makeBatch(count: 2, valueSize: 200), leaderEpoch: LeaderEpoch(Int32(epoch / 10)), nowMs: now) }
         #expect(log.endOffset(forLeaderEpoch: 1) == (1, 40))
         try log.truncate(to: 24)
         #expect(log.logEndOffset == 24)
@@ -127,7 +127,7 @@ struct LocalLogTests {
         config.retentionBytes = 12 * 1024
         let (log, _) = try openLog(dir, config: config)
         for _ in 0..<40 { _ = try log.append(makeBatch(count: 2, valueSize: 300, timestamp: now), leaderEpoch: 0, nowMs: now) }
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         let before = log.segmentCount
         let deleted = try log.deleteOldSegments(nowMs: now)
         #expect(!deleted.isEmpty)

@@ -72,7 +72,7 @@ struct LogManagerTests {
         let tp = TopicPartition(topic: "t", partition: 0)
         let log = try manager.getOrCreateLog(tp, topicID: .random(), config: config, nowMs: now)
         for _ in 0..<20 { _ = try log.append(makeBatch(count: 3, valueSize: 200), leaderEpoch: 0, nowMs: now) }
-        log.highWatermark = log.logEndOffset
+        log.highWatermark = HighWatermark(log.logEndOffset)
         let report = manager.runMaintenance(nowMs: now)
         #expect(report.errors.isEmpty)
         #expect(!report.deletedSegments.isEmpty)

@@ -53,7 +53,7 @@ func readAll(_ log: LocalLog, from offset: Int64 = 0, upperBound: ReadUpperBound
     var records: [Record] = []
     var next = offset
     while next < log.logEndOffset {
-        let result = try log.read(from: next, maxBytes: 1 << 20, upperBound: upperBound, minOneMessage: true)
+        let result = try log.read(from: Offset(next), maxBytes: 1 << 20, upperBound: upperBound, minOneMessage: true)
         guard let slice = result.records else { break }
         let found = try batches(in: try slice.readBytes())
         guard let last = found.last else { break }
@@ -71,3 +71,11 @@ func openLog(_ dir: TemporaryDirectory, config: LogConfig = LogConfig(), clean: 
     return try LocalLog.open(directory: dir.path.appending(tp.directoryName), topicPartition: tp, config: config,
                              recoveryPoint: recoveryPoint, logStartOffset: 0, cleanShutdown: clean, nowMs: now)
 }
+
+// Order comparisons (not equality: use `.rawValue`) of the log's `Offset`s with the plain integers tests compute (test-only: the
+// storage API itself never mixes the two).
+@_disfavoredOverload func < (lhs: Int64, rhs: Offset) -> Bool { lhs < rhs.rawValue }
+@_disfavoredOverload func < (lhs: Offset, rhs: Int64) -> Bool { lhs.rawValue < rhs }
+@_disfavoredOverload func > (lhs: Offset, rhs: Int64) -> Bool { lhs.rawValue > rhs }
+@_disfavoredOverload func >= (lhs: Offset, rhs: Int64) -> Bool { lhs.rawValue >= rhs }
+@_disfavoredOverload func <= (lhs: Offset, rhs: Int64) -> Bool { lhs.rawValue <= rhs }

@@ -94,8 +94,8 @@ let benchmarks: @Sendable () -> Void = {
     let big = Lazy<(LocalLog, Int64)> {
         let log = freshLog("lookup", segmentBytes: 1 << 30)
         for _ in 0..<1_020 { _ = try? log.append(batch, leaderEpoch: 0, nowMs: now) }
-        log.highWatermark = log.logEndOffset
-        return (log, log.logEndOffset)
+        log.highWatermark = HighWatermark(log.logEndOffset)
+        return (log, log.logEndOffset.rawValue)
     }
 
     Benchmark("offset lookup in a 1 GiB segment", configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxIterations: 200_000)) { benchmark in
@@ -104,7 +104,7 @@ let benchmarks: @Sendable () -> Void = {
         var offset: Int64 = 12_345
         for _ in benchmark.scaledIterations {
             offset = (offset &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407) & 0x7FFF_FFFF
-            let result = try? bigLog.read(from: offset % end, maxBytes: 1, upperBound: .highWatermark, minOneMessage: false)
+            let result = try? bigLog.read(from: Offset(offset % end), maxBytes: 1, upperBound: .highWatermark, minOneMessage: false)
             blackHole(result?.records?.position)
         }
     }
@@ -115,7 +115,7 @@ let benchmarks: @Sendable () -> Void = {
         var offset: Int64 = 777
         for _ in benchmark.scaledIterations {
             offset = (offset &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407) & 0x7FFF_FFFF
-            let result = try? bigLog.read(from: offset % end, maxBytes: 1 << 20, upperBound: .highWatermark, minOneMessage: true)
+            let result = try? bigLog.read(from: Offset(offset % end), maxBytes: 1 << 20, upperBound: .highWatermark, minOneMessage: true)
             blackHole(result?.records?.length)
         }
     }
