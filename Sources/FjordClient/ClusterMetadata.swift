@@ -17,7 +17,7 @@ public struct ClusterMetadata: Sendable, Equatable {
     public struct Partition: Sendable, Equatable {
         public var partition: Int32
         public var leader: Int32
-        public var leaderEpoch: Int32
+        public var leaderEpoch: LeaderEpoch
         public var replicas: [Int32]
         public var isr: [Int32]
         public var error: KafkaError
@@ -47,7 +47,7 @@ public struct ClusterMetadata: Sendable, Equatable {
         for topic in response.topics {
             guard let name = topic.name else { continue }
             let partitions = topic.partitions.map {
-                Partition(partition: $0.partitionIndex, leader: $0.leaderId, leaderEpoch: $0.leaderEpoch,
+                Partition(partition: $0.partitionIndex, leader: $0.leaderId, leaderEpoch: LeaderEpoch($0.leaderEpoch),
                           replicas: $0.replicaNodes, isr: $0.isrNodes, error: KafkaError(code: $0.errorCode))
             }.sorted { $0.partition < $1.partition }
             topics[name] = Topic(name: name, topicID: topic.topicId, isInternal: topic.isInternal,

@@ -14,7 +14,7 @@ public struct TopicDescription: Sendable, Equatable {
 public struct PartitionDescription: Sendable, Equatable {
     public var partition: Int32
     public var leader: Int32
-    public var leaderEpoch: Int32
+    public var leaderEpoch: LeaderEpoch
     public var replicas: [Int32]
     public var isr: [Int32]
 }
@@ -91,7 +91,7 @@ public final class KafkaAdmin: Sendable {
             return TopicDescription(
                 name: topic.name ?? "", topicID: topic.topicId, isInternal: topic.isInternal,
                 partitions: topic.partitions.sorted { $0.partitionIndex < $1.partitionIndex }.map {
-                    PartitionDescription(partition: $0.partitionIndex, leader: $0.leaderId, leaderEpoch: $0.leaderEpoch,
+                    PartitionDescription(partition: $0.partitionIndex, leader: $0.leaderId, leaderEpoch: LeaderEpoch($0.leaderEpoch),
                                          replicas: $0.replicaNodes, isr: $0.isrNodes)
                 })
         }
@@ -222,8 +222,8 @@ public final class KafkaAdmin: Sendable {
 
     /// The offset for `spec` in each partition of `topic` (partition → offset; -1 when none),
     /// asked of each partition's leader.
-    public func listOffsets(_ topic: String, partitions: [Int32], spec: OffsetSpec) async throws -> [Int32: Int64] {
-        var result: [Int32: Int64] = [:]
+    public func listOffsets(_ topic: String, partitions: [Int32], spec: OffsetSpec) async throws -> [Int32: Offset] {
+        var result: [Int32: Offset] = [:]
         for (leader, indexes) in try await byLeader(topic, partitions) {
             var request = ListOffsetsRequest()
             request.replicaId = -1
@@ -243,7 +243,7 @@ public final class KafkaAdmin: Sendable {
                     if partition.errorCode != 0 {
                         throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)")
                     }
-                    result[partition.partitionIndex] = partition.offset
+                    result[partition.partitionIndex] = Offset(partition.offset)
                 }
             }
         }
@@ -252,8 +252,8 @@ public final class KafkaAdmin: Sendable {
 
     /// Moves the log start offset of each partition up to the given offset (DeleteRecords, at
     /// each leader); returns the new low watermarks.
-    public func deleteRecords(_ topic: String, before offsets: [Int32: Int64]) async throws -> [Int32: Int64] {
-        var result: [Int32: Int64] = [:]
+    public func deleteRecords(_ topic: String, before offsets: [Int32: Offset]) async throws -> [Int32: Offset] {
+        var result: [Int32: Offset] = [:]
         for (leader, indexes) in try await byLeader(topic, Array(offsets.keys)) {
             var request = DeleteRecordsRequest()
             var entry = DeleteRecordsRequest.DeleteRecordsTopic()
@@ -261,7 +261,7 @@ public final class KafkaAdmin: Sendable {
             entry.partitions = indexes.sorted().map { index in
                 var partition = DeleteRecordsRequest.DeleteRecordsPartition()
                 partition.partitionIndex = index
-                partition.offset = offsets[index] ?? -1
+                partition.offset = (offsets[index] ?? .none).rawValue
                 return partition
             }
             request.topics = [entry]
@@ -272,7 +272,7 @@ public final class KafkaAdmin: Sendable {
                     if partition.errorCode != 0 {
                         throw ClientError.kafka(KafkaError(code: partition.errorCode), "\(topic.name)-\(partition.partitionIndex)")
                     }
-                    result[partition.partitionIndex] = partition.lowWatermark
+                    result[partition.partitionIndex] = Offset(partition.lowWatermark)
                 }
             }
         }
@@ -366,7 +366,7 @@ public final class KafkaAdmin: Sendable {
     }
 
     /// A group's committed offsets (topic-partition → offset).
-    public func listGroupOffsets(_ groupID: String) async throws -> [String: [Int32: Int64]] {
+    public func listGroupOffsets(_ groupID: String) async throws -> [String: [Int32: Offset]] {
         let connection = try await cluster.coordinator(group: groupID).connection
         var request = OffsetFetchRequest()
         let version = try connection.version(of: .offsetFetch, max: 7)
@@ -374,15 +374,15 @@ public final class KafkaAdmin: Sendable {
         request.topics = nil
         let response = try await connection.send(request, version: version)
         if response.errorCode != 0 { throw ClientError.kafka(KafkaError(code: response.errorCode), groupID) }
-        var result: [String: [Int32: Int64]] = [:]
+        var result: [String: [Int32: Offset]] = [:]
         for topic in response.topics {
-            for partition in topic.partitions { result[topic.name, default: [:]][partition.partitionIndex] = partition.committedOffset }
+            for partition in topic.partitions { result[topic.name, default: [:]][partition.partitionIndex] = Offset(partition.committedOffset) }
         }
         return result
     }
 
     /// Sets a group's committed offsets (the group must have no active members).
-    public func alterGroupOffsets(_ groupID: String, topic: String, offsets: [Int32: Int64]) async throws {
+    public func alterGroupOffsets(_ groupID: String, topic: String, offsets: [Int32: Offset]) async throws {
         let connection = try await cluster.coordinator(group: groupID).connection
         var request = OffsetCommitRequest()
         request.groupId = groupID
@@ -393,7 +393,7 @@ public final class KafkaAdmin: Sendable {
         entry.partitions = offsets.sorted { $0.key < $1.key }.map { index, offset in
             var partition = OffsetCommitRequest.OffsetCommitRequestPartition()
             partition.partitionIndex = index
-            partition.committedOffset = offset
+            partition.committedOffset = offset.rawValue
             partition.committedLeaderEpoch = -1
             return partition
         }

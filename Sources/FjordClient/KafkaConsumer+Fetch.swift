@@ -165,7 +165,7 @@ extension KafkaConsumer {
                         let skip = batch.attributes.isControl || isAborted
                         if !skip {
                             for record in try batch.records() where record.offset >= next {
-                                records.append(ConsumerRecord(topic: tp.topic, partition: tp.partition, offset: record.offset,
+                                records.append(ConsumerRecord(topic: tp.topic, partition: tp.partition, offset: Offset(record.offset),
                                                               timestamp: record.timestamp, key: record.key, value: record.value,
                                                               headers: record.headers))
                             }

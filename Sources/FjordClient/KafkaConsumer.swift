@@ -8,7 +8,7 @@ public import NIOPosix
 public struct ConsumerRecord: Sendable, Equatable {
     public var topic: String
     public var partition: Int32
-    public var offset: Int64
+    public var offset: Offset
     public var timestamp: Int64
     public var key: ByteBuffer?
     public var value: ByteBuffer?
@@ -116,7 +116,7 @@ public actor KafkaConsumer {
         case committed
         case earliest
         case latest
-        case offset(Int64)
+        case offset(Offset)
         /// The first offset whose timestamp is at or after this one (ms since the epoch), else
         /// the log end.
         case timestamp(Int64)
@@ -171,8 +171,8 @@ public actor KafkaConsumer {
     }
 
     /// The next offset `poll` returns from a partition (nil when not assigned or not yet known).
-    public func position(topic: String, partition: Int32) -> Int64? {
-        positions[TopicPartition(topic, partition)]
+    public func position(topic: String, partition: Int32) -> Offset? {
+        positions[TopicPartition(topic, partition)].map { Offset($0) }
     }
 
     /// Stops fetching these partitions until `resume`; the position and assignment stay.
@@ -194,7 +194,7 @@ public actor KafkaConsumer {
         var listWanted: [(TopicPartition, Int64)] = []
         for (tp, start) in starts {
             switch start {
-            case .offset(let offset): positions[tp] = offset
+            case .offset(let offset): positions[tp] = offset.rawValue
             case .earliest: listWanted.append((tp, -2))
             case .latest: listWanted.append((tp, -1))
             case .timestamp(let ms): listWanted.append((tp, ms))
@@ -202,7 +202,7 @@ public actor KafkaConsumer {
             }
         }
         if !committedWanted.isEmpty {
-            let committed = try await committedOffsets(committedWanted)
+            let committed = try await committedOffsetValues(committedWanted)
             for tp in committedWanted {
                 if let offset = committed[tp], offset >= 0 {
                     positions[tp] = offset
@@ -222,13 +222,13 @@ public actor KafkaConsumer {
     }
 
     /// The log end offset of each partition (the last stable offset with read_committed).
-    public func endOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
-        try await listOffsets(partitions.map { ($0, -1) })
+    public func endOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Offset] {
+        try await listOffsets(partitions.map { ($0, -1) }).mapValues { Offset($0) }
     }
 
     /// The log start offset of each partition.
-    public func beginningOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
-        try await listOffsets(partitions.map { ($0, -2) })
+    public func beginningOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Offset] {
+        try await listOffsets(partitions.map { ($0, -2) }).mapValues { Offset($0) }
     }
 
     /// The partitions of a topic (from cluster metadata).
@@ -288,7 +288,11 @@ public actor KafkaConsumer {
     }
 
     /// The group's committed offsets for `partitions` (-1 where none).
-    public func committedOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+    public func committedOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Offset] {
+        try await committedOffsetValues(partitions).mapValues { Offset($0) }
+    }
+
+    func committedOffsetValues(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
         guard let group = configuration.groupID else { return [:] }
         var request = OffsetFetchRequest()
         request.groupId = group
@@ -414,7 +418,7 @@ public actor KafkaConsumer {
                 positions[chunk.tp] = chunk.nextOffset
                 buffered.removeFirst()
             } else {
-                positions[chunk.tp] = chunk.records[chunk.index].offset
+                positions[chunk.tp] = chunk.records[chunk.index].offset.rawValue
                 buffered[0] = chunk
             }
         }
@@ -480,21 +484,21 @@ public actor KafkaConsumer {
 
     /// Commits the current positions of the assigned partitions (or `offsets`) to `group.id`,
     /// and waits for the coordinator's answer.
-    public func commit(_ offsets: [TopicPartition: Int64]? = nil) async throws {
-        let entries = offsets ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
+    public func commit(_ offsets: [TopicPartition: Offset]? = nil) async throws {
+        let entries = offsets?.mapValues(\.rawValue) ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
         guard !entries.isEmpty else { return }
         try await commitOffsets(entries)
     }
 
     /// The tuple form kept for callers of the first client version.
-    public func commit(_ offsets: [(topic: String, partition: Int32, offset: Int64)]) async throws {
+    public func commit(_ offsets: [(topic: String, partition: Int32, offset: Offset)]) async throws {
         try await commit(Dictionary(offsets.map { (TopicPartition($0.topic, $0.partition), $0.offset) }, uniquingKeysWith: { $1 }))
     }
 
     /// Commits in the background; `completion` (if given) gets the outcome.
-    public func commitAsync(_ offsets: [TopicPartition: Int64]? = nil,
+    public func commitAsync(_ offsets: [TopicPartition: Offset]? = nil,
                             completion: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-        let entries = offsets ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
+        let entries = offsets?.mapValues(\.rawValue) ?? Dictionary(uniqueKeysWithValues: assignment.compactMap { tp in positions[tp].map { (tp, $0) } })
         Task {
             do {
                 try await self.commitOffsets(entries)

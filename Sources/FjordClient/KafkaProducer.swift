@@ -25,7 +25,7 @@ public struct RecordMetadata: Sendable, Equatable {
     public var topic: String
     public var partition: Int32
     /// The record's offset; -1 with acks=0, where the broker does not answer.
-    public var offset: Int64
+    public var offset: Offset
 }
 
 /// A Kafka producer: per-partition batching with `linger.ms`/`batch.size`, compression,
@@ -655,7 +655,7 @@ public actor KafkaProducer {
             metrics.batchRecords.record(batch.waiters.count)
             for (index, waiter) in batch.waiters.enumerated() {
                 let metadata = RecordMetadata(topic: tp.topic, partition: tp.partition,
-                                              offset: baseOffset < 0 ? -1 : baseOffset + Int64(index))
+                                              offset: baseOffset < 0 ? .none : Offset(baseOffset + Int64(index)))
                 switch waiter {
                 case .continuation(let continuation): continuation.resume(returning: metadata)
                 case .callback(let callback): callback(.success(metadata))

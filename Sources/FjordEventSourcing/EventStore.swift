@@ -264,7 +264,7 @@ public actor EventStore {
                         switch start {
                         case .start: return (TopicPartition(topic, partition), .earliest)
                         case .end: return (TopicPartition(topic, partition), .latest)
-                        case .offsets(let offsets): return (TopicPartition(topic, partition), offsets[partition].map { .offset($0) } ?? .earliest)
+                        case .offsets(let offsets): return (TopicPartition(topic, partition), offsets[partition].map { .offset(Offset($0)) } ?? .earliest)
                         }
                     })
                     // Streams whose revisions are known: counted from the start of their partition,
@@ -282,10 +282,10 @@ public actor EventStore {
                                 fromStart.insert(record.partition)
                                 revision = 0
                             } else {
-                                revision = try await self.revision(of: stream, partition: record.partition, offset: record.offset)
+                                revision = try await self.revision(of: stream, partition: record.partition, offset: record.offset.rawValue)
                             }
                             revisions[stream] = revision
-                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset.rawValue,
                                                              timestamp: record.timestamp, stream: stream, revision: revision,
                                                              partition: record.partition))
                         }
@@ -358,11 +358,11 @@ public actor EventStore {
                     let partition = self.partition(of: stream)
                     let consumer = try await self.subscriptionConsumer(clientID: "fjord-stream-subscription")
                     defer { Task { await consumer.close() } }
-                    let start: KafkaConsumer.StartPosition = lastOffset >= 0 ? .offset(lastOffset + 1) : .earliest
+                    let start: KafkaConsumer.StartPosition = lastOffset >= 0 ? .offset(Offset(lastOffset + 1)) : .earliest
                     try await consumer.assign([(TopicPartition(self.topic, partition), start)])
                     for try await batch in consumer.batches() {
                         for record in batch where record.key.map({ String(buffer: $0) }) == stream {
-                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                            continuation.yield(Self.recorded(headers: record.headers, value: record.value, offset: record.offset.rawValue,
                                                              timestamp: record.timestamp, stream: stream, revision: next,
                                                              partition: record.partition))
                             next += 1

@@ -100,7 +100,7 @@ public actor SnapshotStore {
             RecordHeader(key: Self.versionHeader, value: ByteBuffer(string: String(snapshot.version))),
             RecordHeader(key: Self.schemaHeader, value: ByteBuffer(string: String(snapshot.schemaVersion))),
         ], partition: partition(of: stream))
-        snapshots[stream] = Location(offset: sent.offset, version: snapshot.version, schemaVersion: snapshot.schemaVersion)
+        snapshots[stream] = Location(offset: sent.offset.rawValue, version: snapshot.version, schemaVersion: snapshot.schemaVersion)
     }
 
     /// Removes a stream's snapshot (a tombstone the cleaner drops after `delete.retention.ms`).
@@ -113,7 +113,7 @@ public actor SnapshotStore {
     /// the snapshot partition cannot be read that far within `timeout`.
     public func latest(stream: String, timeout: Duration = .seconds(30)) async throws -> Snapshot? {
         let partition = TopicPartition(topic, partition(of: stream))
-        let end = try await consumer.endOffsets([partition])[partition] ?? 0
+        let end = try await consumer.endOffsets([partition])[partition]?.rawValue ?? 0
         let deadline = ContinuousClock.now + timeout
         while positions[partition.partition, default: 0] < end {
             guard ContinuousClock.now < deadline else {
@@ -177,7 +177,7 @@ public actor SnapshotStore {
     private func readMore() async throws {
         let records = try await consumer.poll()
         for partition in 0..<partitionCount {
-            if let position = await consumer.position(topic: topic, partition: partition) { positions[partition] = position }
+            if let position = await consumer.position(topic: topic, partition: partition) { positions[partition] = position.rawValue }
         }
         for record in records {
             guard let key = record.key else { continue }
@@ -194,7 +194,7 @@ public actor SnapshotStore {
                 if header.key == Self.schemaHeader { schema = Int(text) ?? 1 }
             }
             guard let version else { continue }  // not a snapshot: ignored
-            snapshots[stream] = Location(offset: record.offset, version: version, schemaVersion: schema)
+            snapshots[stream] = Location(offset: record.offset.rawValue, version: version, schemaVersion: schema)
         }
     }
 

@@ -168,14 +168,14 @@ public actor ProjectionRunner {
                                arguments: [name, topic, partition])
         }
         let tp = TopicPartition(topic, partition)
-        try await consumer.assign([(tp, start.map { .offset($0) } ?? .earliest)])
+        try await consumer.assign([(tp, start.map { .offset(Offset($0)) } ?? .earliest)])
         let end = try await consumer.endOffsets([tp])[tp] ?? 0
         var reportedCaughtUp = false
         var versions: [String: Int64] = [:]
         while !Task.isCancelled {
             let records = try await consumer.poll()
             if !records.isEmpty {
-                let next = records.last!.offset + 1
+                let next = records.last!.offset.rawValue + 1
                 let known = versions
                 let touched = try await database.write { db -> [String: Int64] in
                     var touched: [String: Int64] = [:]
@@ -190,7 +190,7 @@ public actor ProjectionRunner {
                         }
                         version += 1
                         touched[stream] = version
-                        let event = EventStore.recorded(headers: record.headers, value: record.value, offset: record.offset,
+                        let event = EventStore.recorded(headers: record.headers, value: record.value, offset: record.offset.rawValue,
                                                              timestamp: record.timestamp, stream: stream, revision: version,
                                                              partition: partition)
                         try projection.apply(event, in: db)
@@ -228,7 +228,7 @@ public actor ProjectionRunner {
         let admin = try await KafkaAdmin.connect(bootstrap: bootstrap)
         let description = try await admin.describeTopics([topic]).first
         let partitions = description?.partitions.map(\.partition) ?? []
-        let ends = try await admin.listOffsets(topic, partitions: partitions, spec: .latest)
+        let ends = try await admin.listOffsets(topic, partitions: partitions, spec: .latest).mapValues(\.rawValue)
         await admin.close()
         let elapsed = startedAt.map { Double((ContinuousClock.now - $0).components.seconds) + Double((ContinuousClock.now - $0).components.attoseconds) / 1e18 } ?? 0
         return Status(projection: name,

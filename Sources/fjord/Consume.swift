@@ -89,7 +89,7 @@ struct Consume: AsyncParsableCommand {
             try await consumer.subscribe(topics: topics)
         } else {
             var start: KafkaConsumer.StartPosition = fromBeginning ? .earliest : .latest
-            if let offset { start = .offset(offset) }
+            if let offset { start = .offset(Offset(offset)) }
             if let fromTime { start = .timestamp(try parseISO8601(fromTime)) }
             var assignment: [(TopicPartition, KafkaConsumer.StartPosition)] = []
             for topic in topics {
@@ -105,11 +105,11 @@ struct Consume: AsyncParsableCommand {
         let renderer = try RecordRenderer(format: json ? nil : (format ?? "%s\\n"))
         var output = OutputBuffer()
         var printed = 0
-        var ends: [TopicPartition: Int64] = [:]
+        var ends: [TopicPartition: Offset] = [:]
         let stopSignal = StopSignal()
         while !stopSignal.stopped {
             let records = try await consumer.poll()
-            var unprinted: [TopicPartition: Int64] = [:]
+            var unprinted: [TopicPartition: Offset] = [:]
             for record in records {
                 if let maxMessages, printed >= maxMessages {
                     // Not shown: rewind so the group's committed offset does not skip it.
@@ -211,7 +211,7 @@ struct RecordRenderer {
             case .literal(let bytes): output.write(bytes: bytes)
             case .topic: output.write(record.topic)
             case .partition: output.write(String(record.partition))
-            case .offset: output.write(String(record.offset))
+            case .offset: output.write(record.offset.description)
             case .key: if let key = record.key { output.write(bytes: key.readableBytesView) }
             case .value: if let value = record.value { output.write(bytes: value.readableBytesView) }
             case .valueSize: output.write(String(record.value?.readableBytes ?? -1))

@@ -45,14 +45,14 @@ struct Groups: AsyncParsableCommand {
             try await reportingErrors("groups describe") {
                 let (description, rows) = try await withAdmin(client) { admin in
                     let description = try await admin.describeGroup(group)
-                    let committed = try await admin.listGroupOffsets(group)
+                    let committed = try await admin.listGroupOffsets(group).mapValues { $0.mapValues(\.rawValue) }
                     var owners: [TopicPartition: FjordClient.KafkaAdmin.GroupMemberDescription] = [:]
                     for member in description.members { for tp in member.assignment { owners[tp] = member } }
                     var partitions = Set(owners.keys)
                     for (topic, offsets) in committed { for partition in offsets.keys { partitions.insert(TopicPartition(topic, partition)) } }
                     var ends: [TopicPartition: Int64] = [:]
                     for (topic, indexes) in Dictionary(grouping: partitions, by: \.topic) {
-                        for (partition, end) in try await admin.listOffsets(topic, partitions: indexes.map(\.partition), spec: .latest) {
+                        for (partition, end) in try await admin.listOffsets(topic, partitions: indexes.map(\.partition), spec: .latest).mapValues(\.rawValue) {
                             ends[TopicPartition(topic, partition)] = end
                         }
                     }
@@ -123,7 +123,7 @@ struct Groups: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors("groups reset-offsets") {
                 try await withAdmin(client) { admin in
-                    let committed = try await admin.listGroupOffsets(group)
+                    let committed = try await admin.listGroupOffsets(group).mapValues { $0.mapValues(\.rawValue) }
                     var targets: [String: [Int32]] = [:]
                     if allTopics {
                         for (name, offsets) in committed { targets[name] = offsets.keys.sorted() }
@@ -147,11 +147,11 @@ struct Groups: AsyncParsableCommand {
                     var table = [["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"]]
                     var plan: [String: [Int32: Int64]] = [:]
                     for (name, partitions) in targets.sorted(by: { $0.key < $1.key }) {
-                        let earliest = try await admin.listOffsets(name, partitions: partitions, spec: .earliest)
-                        let latest = try await admin.listOffsets(name, partitions: partitions, spec: .latest)
+                        let earliest = try await admin.listOffsets(name, partitions: partitions, spec: .earliest).mapValues(\.rawValue)
+                        let latest = try await admin.listOffsets(name, partitions: partitions, spec: .latest).mapValues(\.rawValue)
                         var byTime: [Int32: Int64] = [:]
                         if let toDatetime {
-                            byTime = try await admin.listOffsets(name, partitions: partitions, spec: .timestamp(try parseISO8601(toDatetime)))
+                            byTime = try await admin.listOffsets(name, partitions: partitions, spec: .timestamp(try parseISO8601(toDatetime))).mapValues(\.rawValue)
                         }
                         for partition in partitions.sorted() {
                             let low = earliest[partition] ?? 0
@@ -172,7 +172,7 @@ struct Groups: AsyncParsableCommand {
                     if execute {
                         for (name, offsets) in plan.sorted(by: { $0.key < $1.key }) {
                             do {
-                                try await admin.alterGroupOffsets(group, topic: name, offsets: offsets)
+                                try await admin.alterGroupOffsets(group, topic: name, offsets: offsets.mapValues { Offset($0) })
                             } catch ClientError.kafka(.unknownMemberId, _) {
                                 throw CLIError("group \(group) has active members: stop them before resetting its offsets")
                             }

@@ -43,8 +43,8 @@ struct Topics: AsyncParsableCommand {
                 var documents: [String] = []
                 for topic in described.sorted(by: { $0.name < $1.name }) {
                     let indexes = topic.partitions.map(\.partition)
-                    let starts = try await admin.listOffsets(topic.name, partitions: indexes, spec: .earliest)
-                    let ends = try await admin.listOffsets(topic.name, partitions: indexes, spec: .latest)
+                    let starts = try await admin.listOffsets(topic.name, partitions: indexes, spec: .earliest).mapValues(\.rawValue)
+                    let ends = try await admin.listOffsets(topic.name, partitions: indexes, spec: .latest).mapValues(\.rawValue)
                     let configs = try await admin.describeTopicConfigs(topic.name)
                     if json {
                         let partitions = topic.partitions.map { p in

@@ -15,7 +15,7 @@ final class Collector: Sendable {
     /// Records one; true once every expected record arrived.
     func add(_ record: ConsumerRecord) -> Bool {
         state.withLock { s in
-            s.seen[record.topicPartition, default: []].append(record.offset)
+            s.seen[record.topicPartition, default: []].append(record.offset.rawValue)
             s.count += 1
             return s.count >= expected
         }

@@ -68,7 +68,7 @@ struct KafkaProducerTests {
             let records = try await readBack(try await admin.anyConnection(), topic: "produced", partition: partition)
             #expect(records.map(\.offset) == Array(0..<Int64(records.count)), "dense offsets")
             seen += records.count
-            let offsets = Set(results.filter { $0.1.partition == partition }.map(\.1.offset))
+            let offsets = Set(results.filter { $0.1.partition == partition }.map(\.1.offset.rawValue))
             #expect(offsets == Set(records.map(\.offset)), "every acknowledged offset holds a record")
         }
         #expect(seen == 10_000)
