@@ -221,6 +221,10 @@ extension KafkaAPIs {
         for (key, fetch) in partitions {
             var data = FetchResponse.PartitionData()
             data.partitionIndex = key.partition
+            // Every answer carries a record set, empty on errors, as Kafka's broker sends
+            // (MemoryRecords.EMPTY): a null one in a non-flexible version is a MessageSetSize of -1,
+            // which librdkafka 2.0 rejects with the whole response.
+            data.records = ByteBuffer()
             data.highWatermark = -1
             data.lastStableOffset = -1
             data.logStartOffset = -1

@@ -507,15 +507,15 @@ public final class LocalLog: Sendable {
             case Self.latestTimestamp:
                 return (s.logEndOffset, -1, s.leaderEpochCache.latestEpoch ?? -1)
             case Self.maxTimestamp:
-                var best: (Int64, Int64) = (-1, -1)
-                for segment in s.segments where segment.maxTimestampSoFar > best.1 {
-                    best = (segment.offsetOfMaxTimestampSoFar, segment.maxTimestampSoFar)
+                // The segment holding the largest timestamp (the first such, as Kafka), then the
+                // first record in it that carries it.
+                var holder: LogSegment? = nil
+                for segment in s.segments where segment.offsetOfMaxTimestampSoFar >= 0 {
+                    if holder.map({ segment.maxTimestampSoFar > $0.maxTimestampSoFar }) ?? true { holder = segment }
                 }
-                guard best.0 >= 0 else { return nil }
-                // Kafka answers with the first offset of the batch holding the max timestamp.
-                let batch = try s.segments[s.segments.floorIndex(best.0)].translateOffset(best.0)
-                let offset = batch?.baseOffset ?? best.0
-                return (Swift.max(offset, s.logStartOffset), best.1, epoch(at: offset))
+                guard let holder, let found = try holder.offsetOfMaxTimestamp() else { return nil }
+                let offset = Swift.max(found.offset, s.logStartOffset)
+                return (offset, found.timestamp, epoch(at: offset))
             default:
                 for segment in s.segments where segment.maxTimestampSoFar >= timestamp {
                     if let found = try segment.findOffsetByTimestamp(timestamp, startingOffset: s.logStartOffset) {

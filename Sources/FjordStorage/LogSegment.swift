@@ -186,8 +186,11 @@ final class LogSegment {
         return (FileSlice(file: file, position: first.position, length: length), first)
     }
 
-    /// The first offset whose batch has a timestamp ≥ `timestamp` (Kafka's `findOffsetByTimestamp`),
-    /// with that batch's max timestamp.
+    /// The first record at or after `startingOffset` whose timestamp is ≥ `timestamp`, with its
+    /// timestamp (Kafka's `LogSegment.findOffsetByTimestamp`): the time index finds where to
+    /// start, batch headers skip batches whose max timestamp is older, and the first batch that
+    /// may hold it is decoded to find the record itself. A batch that does not decode answers with
+    /// its first offset and max timestamp (the batch-level answer) rather than failing the lookup.
     func findOffsetByTimestamp(_ timestamp: Int64, startingOffset: Int64) throws(StorageError) -> (offset: Int64, timestamp: Int64)? {
         let entry = timeIndex.lookup(timestamp)
         let from = Swift.max(entry.offset, startingOffset)
@@ -195,9 +198,41 @@ final class LogSegment {
         var position = hint.position
         while let header = try readHeader(at: position) {
             if header.maxTimestamp >= timestamp && header.lastOffset >= startingOffset {
+                if let record = try firstRecord(at: position, size: header.sizeInBytes, where: { $0.timestamp >= timestamp && $0.offset >= startingOffset }) {
+                    return (record.offset, record.timestamp)
+                }
                 return (Swift.max(header.baseOffset, startingOffset), header.maxTimestamp)
             }
             position += Int64(header.sizeInBytes)
+        }
+        return nil
+    }
+
+    /// The offset of the first record carrying the segment's max timestamp (KIP-734's
+    /// MAX_TIMESTAMP, exact to the record as Kafka's broker answers since KAFKA-16310), with
+    /// that timestamp; nil when no batch has a timestamp.
+    func offsetOfMaxTimestamp() throws(StorageError) -> (offset: Int64, timestamp: Int64)? {
+        guard offsetOfMaxTimestampSoFar >= 0, let batch = try translateOffset(offsetOfMaxTimestampSoFar) else { return nil }
+        let maxTimestamp = maxTimestampSoFar
+        if let record = try firstRecord(at: batch.position, size: batch.size, where: { $0.timestamp == maxTimestamp }) {
+            return (record.offset, record.timestamp)
+        }
+        return (batch.baseOffset, maxTimestamp)
+    }
+
+    /// Decodes the batch at `position` and returns its first record matching `matches`; nil when
+    /// none does or the batch does not decode (the caller falls back to the batch's header).
+    private func firstRecord(at position: Int64, size: Int, where matches: (Record) -> Bool) throws(StorageError) -> Record? {
+        var bytes = ByteBuffer()
+        _ = try file.read(at: position, count: size, into: &bytes)
+        do {
+            guard let batch = try RecordBatch.read(from: &bytes) else { return nil }
+            var records = try batch.makeRecordIterator()
+            while let record = try records.next() {
+                if matches(record) { return record }
+            }
+        } catch {
+            return nil
         }
         return nil
     }

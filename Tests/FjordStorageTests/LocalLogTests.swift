@@ -160,13 +160,14 @@ struct LocalLogTests {
             _ = try log.append(makeBatch(count: 2, valueSize: 100, timestamp: now + Int64(i) * 1000), leaderEpoch: 0, nowMs: now)
         }
         #expect(try log.offset(forTimestamp: now + 50_000)?.offset == 100)
-        #expect(try log.offset(forTimestamp: now + 50_001)?.offset == 100)
+        // The record, not its batch: batch 50 holds timestamps now+50_000 (offset 100) and now+50_001 (101).
+        #expect(try log.offset(forTimestamp: now + 50_001)?.offset == 101)
         #expect(try log.offset(forTimestamp: now + 50_002)?.offset == 102)
         #expect(try log.offset(forTimestamp: now - 5)?.offset == 0)
         #expect(try log.offset(forTimestamp: now + 1_000_000) == nil)
         #expect(try log.offset(forTimestamp: LocalLog.latestTimestamp)?.offset == 200)
         let max = try #require(try log.offset(forTimestamp: LocalLog.maxTimestamp))
-        #expect(max.offset == 198)
+        #expect(max.offset == 199, "the record holding the max timestamp (KAFKA-16310), not its batch's first")
         #expect(max.timestamp == now + 99_001)
     }
 

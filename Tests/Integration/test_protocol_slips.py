@@ -1,0 +1,131 @@
+"""Protocol details where Fjord must answer as Kafka's broker does (issue: compatibility gaps).
+
+- Fetch answers an error partition with an empty record set, never a null one: a null set in a
+  non-flexible version is a MessageSetSize of -1, which librdkafka 2.0 (Debian's kcat) rejects
+  with the whole response, so a consumer started past the end never reaches the end.
+- ListOffsets by timestamp answers the first *record* with a timestamp at or after the target,
+  looking inside the batch, and MAX_TIMESTAMP (-3) the record holding the largest timestamp.
+"""
+
+import socket
+import struct
+import subprocess
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+
+def create(bootstrap, topic, partitions=1):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    return admin
+
+
+def kafka_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack(">h", len(data)) + data
+
+
+def fetch_out_of_range(port: int, topic: str, version: int) -> tuple[int, int]:
+    """Sends a non-flexible Fetch (v4..v11) at offset 1,000,000 of partition 0; returns the
+    partition's (error code, records length field)."""
+    body = struct.pack(">iiii", -1, 100, 1, 1 << 20)  # replica, max wait, min bytes, max bytes
+    body += struct.pack(">b", 0)  # isolation level
+    if version >= 7:
+        body += struct.pack(">ii", 0, -1)  # session id, epoch
+    body += struct.pack(">i", 1) + kafka_string(topic) + struct.pack(">i", 1)
+    body += struct.pack(">i", 0)  # partition
+    if version >= 9:
+        body += struct.pack(">i", -1)  # current leader epoch
+    body += struct.pack(">q", 1_000_000)
+    if version >= 5:
+        body += struct.pack(">q", -1)  # log start offset
+    body += struct.pack(">i", 1 << 20)
+    if version >= 7:
+        body += struct.pack(">i", 0)  # forgotten topics
+    if version >= 11:
+        body += kafka_string("")  # rack id
+    header = struct.pack(">hhi", 1, version, 42) + kafka_string("slips")
+    frame = header + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", read_exactly(conn, 4))[0]
+        response = read_exactly(conn, size)
+    at = 4  # correlation id
+    assert struct.unpack_from(">i", response, 0)[0] == 42
+    at += 4  # throttle time
+    if version >= 7:
+        at += 2 + 4  # error code, session id
+    (topics,) = struct.unpack_from(">i", response, at)
+    at += 4
+    assert topics == 1
+    (name_length,) = struct.unpack_from(">h", response, at)
+    at += 2 + name_length
+    (partitions,) = struct.unpack_from(">i", response, at)
+    at += 4
+    assert partitions == 1
+    (index, error) = struct.unpack_from(">ih", response, at)
+    at += 4 + 2 + 8 + 8  # index, error, high watermark, last stable offset
+    if version >= 5:
+        at += 8  # log start offset
+    (aborted,) = struct.unpack_from(">i", response, at)
+    at += 4 + max(aborted, 0) * 16
+    if version >= 11:
+        at += 4  # preferred read replica
+    (records_length,) = struct.unpack_from(">i", response, at)
+    return error, records_length
+
+
+def read_exactly(conn, count):
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+def test_fetch_errors_carry_an_empty_record_set(broker):
+    create(broker.bootstrap, "slips-fetch")
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(10):
+        producer.produce("slips-fetch", value=f"v{i}".encode())
+    assert producer.flush(30) == 0
+    for version in (4, 7, 11):
+        error, length = fetch_out_of_range(broker.port, "slips-fetch", version)
+        assert error == 1, f"Fetch v{version}: OFFSET_OUT_OF_RANGE expected, got {error}"
+        assert length == 0, f"Fetch v{version}: records length {length}; Kafka sends an empty set (0), not null (-1)"
+    # kcat (librdkafka 2.0) started past the end resets to the end and reaches it.
+    started = time.time()
+    result = subprocess.run(["kcat", "-C", "-b", broker.bootstrap, "-t", "slips-fetch", "-p", "0", "-o", "1000", "-e",
+                             "-X", "topic.auto.offset.reset=latest", "-q"], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert time.time() - started < 30, "kcat took too long to reach the end"
+
+
+def test_list_offsets_by_timestamp_looks_inside_the_batch(broker):
+    create(broker.bootstrap, "slips-times")
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 200, "batch.num.messages": 10})
+    # Recent timestamps (old ones would be deleted by retention.ms), the largest second.
+    base = int(time.time() * 1000) - 60_000
+    peak = base + 3_600_000
+    timestamps = [base, peak, base + 2_000, base + 3_000]
+    for i, ts in enumerate(timestamps):
+        producer.produce("slips-times", partition=0, value=f"r{i}".encode(), timestamp=ts)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slips"})
+    queries = [base - 1_000, base, base + 1, peak, peak + 1]
+    answers = []
+    for ts in queries:  # one at a time: one partition may appear once per ListOffsets request
+        (tp,) = consumer.offsets_for_times([TopicPartition("slips-times", 0, ts)], timeout=10)
+        assert tp.error is None, tp.error
+        answers.append(tp.offset)
+    consumer.close()
+    # base+1: the first record at or after it is the second one (offset 1), inside the batch;
+    # after the peak there is none (-1).
+    assert answers == [0, 0, 1, 1, -1], f"got {answers}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    result = admin.list_offsets({TopicPartition("slips-times", 0): OffsetSpec.max_timestamp()})
+    info = result[TopicPartition("slips-times", 0)].result(10)
+    assert (info.offset, info.timestamp) == (1, peak), f"MAX_TIMESTAMP answered {info.offset} at {info.timestamp}"
