@@ -237,3 +237,55 @@ def test_offsets_of_empty_groups_expire(broker_factory):
              timeout=75, what="the offset to expire")
     consumer.close()
     assert "expired committed offsets" in broker.log_text()
+
+
+def test_four_kafka_python_consumers_stabilise_promptly(group_broker):
+    """Four kafka-python members (classic protocol, session 3 s, heartbeat 0.5 s) joining within
+    a second end up in one generation with every partition assigned, well within 15 s."""
+    bootstrap = group_broker.bootstrap
+    create(bootstrap, "four", 8)
+    group = f"four-{uuid.uuid4().hex[:8]}"
+    states = {}
+    stop = threading.Event()
+    errors = []
+
+    def member(index):
+        consumer = KafkaConsumer("four", bootstrap_servers=bootstrap, group_id=group, session_timeout_ms=3000,
+                                 heartbeat_interval_ms=500, auto_offset_reset="earliest")
+        try:
+            while not stop.is_set():
+                consumer.poll(timeout_ms=100)
+                generation = getattr(consumer._coordinator._generation, "generation_id", None)
+                states[index] = (frozenset(consumer.assignment()), generation)
+        except Exception as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+        finally:
+            consumer.close()
+
+    threads = [threading.Thread(target=member, args=(i,), daemon=True) for i in range(4)]
+    started = time.time()
+    for thread in threads:
+        thread.start()
+        time.sleep(0.25)
+
+    def stable():
+        if len(states) < 4:
+            return False
+        assignments = [a for a, _ in states.values()]
+        generations = {g for _, g in states.values()}
+        assigned = set().union(*assignments)
+        return len(generations) == 1 and None not in generations and len(assigned) == 8 and all(assignments)
+
+    deadline = started + 15
+    while time.time() < deadline and not stable():
+        time.sleep(0.1)
+    settled = time.time() - started
+    # Still stable a few heartbeats later (no member fenced, no new generation).
+    snapshot = dict(states)
+    time.sleep(2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors, errors
+    assert stable(), f"not stable after {settled:.1f}s: {snapshot}"
+    assert {g for _, g in states.values()} == {g for _, g in snapshot.values()}, "a rebalance after settling"
