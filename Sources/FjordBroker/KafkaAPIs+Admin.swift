@@ -225,6 +225,8 @@ extension KafkaAPIs {
         var isDefault: Bool
         var configSource: Int8
         var isSensitive: Bool
+        var type: ConfigType = .unknown
+        var documentation: String = ""
     }
 
     func describeTopic(_ topic: TopicMetadata, keys: Set<String>?) -> [ConfigEntry] {
@@ -234,7 +236,8 @@ extension KafkaAPIs {
         for definition in TopicConfigs.definitions where keys == nil || keys!.contains(definition.name) {
             if let value = topic.configs[definition.name] {
                 entries.append(ConfigEntry(name: definition.name, value: value, readOnly: false, isDefault: false,
-                                           configSource: ConfigSource.dynamicTopicConfig.rawValue, isSensitive: false))
+                                           configSource: ConfigSource.dynamicTopicConfig.rawValue, isSensitive: false,
+                                           type: definition.type, documentation: definition.documentation))
             } else {
                 let source: ConfigSource
                 if let key = definition.brokerKey, dynamicBroker[key] != nil {
@@ -245,7 +248,8 @@ extension KafkaAPIs {
                     source = .defaultConfig
                 }
                 entries.append(ConfigEntry(name: definition.name, value: definition.defaultValue(effective), readOnly: false,
-                                           isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false))
+                                           isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false,
+                                           type: definition.type, documentation: definition.documentation))
             }
         }
         return entries
@@ -272,8 +276,10 @@ extension KafkaAPIs {
         for (key, value) in dynamic { values[key] = (value, .dynamicDefaultBrokerConfig) }
         return values.keys.sorted().filter { keys == nil || keys!.contains($0) }.map { key in
             let (value, source) = values[key]!
+            let described = BrokerConfigCatalog.describe(key)
             return ConfigEntry(name: key, value: value, readOnly: TopicConfigs.brokerKeyToTopicKey[key] == nil,
-                               isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false)
+                               isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false,
+                               type: described.type, documentation: described.documentation)
         }
     }
 
@@ -314,7 +320,9 @@ extension KafkaAPIs {
                 if version == 0 { config.isDefault = entry.isDefault }  // v1+ reports configSource instead
                 config.configSource = entry.configSource
                 config.isSensitive = entry.isSensitive
-                config.configType = 0
+                config.configType = entry.type.rawValue
+                // Kafka sends null documentation unless it was asked for.
+                config.documentation = request.includeDocumentation ? entry.documentation : nil
                 return config
             }
         }

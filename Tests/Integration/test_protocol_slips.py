@@ -129,3 +129,77 @@ def test_list_offsets_by_timestamp_looks_inside_the_batch(broker):
     result = admin.list_offsets({TopicPartition("slips-times", 0): OffsetSpec.max_timestamp()})
     info = result[TopicPartition("slips-times", 0)].result(10)
     assert (info.offset, info.timestamp) == (1, peak), f"MAX_TIMESTAMP answered {info.offset} at {info.timestamp}"
+
+
+class Reader:
+    """Big-endian reads of a non-flexible response body."""
+
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+
+    def take(self, fmt: str):
+        (value,) = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return value
+
+    def string(self):
+        length = self.take(">h")
+        if length < 0:
+            return None
+        value = self.data[self.at:self.at + length].decode()
+        self.at += length
+        return value
+
+
+def describe_configs_v3(port: int, resources, documentation: bool) -> dict:
+    """DescribeConfigs v3 (the newest non-flexible version): {(type, name): {key: (type, doc)}}."""
+    body = struct.pack(">i", len(resources))
+    for resource_type, name, keys in resources:
+        body += struct.pack(">b", resource_type) + kafka_string(name) + struct.pack(">i", len(keys))
+        for key in keys:
+            body += kafka_string(key)
+    body += struct.pack(">??", False, documentation)
+    frame = struct.pack(">hhi", 32, 3, 7) + kafka_string("slips") + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", read_exactly(conn, 4))[0]
+        reader = Reader(read_exactly(conn, size))
+    assert reader.take(">i") == 7
+    reader.take(">i")  # throttle time
+    out = {}
+    for _ in range(reader.take(">i")):
+        error = reader.take(">h")
+        reader.string()
+        resource = (reader.take(">b"), reader.string())
+        assert error == 0, (resource, error)
+        configs = {}
+        for _ in range(reader.take(">i")):
+            key = reader.string()
+            reader.string()  # value
+            reader.take(">?")  # read only
+            reader.take(">b")  # source
+            reader.take(">?")  # sensitive
+            for _ in range(reader.take(">i")):  # synonyms
+                reader.string(), reader.string(), reader.take(">b")
+            configs[key] = (reader.take(">b"), reader.string())
+        out[resource] = configs
+    return out
+
+
+def test_describe_configs_reports_each_keys_type_and_documentation(broker):
+    create(broker.bootstrap, "slips-configs")
+    topic_keys = ["retention.bytes", "retention.ms", "cleanup.policy", "preallocate", "min.cleanable.dirty.ratio",
+                  "message.timestamp.type", "segment.bytes"]
+    broker_keys = ["advertised.listeners", "num.partitions", "log.retention.bytes", "auto.create.topics.enable"]
+    resources = [(2, "slips-configs", topic_keys), (4, "1", broker_keys)]
+    # Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
+    expected_topic = {"retention.bytes": 5, "retention.ms": 5, "cleanup.policy": 7, "preallocate": 1,
+                      "min.cleanable.dirty.ratio": 6, "message.timestamp.type": 2, "segment.bytes": 3}
+    expected_broker = {"advertised.listeners": 7, "num.partitions": 3, "log.retention.bytes": 5, "auto.create.topics.enable": 1}
+    with_docs = describe_configs_v3(broker.port, resources, documentation=True)
+    topic, node = with_docs[(2, "slips-configs")], with_docs[(4, "1")]
+    assert {k: t for k, (t, _) in topic.items()} == expected_topic
+    assert {k: t for k, (t, _) in node.items()} == expected_broker
+    assert all(doc for _, doc in list(topic.values()) + list(node.values())), "documentation when asked"
+    without = describe_configs_v3(broker.port, resources, documentation=False)
+    assert all(doc is None for configs in without.values() for _, doc in configs.values()), "null documentation unless asked"
