@@ -293,7 +293,11 @@ extension KafkaAPIs {
                     continue
                 }
                 do {
-                    if query.timestamp == LocalLog.latestTimestamp {
+                    if query.timestamp == LocalLog.latestTieredTimestamp {
+                        // Nothing is tiered (no remote storage): Kafka answers -1 when remote
+                        // storage is disabled.
+                        continue
+                    } else if query.timestamp == LocalLog.latestTimestamp {
                         // Latest is the HW (or LSO for read_committed), as consumers see it.
                         answer.offset = (request.isolationLevel == 1 ? partition.log.lastStableOffset : partition.log.highWatermark.offset).rawValue
                         if version >= 4 { answer.leaderEpoch = partition.leaderEpoch.rawValue }

@@ -69,7 +69,7 @@ extension KafkaAPIs {
             return apis.encode(response, c)
         }
         t.serve(FetchRequest.self, 4...12) { apis, r, c in await apis.handleFetch(r, request: c.frame) }
-        t.serve(ListOffsetsRequest.self, 1...7) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
+        t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
         t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r), c) }
         t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r), c) }
         t.serve(InitProducerIdRequest.self, 0...4) { apis, r, c in apis.encode(apis.handleInitProducerId(r), c) }

@@ -491,6 +491,8 @@ public final class LocalLog: Sendable {
     public static let latestTimestamp: Int64 = -1
     public static let maxTimestamp: Int64 = -3
     public static let earliestLocalTimestamp: Int64 = -4
+    /// KIP-1005 (ListOffsets v9+): the last offset in tiered storage; Fjord has none.
+    public static let latestTieredTimestamp: Int64 = -5
 
     /// ListOffsets: the offset for a timestamp (or -1/-2/-3/-4), with the timestamp found and the
     /// leader epoch of that offset; nil when no record has a timestamp ≥ the target.

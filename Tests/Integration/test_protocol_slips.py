@@ -203,3 +203,76 @@ def test_describe_configs_reports_each_keys_type_and_documentation(broker):
     assert all(doc for _, doc in list(topic.values()) + list(node.values())), "documentation when asked"
     without = describe_configs_v3(broker.port, resources, documentation=False)
     assert all(doc is None for configs in without.values() for _, doc in configs.values()), "null documentation unless asked"
+
+
+def uvarint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def read_uvarint(reader: Reader) -> int:
+    shift = value = 0
+    while True:
+        byte = reader.take(">B")
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+        shift += 7
+
+
+def compact_string(text: str) -> bytes:
+    data = text.encode()
+    return uvarint(len(data) + 1) + data
+
+
+def list_offsets_flexible(port: int, topic: str, timestamps: list[int], version: int) -> list[tuple[int, int, int]]:
+    """ListOffsets v8-v10 (flexible) for partition 0 at each timestamp, one request each:
+    [(error, offset, timestamp)]."""
+    answers = []
+    for correlation, timestamp in enumerate(timestamps):
+        body = struct.pack(">ib", -1, 0) + uvarint(2) + compact_string(topic) + uvarint(2)
+        body += struct.pack(">iiq", 0, -1, timestamp) + uvarint(0)  # partition, current epoch, timestamp, tags
+        body += uvarint(0)  # topic tags
+        if version >= 10:
+            body += struct.pack(">i", 30_000)  # timeout
+        body += uvarint(0)
+        frame = struct.pack(">hhi", 2, version, correlation) + kafka_string("slips") + uvarint(0) + body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(struct.pack(">i", len(frame)) + frame)
+            size = struct.unpack(">i", read_exactly(conn, 4))[0]
+            reader = Reader(read_exactly(conn, size))
+        assert reader.take(">i") == correlation
+        read_uvarint(reader)  # header tags
+        reader.take(">i")  # throttle
+        assert read_uvarint(reader) == 2
+        name_length = read_uvarint(reader) - 1
+        reader.at += name_length
+        assert read_uvarint(reader) == 2
+        reader.take(">i")
+        error, found_timestamp, offset, _ = reader.take(">h"), reader.take(">q"), reader.take(">q"), reader.take(">i")
+        answers.append((error, offset, found_timestamp))
+    return answers
+
+
+def test_list_offsets_v8_to_v10_specials(broker):
+    """-4 (earliest local, KIP-405) is the log start without tiered storage; -5 (latest tiered,
+    KIP-1005) is -1 since nothing is tiered; -3 and timestamps as in older versions."""
+    create(broker.bootstrap, "slips-v10")
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 100})
+    base = int(time.time() * 1000) - 60_000
+    for i, ts in enumerate([base, base + 50_000, base + 1_000]):
+        producer.produce("slips-v10", partition=0, value=f"r{i}".encode(), timestamp=ts)
+    assert producer.flush(30) == 0
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_records([TopicPartition("slips-v10", 0, 1)])[TopicPartition("slips-v10", 0, 1)].result(10)
+    for version in (8, 9, 10):
+        answers = list_offsets_flexible(broker.port, "slips-v10", [-2, -4, -5, -3, -1, base + 1], version)
+        assert [error for error, _, _ in answers] == [0] * 6, answers
+        offsets = [offset for _, offset, _ in answers]
+        assert offsets == [1, 1, -1, 1, 3, 1], f"v{version}: {offsets}"
