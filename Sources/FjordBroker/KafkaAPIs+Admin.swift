@@ -227,6 +227,10 @@ extension KafkaAPIs {
         var isSensitive: Bool
         var type: ConfigType = .unknown
         var documentation: String = ""
+        /// Where the value could come from, in precedence order, the effective one first
+        /// (KIP-226's synonyms): the topic override, the dynamic broker default, the static
+        /// broker config, the default.
+        var synonyms: [(name: String, value: String?, source: ConfigSource)] = []
     }
 
     func describeTopic(_ topic: TopicMetadata, keys: Set<String>?) -> [ConfigEntry] {
@@ -234,6 +238,15 @@ extension KafkaAPIs {
         let dynamicBroker = metadata.image.brokerConfigs
         var entries: [ConfigEntry] = []
         for definition in TopicConfigs.definitions where keys == nil || keys!.contains(definition.name) {
+            var synonyms: [(name: String, value: String?, source: ConfigSource)] = []
+            if let value = topic.configs[definition.name] { synonyms.append((definition.name, value, .dynamicTopicConfig)) }
+            if let key = definition.brokerKey {
+                if let value = dynamicBroker[key] { synonyms.append((key, value, .dynamicDefaultBrokerConfig)) }
+                if let value = config.raw[key] { synonyms.append((key, value, .staticBrokerConfig)) }
+                synonyms.append((key, definition.defaultValue(LogConfig()), .defaultConfig))
+            } else if synonyms.isEmpty {
+                synonyms.append((definition.name, definition.defaultValue(LogConfig()), .defaultConfig))
+            }
             if let value = topic.configs[definition.name] {
                 entries.append(ConfigEntry(name: definition.name, value: value, readOnly: false, isDefault: false,
                                            configSource: ConfigSource.dynamicTopicConfig.rawValue, isSensitive: false,
@@ -251,6 +264,7 @@ extension KafkaAPIs {
                                            isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false,
                                            type: definition.type, documentation: definition.documentation))
             }
+            entries[entries.count - 1].synonyms = synonyms
         }
         return entries
     }
@@ -277,9 +291,17 @@ extension KafkaAPIs {
         return values.keys.sorted().filter { keys == nil || keys!.contains($0) }.map { key in
             let (value, source) = values[key]!
             let described = BrokerConfigCatalog.describe(key)
+            var synonyms: [(name: String, value: String?, source: ConfigSource)] = []
+            if let value = dynamic[key] { synonyms.append((key, value, .dynamicDefaultBrokerConfig)) }
+            if let value = config.raw[key] { synonyms.append((key, value, .staticBrokerConfig)) }
+            if let topicKey = TopicConfigs.brokerKeyToTopicKey[key], let definition = TopicConfigs.byName[topicKey] {
+                synonyms.append((key, definition.defaultValue(LogConfig()), .defaultConfig))
+            } else if synonyms.isEmpty {
+                synonyms.append((key, value, source))
+            }
             return ConfigEntry(name: key, value: value, readOnly: TopicConfigs.brokerKeyToTopicKey[key] == nil,
                                isDefault: source == .defaultConfig, configSource: source.rawValue, isSensitive: false,
-                               type: described.type, documentation: described.documentation)
+                               type: described.type, documentation: described.documentation, synonyms: synonyms)
         }
     }
 
@@ -321,6 +343,15 @@ extension KafkaAPIs {
                 config.configSource = entry.configSource
                 config.isSensitive = entry.isSensitive
                 config.configType = entry.type.rawValue
+                if request.includeSynonyms && version >= 1 {
+                    config.synonyms = entry.synonyms.map { synonym in
+                        var out = DescribeConfigsResponse.DescribeConfigsSynonym()
+                        out.name = synonym.name
+                        out.value = synonym.value
+                        out.source = synonym.source.rawValue
+                        return out
+                    }
+                }
                 // Kafka sends null documentation unless it was asked for.
                 config.documentation = request.includeDocumentation ? entry.documentation : nil
                 return config

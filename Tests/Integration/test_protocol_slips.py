@@ -151,14 +151,15 @@ class Reader:
         return value
 
 
-def describe_configs_v3(port: int, resources, documentation: bool) -> dict:
-    """DescribeConfigs v3 (the newest non-flexible version): {(type, name): {key: (type, doc)}}."""
+def describe_configs_v3(port: int, resources, documentation: bool, synonyms: bool = False) -> dict:
+    """DescribeConfigs v3 (the newest non-flexible version):
+    {(type, name): {key: (type, doc)}}, or {key: (type, doc, synonyms)} with `synonyms`."""
     body = struct.pack(">i", len(resources))
     for resource_type, name, keys in resources:
         body += struct.pack(">b", resource_type) + kafka_string(name) + struct.pack(">i", len(keys))
         for key in keys:
             body += kafka_string(key)
-    body += struct.pack(">??", False, documentation)
+    body += struct.pack(">??", synonyms, documentation)
     frame = struct.pack(">hhi", 32, 3, 7) + kafka_string("slips") + body
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(struct.pack(">i", len(frame)) + frame)
@@ -179,9 +180,11 @@ def describe_configs_v3(port: int, resources, documentation: bool) -> dict:
             reader.take(">?")  # read only
             reader.take(">b")  # source
             reader.take(">?")  # sensitive
-            for _ in range(reader.take(">i")):  # synonyms
-                reader.string(), reader.string(), reader.take(">b")
-            configs[key] = (reader.take(">b"), reader.string())
+            found = []
+            for _ in range(reader.take(">i")):  # synonyms: name, value, source
+                found.append((reader.string(), reader.string(), reader.take(">b")))
+            entry = (reader.take(">b"), reader.string())
+            configs[key] = entry + (found,) if synonyms else entry
         out[resource] = configs
     return out
 
@@ -276,3 +279,22 @@ def test_list_offsets_v8_to_v10_specials(broker):
         assert [error for error, _, _ in answers] == [0] * 6, answers
         offsets = [offset for _, offset, _ in answers]
         assert offsets == [1, 1, -1, 1, 3, 1], f"v{version}: {offsets}"
+
+
+def test_describe_configs_synonyms_in_precedence_order(broker_factory):
+    """KIP-226: with include_synonyms each key lists where its value could come from, the
+    effective one first: topic override (1), dynamic broker default (3), static broker
+    config (4), default (5)."""
+    broker = broker_factory({"log.retention.ms": "3600000"})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("slips-syn", num_partitions=1, replication_factor=1,
+                                  config={"retention.ms": "60000"})])["slips-syn"].result(30)
+    found = describe_configs_v3(broker.port, [(2, "slips-syn", ["retention.ms", "segment.bytes"]), (4, "1", ["log.retention.ms"])],
+                                documentation=False, synonyms=True)
+    topic = found[(2, "slips-syn")]
+    assert topic["retention.ms"][2] == [("retention.ms", "60000", 1), ("log.retention.ms", "3600000", 4),
+                                        ("log.retention.ms", "604800000", 5)]
+    assert topic["segment.bytes"][2] == [("log.segment.bytes", "1073741824", 5)]
+    assert found[(4, "1")]["log.retention.ms"][2] == [("log.retention.ms", "3600000", 4), ("log.retention.ms", "604800000", 5)]
+    without = describe_configs_v3(broker.port, [(2, "slips-syn", ["retention.ms"])], documentation=False, synonyms=False)
+    assert without[(2, "slips-syn")]["retention.ms"][0] == 5
