@@ -14,7 +14,7 @@ extension KafkaAPIs {
             coordinator.key = key
             if request.keyType != 0 {
                 coordinator.errorCode = KafkaError.coordinatorNotAvailable.code
-                coordinator.errorMessage = "transaction coordinators are not supported yet"
+                coordinator.errorMessage = request.keyType == 1 ? "transaction coordinators are not supported yet" : "unknown coordinator key type \(request.keyType)"
                 coordinator.nodeId = -1
                 coordinator.host = ""
                 coordinator.port = -1
