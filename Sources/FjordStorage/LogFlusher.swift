@@ -47,9 +47,6 @@ final class LogFlusher: Sendable {
         state = Mutex(State(flushedOffset: flushedOffset))
     }
 
-    /// Everything below this offset is known to be on disk.
-    var flushedOffset: Int64 { state.withLock { $0.flushedOffset } }
-
     /// fsyncs a target's files and, when it has checkpoints, their directory. No lock is held.
     static func sync(_ target: FlushTarget) throws(StorageError) {
         for file in target.segmentFiles { try file.sync() }
