@@ -51,6 +51,8 @@ public struct BrokerConfig: Sendable, Equatable {
     public var nodeID: Int32 = 1
     public var listeners: [Listener] = [Listener(name: "PLAINTEXT", host: "127.0.0.1", port: 9092)]
     public var advertisedListeners: [Listener]? = nil
+    /// `broker.rack`: the rack this broker is in, told to clients in Metadata and DescribeCluster.
+    public var rack: String? = nil
     public var logDirs: [String] = ["./fjord-data"]
     public var numPartitions: Int32 = 1
     public var defaultReplicationFactor: Int16 = 1
@@ -105,7 +107,7 @@ public struct BrokerConfig: Sendable, Equatable {
         "transaction.state.log.min.isr", "process.roles", "controller.quorum.voters",
         "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
         "min.insync.replicas", "unclean.leader.election.enable",
-        "compression.type", "broker.rack", "cluster.id",
+        "compression.type", "cluster.id",
     ]
 
     /// Builds a config from `server.properties` text, then `overrides` (`--set`), in that order.
@@ -122,6 +124,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case "node.id", "broker.id": config.nodeID = Int32(try int(key, value, min: 0, max: Int(Int32.max)))
             case "listeners": config.listeners = try listeners(key, value)
             case "advertised.listeners": config.advertisedListeners = try listeners(key, value)
+            case "broker.rack": config.rack = value.isEmpty ? nil : value
             case "log.dirs", "log.dir":
                 config.logDirs = value.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
                 guard !config.logDirs.isEmpty else { throw ConfigError("\(key): expected at least one directory") }

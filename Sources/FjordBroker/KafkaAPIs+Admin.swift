@@ -522,6 +522,7 @@ extension KafkaAPIs {
         broker.brokerId = config.nodeID
         broker.host = config.advertised.host
         broker.port = Int32(config.advertised.port)
+        broker.rack = config.rack
         response.brokers = [broker]
         return response
     }

@@ -86,6 +86,7 @@ extension KafkaAPIs {
             response.responses.append(topicResponse)
         }
         guard request.acks != 0 else { return nil }
+        if version >= 10 { addLeaderHints(to: &response) }
         for (log, offset) in durabilityWaits {
             do {
                 try await log.flushed(through: offset, runFlush: replicaManager.logManager.flushRunner)
@@ -102,6 +103,38 @@ extension KafkaAPIs {
         return response
     }
 
+    /// KIP-951 (Produce v10+): a partition answered NOT_LEADER_OR_FOLLOWER names its current
+    /// leader and epoch, and the response carries the leader's endpoint.
+    private func addLeaderHints(to response: inout ProduceResponse) {
+        var endpoints: [Int32: ProduceResponse.NodeEndpoint] = [:]
+        for t in response.responses.indices {
+            for p in response.responses[t].partitionResponses.indices
+            where response.responses[t].partitionResponses[p].errorCode == KafkaError.notLeaderOrFollower.code {
+                guard let hint = currentLeader(of: TopicPartition(topic: response.responses[t].name,
+                                                                  partition: response.responses[t].partitionResponses[p].index))
+                else { continue }
+                response.responses[t].partitionResponses[p].currentLeader.leaderId = hint.endpoint.nodeID
+                response.responses[t].partitionResponses[p].currentLeader.leaderEpoch = hint.leaderEpoch.rawValue
+                var endpoint = ProduceResponse.NodeEndpoint()
+                endpoint.nodeId = hint.endpoint.nodeID
+                endpoint.host = hint.endpoint.host
+                endpoint.port = hint.endpoint.port
+                endpoint.rack = hint.endpoint.rack
+                endpoints[endpoint.nodeId] = endpoint
+            }
+        }
+        response.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0] }
+    }
+
+    /// Where a partition's leader is now (KIP-951's hint), or nil when unknown. On a single node
+    /// this broker leads every partition it hosts, at the partition's leader epoch.
+    func currentLeader(of tp: TopicPartition) -> (endpoint: BrokerRegistration, leaderEpoch: LeaderEpoch)? {
+        guard let partition = replicaManager.partition(tp) else { return nil }
+        let advertised = config.advertised
+        return (BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack),
+                partition.leaderEpoch)
+    }
+
     // MARK: Fetch
 
     /// Fetch: reads each partition as a file region (zero copy) up to the partition and response
@@ -113,7 +146,7 @@ extension KafkaAPIs {
         var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
         let image = metadata.image
         for topic in request.topics {
-            let name = version >= 13 ? (image.topic(id: topic.topicId)?.name ?? "") : topic.topic
+            let name = version >= 13 ? topicName(id: topic.topicId, image) : topic.topic
             for partition in topic.partitions {
                 requested.append((FetchSessionCache.Key(topic: name, partition: partition.partition),
                                   FetchSessionCache.PartitionState(topicID: topic.topicId, fetchOffset: partition.fetchOffset,
@@ -123,7 +156,7 @@ extension KafkaAPIs {
         }
         var forgotten: [FetchSessionCache.Key] = []
         for topic in request.forgottenTopicsData {
-            let name = version >= 13 ? (image.topic(id: topic.topicId)?.name ?? "") : topic.topic
+            let name = version >= 13 ? topicName(id: topic.topicId, image) : topic.topic
             forgotten += topic.partitions.map { FetchSessionCache.Key(topic: name, partition: $0) }
         }
         let lookup: FetchSessionCache.Lookup
@@ -155,6 +188,7 @@ extension KafkaAPIs {
             default: break
             }
             result.body.sessionId = sessionID
+            if version >= 16 { addLeaderHints(to: &result) }
             // Group partitions by topic in request order; incremental sessions send only changes.
             var topics: [FetchResponse.FetchableTopicResponse] = []
             for (key, topicID, data) in result.entries {
@@ -202,6 +236,36 @@ extension KafkaAPIs {
         return .response(parts)
     }
 
+    /// The topic a Fetch v13+ names by id. An id no hosted or known topic has gets a key no
+    /// topic name can take (names are `[a-zA-Z0-9._-]`), distinct per id, so the partition is
+    /// answered UNKNOWN_TOPIC_ID under its own id and a fetch session keeps unknown ids apart.
+    private func topicName(id: KafkaUUID, _ image: MetadataImage) -> String {
+        replicaManager.topicName(id: id) ?? image.topic(id: id)?.name ?? "\u{0}unknown-topic-id:\(id)"
+    }
+
+    /// KIP-951 (Fetch v16+): a partition answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH
+    /// names its current leader and epoch, and the response carries that leader's endpoint, so
+    /// the consumer moves there without a Metadata round trip.
+    private func addLeaderHints(to result: inout FetchResult) {
+        var endpoints: [Int32: FetchResponse.NodeEndpoint] = [:]
+        for index in result.entries.indices {
+            let code = result.entries[index].2.errorCode
+            guard code == KafkaError.notLeaderOrFollower.code || code == KafkaError.fencedLeaderEpoch.code,
+                let hint = currentLeader(of: TopicPartition(topic: result.entries[index].0.topic,
+                                                            partition: result.entries[index].0.partition))
+            else { continue }
+            result.entries[index].2.currentLeader.leaderId = hint.endpoint.nodeID
+            result.entries[index].2.currentLeader.leaderEpoch = hint.leaderEpoch.rawValue
+            var endpoint = FetchResponse.NodeEndpoint()
+            endpoint.nodeId = hint.endpoint.nodeID
+            endpoint.host = hint.endpoint.host
+            endpoint.port = hint.endpoint.port
+            endpoint.rack = hint.endpoint.rack
+            endpoints[endpoint.nodeId] = endpoint
+        }
+        result.body.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0] }
+    }
+
     struct FetchResult {
         var body = FetchResponse()
         var entries: [(FetchSessionCache.Key, KafkaUUID, FetchResponse.PartitionData)] = []
@@ -247,7 +311,9 @@ extension KafkaAPIs {
                 data.highWatermark = read.highWatermark.offset.rawValue
                 data.lastStableOffset = read.lastStableOffset.rawValue
                 data.logStartOffset = read.logStartOffset.rawValue
-                if request.isolationLevel == 1 { data.abortedTransactions = [] }
+                // As Kafka: the aborted transactions are listed for read_committed (none here,
+                // as no transaction is ever aborted in this log) and null for read_uncommitted.
+                data.abortedTransactions = request.isolationLevel == 1 ? [] : nil
                 if let slice = read.records, slice.length > 0 {
                     data.recordsRegion = ZeroCopyRegion(length: slice.length, token: result.slices.count)
                     result.slices.append(slice)

@@ -64,11 +64,11 @@ extension KafkaAPIs {
         t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleIncrementalAlterConfigs(r), c) }
         t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeLogDirs(r), c) }
         // Data
-        t.serve(ProduceRequest.self, 0...9) { apis, r, c in
+        t.serve(ProduceRequest.self, 0...11) { apis, r, c in
             guard let response = await apis.handleProduce(r, version: c.version) else { return .noResponse }
             return apis.encode(response, c)
         }
-        t.serve(FetchRequest.self, 4...12) { apis, r, c in await apis.handleFetch(r, request: c.frame) }
+        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame) }
         t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
         t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r), c) }
         t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r), c) }

@@ -154,6 +154,7 @@ public final class KafkaAPIs: Sendable {
         broker.nodeId = config.nodeID
         broker.host = advertised.host
         broker.port = Int32(advertised.port)
+        broker.rack = config.rack
         response.brokers = [broker]
         response.clusterId = image.clusterID
         response.controllerId = config.nodeID

@@ -25,6 +25,18 @@ public final class Partition: Sendable {
 
     public var leaderEpoch: LeaderEpoch { epoch.withLock { $0 } }
 
+    /// Takes leadership at `epoch`, the controller's decision (Kafka's `Partition.makeLeader`).
+    /// Epochs only grow: an older or equal epoch leaves the partition as it is. Returns whether
+    /// the epoch changed.
+    @discardableResult
+    func makeLeader(epoch newEpoch: LeaderEpoch) -> Bool {
+        epoch.withLock { current in
+            guard newEpoch > current else { return false }
+            current = newEpoch
+            return true
+        }
+    }
+
     /// Advances the high watermark to the log end (the ISR is this broker alone); it never
     /// moves backwards.
     func maybeIncrementHighWatermark() {
@@ -39,15 +51,24 @@ public final class ReplicaManager: Sendable {
     public let nodeID: Int32
     let purgatory = FetchPurgatory()
     private let partitions: Mutex<[TopicPartition: Partition]>
+    /// The hosted topics' names by topic id, for the requests that address topics by id
+    /// (Fetch v13+, KIP-516) without scanning the metadata image.
+    private let topicNames: Mutex<[KafkaUUID: String]>
 
     public init(logManager: LogManager, nodeID: Int32) {
         self.logManager = logManager
         self.nodeID = nodeID
         self.partitions = Mutex([:])
+        self.topicNames = Mutex([:])
     }
 
     public func partition(_ tp: TopicPartition) -> Partition? {
         partitions.withLock { $0[tp] }
+    }
+
+    /// The name of the hosted topic with this id, or nil when none is hosted.
+    public func topicName(id: KafkaUUID) -> String? {
+        topicNames.withLock { $0[id] }
     }
 
     public var allPartitions: [Partition] {
@@ -56,11 +77,13 @@ public final class ReplicaManager: Sendable {
 
     /// Makes this broker the leader of every partition of `topic`, creating logs as needed.
     public func becomeLeader(topic: TopicMetadata, config: LogConfig, nowMs: Int64) throws(StorageError) {
+        let topicID = topic.topicID
+        topicNames.withLock { $0[topicID] = topic.name }
         for index in 0..<topic.partitionCount {
             let tp = TopicPartition(topic: topic.name, partition: index)
             if partition(tp) != nil { continue }
-            let log = try logManager.getOrCreateLog(tp, topicID: topic.topicID, config: config, nowMs: nowMs)
-            let created = Partition(topicPartition: tp, topicID: topic.topicID, log: log, leaderEpoch: log.latestLeaderEpoch ?? 0)
+            let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
+            let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: log.latestLeaderEpoch ?? 0)
             created.maybeIncrementHighWatermark()
             partitions.withLock { $0[tp] = created }
         }
@@ -72,6 +95,7 @@ public final class ReplicaManager: Sendable {
             let keys = map.keys.filter { $0.topic == topic }
             return keys.compactMap { map.removeValue(forKey: $0) }
         }
+        topicNames.withLock { names in names = names.filter { $0.value != topic } }
         for partition in removed {
             try logManager.deleteLog(partition.topicPartition, nowMs: nowMs)
         }

@@ -1,5 +1,6 @@
 @testable import FjordBroker
 import FjordProtocol
+import FjordStorage
 import NIOCore
 import Testing
 
@@ -12,7 +13,8 @@ struct KafkaAPIsTests {
             let advertised = Dictionary(uniqueKeysWithValues: response.apiKeys.map { ($0.apiKey, $0.minVersion...$0.maxVersion) })
             let table = Dictionary(uniqueKeysWithValues: KafkaAPIs.handlers.map { ($0.key.rawValue, $0.value.versions) })
             #expect(advertised == table)
-            #expect(advertised[APIKey.produce.rawValue] == 0...9)
+            #expect(advertised[APIKey.produce.rawValue] == 0...11)
+            #expect(advertised[APIKey.fetch.rawValue] == 4...17)
             for (key, handler) in KafkaAPIs.handlers {
                 #expect(key.validVersions.contains(handler.versions.lowerBound) && key.validVersions.contains(handler.versions.upperBound),
                         "\(key.name) advertises versions its schema does not define")
@@ -97,5 +99,101 @@ struct KafkaAPIsTests {
             #expect(answer.errorCode == KafkaError.unsupportedVersion.code)
             #expect(!answer.apiKeys.isEmpty)
         }
+    }
+
+    @Test("Fetch v13+ addresses topics by id; v16+ names the current leader and its endpoint on FENCED_LEADER_EPOCH")
+    func fetchByTopicIDAndLeaderHints() async throws {
+        try await withBrokerCore(["broker.rack": "r1"]) { core in
+            var create = CreateTopicsRequest()
+            var topic = CreateTopicsRequest.CreatableTopic()
+            topic.name = "ids"
+            topic.numPartitions = 1
+            topic.replicationFactor = 1
+            create.topics = [topic]
+            let created = core.apis.handleCreateTopics(create, version: 7)
+            let topicID = try #require(created.topics.first?.topicId)
+            #expect(topicID != .zero)
+
+            var builder = RecordBatchBuilder()
+            for i in 0..<3 { builder.append(timestamp: 1_000 + Int64(i), key: nil, value: ByteBuffer(string: "v\(i)")) }
+            var produce = ProduceRequest()
+            produce.acks = 1
+            produce.timeoutMs = 1_000
+            var data = ProduceRequest.TopicProduceData()
+            data.name = "ids"
+            var partition = ProduceRequest.PartitionProduceData()
+            partition.records = try builder.build().bytes
+            data.partitionData = [partition]
+            produce.topicData = [data]
+            let produced = try #require(await core.apis.handleProduce(produce, version: 11))
+            #expect(produced.responses.first?.partitionResponses.first?.errorCode == 0)
+            #expect(produced.nodeEndpoints.isEmpty)
+
+            for version: Int16 in [13, 15, 16, 17] {
+                let known = try await fetch(core, topicID: topicID, currentLeaderEpoch: -1, version: version)
+                let answer = try #require(known.body.responses.first?.partitions.first)
+                #expect(known.body.responses.first?.topicId == topicID)
+                #expect(answer.errorCode == 0 && answer.highWatermark == 3)
+                #expect(known.recordBytes > 0, "v\(version) returns the records")
+
+                let unknownID = KafkaUUID(mostSignificantBits: 7, leastSignificantBits: 7)
+                let unknown = try await fetch(core, topicID: unknownID, currentLeaderEpoch: -1, version: version)
+                #expect(unknown.body.responses.first?.topicId == unknownID)
+                #expect(unknown.body.responses.first?.partitions.first?.errorCode == KafkaError.unknownTopicId.code)
+            }
+
+            // The controller moved leadership on (epoch 4); a consumer still at epoch 2 is fenced
+            // and, from v16, told where the leader is.
+            let hosted = try #require(core.apis.replicaManager.partition(TopicPartition(topic: "ids", partition: 0)))
+            #expect(hosted.makeLeader(epoch: 4))
+            #expect(!hosted.makeLeader(epoch: 3), "leader epochs never go back")
+            let fenced = try await fetch(core, topicID: topicID, currentLeaderEpoch: 2, version: 16)
+            let answer = try #require(fenced.body.responses.first?.partitions.first)
+            #expect(answer.errorCode == KafkaError.fencedLeaderEpoch.code)
+            #expect(answer.currentLeader.leaderId == 1 && answer.currentLeader.leaderEpoch == 4)
+            #expect(fenced.body.nodeEndpoints.map(\.nodeId) == [1])
+            #expect(fenced.body.nodeEndpoints.first?.port == 9092 && fenced.body.nodeEndpoints.first?.rack == "r1")
+
+            let older = try await fetch(core, topicID: topicID, currentLeaderEpoch: 2, version: 15)
+            #expect(older.body.responses.first?.partitions.first?.errorCode == KafkaError.fencedLeaderEpoch.code)
+            #expect(older.body.responses.first?.partitions.first?.currentLeader == FetchResponse.LeaderIdAndEpoch())
+            #expect(older.body.nodeEndpoints.isEmpty)
+        }
+    }
+
+    /// Sends a sessionless Fetch for partition 0 of `topicID` through the dispatcher and decodes
+    /// the answer, reading any file regions back into bytes.
+    private func fetch(_ core: BrokerCore, topicID: KafkaUUID, currentLeaderEpoch: Int32,
+                       version: Int16) async throws -> (body: FetchResponse, recordBytes: Int) {
+        var request = FetchRequest()
+        request.maxWaitMs = 0
+        request.minBytes = 0
+        request.sessionEpoch = -1
+        var topic = FetchRequest.FetchTopic()
+        topic.topicId = topicID
+        var partition = FetchRequest.FetchPartition()
+        partition.currentLeaderEpoch = currentLeaderEpoch
+        partition.partitionMaxBytes = 1 << 20
+        topic.partitions = [partition]
+        request.topics = [topic]
+        var frame = ByteBuffer()
+        try RequestFrame.encode(request, version: version, correlationID: 9, clientID: "test", into: &frame)
+        guard case .response(let parts) = await core.apis.handle(frame) else {
+            Issue.record("Fetch v\(version) is answered")
+            return (FetchResponse(), 0)
+        }
+        var bytes = ByteBuffer()
+        var recordBytes = 0
+        for part in parts {
+            switch part {
+            case .bytes(var chunk): bytes.writeBuffer(&chunk)
+            case .file(let slice):
+                var chunk = try slice.readBytes()
+                recordBytes += chunk.readableBytes
+                bytes.writeBuffer(&chunk)
+            }
+        }
+        let decoded = try ResponseFrame.decode(bytes, apiKey: .fetch, version: version)
+        return (try #require(decoded.body as? FetchResponse), recordBytes)
     }
 }

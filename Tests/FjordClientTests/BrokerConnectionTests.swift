@@ -10,7 +10,7 @@ struct BrokerConnectionTests {
         let broker = try await InProcessBroker.start()
         let connection = try await BrokerConnection.connect(host: "127.0.0.1", port: broker.port)
         #expect(try connection.version(of: .metadata) == 12, "the highest version both sides have")
-        #expect(try connection.version(of: .produce) == 9)
+        #expect(try connection.version(of: .produce) == 11)
         #expect(connection.versions(of: .addPartitionsToTxn) == nil)
 
         var create = CreateTopicsRequest()

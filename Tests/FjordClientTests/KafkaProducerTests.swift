@@ -27,7 +27,8 @@ struct KafkaProducerTests {
             fetchPartition.partitionMaxBytes = 8 << 20
             fetchTopic.partitions = [fetchPartition]
             request.topics = [fetchTopic]
-            let response = try await connection.send(request)
+            // Fetch v13 and later name topics by id only; this request names them.
+            let response = try await connection.send(request, version: try connection.version(of: .fetch, max: 12))
             guard var bytes = response.responses.first?.partitions.first?.records, bytes.readableBytes > 0 else { return records }
             while let batch = try RecordBatch.read(from: &bytes) {
                 records += try batch.records().filter { $0.offset >= offset }

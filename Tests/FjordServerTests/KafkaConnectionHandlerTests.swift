@@ -34,10 +34,14 @@ struct KafkaConnectionHandlerTests {
     static func channel(_ broker: Broker, maxQueuedBytes: Int = 1 << 20) async throws -> NIOAsyncTestingChannel {
         var logger = Logger(label: "fjord-conn-test")
         logger.logLevel = .critical
-        let handler = KafkaConnectionHandler(apis: broker.apis, logger: logger, maxQueuedBytes: maxQueuedBytes)
-        let channel = NIOAsyncTestingChannel()
-        try await channel.pipeline.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrame)))
-        try await channel.pipeline.addHandler(handler)
+        let apis = broker.apis
+        let quiet = logger
+        // Handlers are built and added on the channel's event loop: they are not Sendable.
+        let channel = try await NIOAsyncTestingChannel { channel in
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrame)))
+            try channel.pipeline.syncOperations.addHandler(
+                KafkaConnectionHandler(apis: apis, logger: quiet, maxQueuedBytes: maxQueuedBytes))
+        }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9))
         return channel
     }

@@ -298,3 +298,106 @@ def test_describe_configs_synonyms_in_precedence_order(broker_factory):
     assert found[(4, "1")]["log.retention.ms"][2] == [("log.retention.ms", "3600000", 4), ("log.retention.ms", "604800000", 5)]
     without = describe_configs_v3(broker.port, [(2, "slips-syn", ["retention.ms"])], documentation=False, synonyms=False)
     assert without[(2, "slips-syn")]["retention.ms"][0] == 5
+
+
+def test_librdkafka_produces_v10_and_fetches_by_topic_id(broker):
+    """Produce v10–11 and Fetch v13–17 (KIP-516 topic ids, KIP-903 ReplicaState, KIP-951
+    leader hints) are advertised as Kafka 4.0 does; librdkafka then produces with v10 and
+    fetches by topic id, and every record comes back once and in order."""
+    import logging
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("slips-rdkafka")
+    logger.addHandler(Capture())
+    logger.setLevel(logging.DEBUG)
+    create(broker.bootstrap, "slips-ids", partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "debug": "protocol"}, logger=logger)
+    for i in range(200):
+        producer.produce("slips-ids", value=b"%d" % i, partition=i % 2)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "slips-ids", "auto.offset.reset": "earliest",
+                         "enable.partition.eof": True, "debug": "protocol"}, logger=logger)
+    consumer.subscribe(["slips-ids"])
+    got: dict[int, list[int]] = {0: [], 1: []}
+    ended: set[int] = set()
+    deadline = time.time() + 30
+    while len(ended) < 2 and time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            ended.add(message.partition())
+            continue
+        got[message.partition()].append(int(message.value()))
+    consumer.close()
+    assert got == {0: list(range(0, 200, 2)), 1: list(range(1, 200, 2))}
+    sent = " ".join(lines)
+    import re
+    fetch_versions = {int(v) for v in re.findall(r"Sent FetchRequest \(v(\d+)", sent)}
+    produce_versions = {int(v) for v in re.findall(r"Sent ProduceRequest \(v(\d+)", sent)}
+    assert fetch_versions and min(fetch_versions) >= 13, f"librdkafka fetched with {fetch_versions}"
+    assert produce_versions and min(produce_versions) >= 10, f"librdkafka produced with {produce_versions}"
+
+
+def fetch_by_topic_id(port: int, topic_id: bytes, version: int) -> tuple[bytes, int, int]:
+    """Sends a flexible Fetch (v13..v17) for partition 0 of `topic_id` at offset 0; returns the
+    answered (topic id, error code, records length)."""
+    body = b""
+    if version < 15:
+        body += struct.pack(">i", -1)  # replica id (v15+: the ReplicaState tagged field, absent)
+    body += struct.pack(">iiibii", 0, 0, 1 << 20, 0, 0, -1)  # wait, min, max bytes, isolation, session, epoch
+    body += uvarint(2) + topic_id + uvarint(2)
+    body += struct.pack(">iiqiqi", 0, -1, 0, -1, -1, 1 << 20)  # partition, epoch, offset, last epoch, log start, max
+    body += uvarint(0)  # partition tags
+    body += uvarint(0)  # topic tags
+    body += uvarint(1)  # no forgotten topics
+    body += compact_string("")  # rack id
+    body += uvarint(0)  # request tags
+    frame = struct.pack(">hhi", 1, version, 77) + kafka_string("slips") + uvarint(0) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", read_exactly(conn, 4))[0]
+        reader = Reader(read_exactly(conn, size))
+    assert reader.take(">i") == 77
+    read_uvarint(reader)  # header tags
+    for fmt in (">i", ">h", ">i"):  # throttle, error, session
+        reader.take(fmt)
+    assert read_uvarint(reader) == 2
+    answered_id = reader.data[reader.at:reader.at + 16]
+    reader.at += 16
+    assert read_uvarint(reader) == 2
+    reader.take(">i")  # partition
+    error = reader.take(">h")
+    for _ in range(3):  # high watermark, last stable offset, log start offset
+        reader.take(">q")
+    aborted = read_uvarint(reader)
+    # As Kafka: null for read_uncommitted; an error partition carries the default (empty) list.
+    assert aborted == (0 if error == 0 else 1), f"aborted transactions field {aborted}"
+    reader.take(">i")  # preferred read replica
+    records_length = read_uvarint(reader) - 1
+    return answered_id, error, records_length
+
+
+def test_fetch_v13_to_v17_by_topic_id(broker):
+    """Fetch v13+ names the topic by id: a known id reads its records, an unknown one is
+    answered UNKNOWN_TOPIC_ID (100) under that id with an empty record set."""
+    admin = create(broker.bootstrap, "slips-by-id")
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(3):
+        producer.produce("slips-by-id", value=b"r%d" % i)
+    assert producer.flush(30) == 0
+    from confluent_kafka import TopicCollection
+    described = admin.describe_topics(TopicCollection(["slips-by-id"]))["slips-by-id"].result(30)
+    topic_id = bytes.fromhex("%016x%016x" % (described.topic_id.get_most_significant_bits() & (2**64 - 1),
+                                              described.topic_id.get_least_significant_bits() & (2**64 - 1)))
+    unknown = bytes(range(1, 17))
+    for version in (13, 14, 15, 16, 17):
+        answered, error, length = fetch_by_topic_id(broker.port, topic_id, version)
+        assert (answered, error) == (topic_id, 0) and length > 0, f"v{version}"
+        answered, error, length = fetch_by_topic_id(broker.port, unknown, version)
+        assert (answered, error, length) == (unknown, 100, 0), f"v{version}"
