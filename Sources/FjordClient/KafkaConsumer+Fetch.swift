@@ -164,7 +164,11 @@ extension KafkaConsumer {
                         }
                         let skip = batch.attributes.isControl || isAborted
                         if !skip {
-                            for record in try batch.records() where record.offset >= next {
+                            // Decoded straight into the records handed out: no intermediate array.
+                            records.reserveCapacity(records.count + Int(Swift.max(0, batch.recordCount)))
+                            var iterator = try batch.makeRecordIterator()
+                            while let record = try iterator.next() {
+                                guard record.offset >= next else { continue }  // before the fetch offset
                                 records.append(ConsumerRecord(topic: tp.topic, partition: tp.partition, offset: Offset(record.offset),
                                                               timestamp: record.timestamp, key: record.key, value: record.value,
                                                               headers: record.headers))

@@ -409,7 +409,12 @@ public actor KafkaConsumer {
             if chunk.error != nil { break }
             let available = chunk.records.count - chunk.index
             let take = Swift.min(available, budget)
-            if take > 0 {
+            if take > 0 && out.isEmpty && chunk.index == 0 && take == available {
+                // The whole chunk fits: hand its array over without copying the records.
+                out = chunk.records
+                chunk.index = take
+                budget -= take
+            } else if take > 0 {
                 out.append(contentsOf: chunk.records[chunk.index..<(chunk.index + take)])
                 chunk.index += take
                 budget -= take

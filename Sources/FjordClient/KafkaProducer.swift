@@ -58,7 +58,11 @@ public actor KafkaProducer {
     private var producerID: Int64 = RecordBatch.noProducerID
     private var producerEpoch: Int16 = RecordBatch.noProducerEpoch
     private var partitions: [TopicPartition: PartitionState] = [:]
-    private var partitionCounts: [String: (count: Int32, at: ContinuousClock.Instant)] = [:]
+    /// Per topic: its partition count (refreshed after `metadata.max.age.ms`), the sticky
+    /// partition and the partitions' states, so a record costs one topic lookup, not three.
+    private var topics: [String: TopicState] = [:]
+    /// The topic of the previous record: consecutive records to one topic skip even that lookup.
+    private var lastTopic: TopicState? = nil
     /// Every batch created and not yet completed (`flush` waits for a snapshot of it).
     private var pendingBatches: Set<UInt64> = []
     private var fastPathCount = 0
@@ -66,7 +70,6 @@ public actor KafkaProducer {
 
     /// What was delivered and what failed so far.
     public func statistics() -> ProducerStatistics { counters }
-    private var stickyPartition: [String: Int32] = [:]
     private var bufferedBytes = 0
     private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
@@ -77,13 +80,28 @@ public actor KafkaProducer {
     enum Waiter {
         case continuation(CheckedContinuation<RecordMetadata, any Error>)
         case callback(@Sendable (Result<RecordMetadata, any Error>) -> Void)
-        case none
+    }
+
+    /// A topic's producer-side state, confined to the actor.
+    final class TopicState {
+        let name: String
+        var partitionCount: Int32? = nil
+        var refreshedAt: ContinuousClock.Instant = .now
+        /// Records without a key stick to this partition until its batch closes (KIP-480).
+        var sticky: Int32? = nil
+        /// The partitions' states by index (nil until a record goes there).
+        var partitions: [PartitionState?] = []
+
+        init(name: String) { self.name = name }
     }
 
     struct PendingBatch {
         let id: UInt64
         var builder: RecordBatchBuilder
-        var waiters: [Waiter] = []
+        /// The records that wait for their outcome, by offset delta; records produced without a
+        /// delivery report take no entry.
+        var waiters: [(offsetDelta: Int32, waiter: Waiter)] = []
+        var recordCount: Int { Int(builder.recordCount) }
         var bytes = 0
         let createdAt: ContinuousClock.Instant
         /// Set when the batch first goes out; kept for every resend.
@@ -171,7 +189,8 @@ public actor KafkaProducer {
         let headers = configuration.withTraceContext(headers)
         let (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
         return try await withCheckedThrowingContinuation { continuation in
-            append(tp, size: size, timestamp: timestamp, key: key, value: value, headers: headers, waiter: .continuation(continuation))
+            append(tp, state: state(tp), size: size, timestamp: timestamp, key: key, value: value, headers: headers,
+                   waiter: .continuation(continuation))
         }
     }
 
@@ -179,49 +198,84 @@ public actor KafkaProducer {
     /// `buffer.memory` is full); `onDelivery`, if given, is called with the outcome. This is
     /// librdkafka's `produce` + delivery report: the fast path for many records. `flush()`
     /// waits for every queued record.
-    public func produce(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
-                        partition: Int32? = nil, timestamp: Int64? = nil,
-                        onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)? = nil) async throws {
-        let headers = configuration.instrument == nil ? headers : configuration.withTraceContext(headers)
-        // Fast path without suspension: room in the buffer and the partition count known.
-        let tp: TopicPartition
-        let size: Int
-        if let fast = try admitNow(topic: topic, key: key, value: value, headers: headers, partition: partition) {
-            (tp, size) = fast
-        } else {
-            (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
+    ///
+    /// Inlined into the caller so that a record that can be queued at once costs one
+    /// synchronous call on the actor (`produceNow`), without an async frame of its own.
+    @inlinable
+    public nonisolated func produce(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
+                                    partition: Int32? = nil, timestamp: Int64? = nil,
+                                    onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)? = nil) async throws {
+        if try await produceNow(topic: topic, key: key, value: value, headers: headers, partition: partition,
+                                timestamp: timestamp, onDelivery: onDelivery) {
+            return
         }
-        append(tp, size: size, timestamp: timestamp, key: key, value: value, headers: headers,
-               waiter: onDelivery.map { .callback($0) } ?? .none)
+        try await produceWaiting(topic: topic, key: key, value: value, headers: headers, partition: partition,
+                                 timestamp: timestamp, onDelivery: onDelivery)
+    }
+
+    /// Queues one record if that needs no waiting (room in `buffer.memory`, the topic's
+    /// partition count known) and returns true; otherwise queues nothing and returns false.
+    public func produceNow(topic: String, key: ByteBuffer? = nil, value: ByteBuffer?, headers: [RecordHeader] = [],
+                           partition: Int32? = nil, timestamp: Int64? = nil,
+                           onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)? = nil) throws -> Bool {
+        let headers = configuration.instrument == nil ? headers : configuration.withTraceContext(headers)
+        guard let (tp, state, size) = try admitNow(topic: topic, key: key, value: value, headers: headers, partition: partition)
+        else { return false }
+        append(tp, state: state, size: size, timestamp: timestamp, key: key, value: value, headers: headers,
+               waiter: onDelivery.map { Waiter.callback($0) })
+        return true
+    }
+
+    /// `produce` when it has to wait for buffer space or metadata.
+    @usableFromInline
+    func produceWaiting(topic: String, key: ByteBuffer?, value: ByteBuffer?, headers: [RecordHeader], partition: Int32?,
+                        timestamp: Int64?, onDelivery: (@Sendable (Result<RecordMetadata, any Error>) -> Void)?) async throws {
+        let headers = configuration.instrument == nil ? headers : configuration.withTraceContext(headers)
+        let (tp, size) = try await admit(topic: topic, key: key, value: value, headers: headers, partition: partition)
+        append(tp, state: state(tp), size: size, timestamp: timestamp, key: key, value: value, headers: headers,
+               waiter: onDelivery.map { Waiter.callback($0) })
     }
 
     /// `admit` without waiting: nil when it would have to wait (buffer full, metadata unknown).
     private func admitNow(topic: String, key: ByteBuffer?, value: ByteBuffer?, headers: [RecordHeader],
-                          partition explicit: Int32?) throws -> (TopicPartition, Int)? {
+                          partition explicit: Int32?) throws -> (TopicPartition, PartitionState, Int)? {
         if closed { throw ClientError.closed }
         var size = (key?.readableBytes ?? 0) + (value?.readableBytes ?? 0) + 24
         for header in headers { size += header.key.utf8.count + (header.value?.readableBytes ?? 0) + 4 }
-        guard bufferedBytes + size <= configuration.bufferMemory, size <= configuration.maxRequestSize,
-              let cached = partitionCounts[topic] else { return nil }
+        guard bufferedBytes + size <= configuration.bufferMemory, size <= configuration.maxRequestSize else { return nil }
+        let topicState: TopicState
+        if let last = lastTopic, last.name == topic {
+            topicState = last
+        } else if let known = topics[topic] {
+            topicState = known
+            lastTopic = known
+        } else {
+            return nil
+        }
+        guard let count = topicState.partitionCount else { return nil }
         // The age check reads the clock once every 1,024 records, not per record.
         fastPathCount &+= 1
         if fastPathCount & 1023 == 0,
-           ContinuousClock.now - cached.at >= .milliseconds(configuration.client.metadataMaxAgeMs) {
+           ContinuousClock.now - topicState.refreshedAt >= .milliseconds(configuration.client.metadataMaxAgeMs) {
             return nil
         }
-        let count = cached.count
         let partition: Int32
         if let explicit {
             guard explicit >= 0 && explicit < count else { return nil }
             partition = explicit
         } else if let key {
             partition = DefaultPartitioner.partition(forKey: key.readableBytesView, partitions: count)
-        } else if let sticky = stickyPartition[topic], sticky < count {
+        } else if let sticky = topicState.sticky, sticky < count {
             partition = sticky
         } else {
             return nil
         }
-        return (TopicPartition(topic: topic, partition: partition), size)
+        let index = Int(partition)
+        if index < topicState.partitions.count, let state = topicState.partitions[index] {
+            return (TopicPartition(topic: topicState.name, partition: partition), state, size)
+        }
+        let tp = TopicPartition(topic: topicState.name, partition: partition)
+        return (tp, state(tp), size)
     }
 
     /// Waits for buffer space and chooses the partition.
@@ -241,37 +295,37 @@ public actor KafkaProducer {
         return (TopicPartition(topic: topic, partition: partition), size)
     }
 
-    private func append(_ tp: TopicPartition, size: Int, timestamp: Int64?, key: ByteBuffer?, value: ByteBuffer?,
-                        headers: [RecordHeader], waiter: Waiter) {
+    private func append(_ tp: TopicPartition, state: PartitionState, size: Int, timestamp: Int64?, key: ByteBuffer?,
+                        value: ByteBuffer?, headers: [RecordHeader], waiter: Waiter?) {
         bufferedBytes += size
-        let state = self.state(tp)
         // The open batch is moved out of the state while records are added (a unique value:
         // no copy-on-write, and one exclusivity check instead of one per field access).
         var fresh = false
         var batch: PendingBatch
-        if let open = state.open.take() {
+        if var open = state.open.take() {
             if open.bytes > 0, open.bytes + size > configuration.batchSize {
                 // This record would overflow it: close it first (Kafka's RecordAccumulator).
                 state.ready.append(open)
-                batch = newBatch()
+                open = newBatch()
                 fresh = true
-            } else {
-                batch = open
             }
+            batch = consume open
         } else {
             batch = newBatch()
             fresh = true
         }
+        if let waiter { batch.waiters.append((batch.builder.recordCount, waiter)) }
         batch.builder.append(timestamp: timestamp ?? currentTimeMs(), key: key, value: value, headers: headers)
-        batch.waiters.append(waiter)  // one per record: its index is the offset delta
         batch.bytes += size
+        // Moved, not copied, back into the state (a copy would retain and release every
+        // buffer the batch holds, once per record).
         if batch.bytes >= configuration.batchSize {
-            state.ready.append(batch)
+            state.ready.append(consume batch)
         } else {
-            state.open = batch
+            state.open = consume batch
         }
         if !state.ready.isEmpty || (configuration.lingerMs == 0 && state.open != nil) {
-            if stickyPartition[tp.topic] == tp.partition && state.open == nil { stickyPartition[tp.topic] = nil }
+            if state.open == nil { unstick(tp) }
             startSender(tp)
         }
         // Every new open batch gets its linger timer, whether or not the sender is busy.
@@ -296,14 +350,30 @@ public actor KafkaProducer {
         if let state = partitions[tp] { return state }
         let state = PartitionState()
         partitions[tp] = state
+        let topicState = self.topicState(tp.topic)
+        let index = Int(tp.partition)
+        if topicState.partitions.count <= index { topicState.partitions += Array(repeating: nil, count: index + 1 - topicState.partitions.count) }
+        topicState.partitions[index] = state
         return state
+    }
+
+    private func topicState(_ topic: String) -> TopicState {
+        if let known = topics[topic] { return known }
+        let created = TopicState(name: topic)
+        topics[topic] = created
+        return created
+    }
+
+    /// The partition's batch closed: the next keyless record of its topic picks a new one.
+    private func unstick(_ tp: TopicPartition) {
+        if let topicState = topics[tp.topic], topicState.sticky == tp.partition { topicState.sticky = nil }
     }
 
     private func lingerExpired(_ tp: TopicPartition, batchID: UInt64) {
         guard let state = partitions[tp], let open = state.open, open.id == batchID else { return }
         state.ready.append(open)
         state.open = nil
-        if stickyPartition[tp.topic] == tp.partition { stickyPartition[tp.topic] = nil }
+        unstick(tp)
         startSender(tp)
     }
 
@@ -338,7 +408,7 @@ public actor KafkaProducer {
         if let explicit {
             if explicit >= count {
                 // Maybe partitions were added since: look again before refusing.
-                partitionCounts[topic] = nil
+                topics[topic]?.partitionCount = nil
                 count = try await partitionCount(topic)
             }
             guard explicit >= 0 && explicit < count else {
@@ -349,21 +419,24 @@ public actor KafkaProducer {
         if let key {
             return DefaultPartitioner.partition(forKey: key.readableBytesView, partitions: count)
         }
-        if let sticky = stickyPartition[topic], sticky < count { return sticky }
+        let topicState = self.topicState(topic)
+        if let sticky = topicState.sticky, sticky < count { return sticky }
         let chosen = Int32.random(in: 0..<count)
-        stickyPartition[topic] = chosen
+        topicState.sticky = chosen
         return chosen
     }
 
     /// The topic's partition count, refreshed once older than `metadata.max.age.ms` so
     /// partitions added later are used.
     private func partitionCount(_ topic: String) async throws -> Int32 {
-        if let cached = partitionCounts[topic],
-           ContinuousClock.now - cached.at < .milliseconds(configuration.client.metadataMaxAgeMs) {
-            return cached.count
+        if let known = topics[topic], let count = known.partitionCount,
+           ContinuousClock.now - known.refreshedAt < .milliseconds(configuration.client.metadataMaxAgeMs) {
+            return count
         }
         let count = Int32(try await cluster.topic(topic).partitions.count)
-        partitionCounts[topic] = (count, .now)
+        let topicState = self.topicState(topic)
+        topicState.partitionCount = count
+        topicState.refreshedAt = .now
         return count
     }
 
@@ -381,7 +454,7 @@ public actor KafkaProducer {
         if let batch = state.ready.popFirst() { return batch }
         if configuration.lingerMs == 0, let open = state.open {
             state.open = nil
-            if stickyPartition[tp.topic] == tp.partition { stickyPartition[tp.topic] = nil }
+            unstick(tp)
             return open
         }
         return nil
@@ -649,28 +722,26 @@ public actor KafkaProducer {
         counters.batches += 1
         switch result {
         case .success(let baseOffset):
-            counters.recordsDelivered += batch.waiters.count
-            metrics.records.increment(by: Int64(batch.waiters.count))
+            counters.recordsDelivered += batch.recordCount
+            metrics.records.increment(by: Int64(batch.recordCount))
             metrics.bytes.increment(by: Int64(batch.bytes))
-            metrics.batchRecords.record(batch.waiters.count)
-            for (index, waiter) in batch.waiters.enumerated() {
+            metrics.batchRecords.record(batch.recordCount)
+            for (offsetDelta, waiter) in batch.waiters {
                 let metadata = RecordMetadata(topic: tp.topic, partition: tp.partition,
-                                              offset: baseOffset < 0 ? .none : Offset(baseOffset + Int64(index)))
+                                              offset: baseOffset < 0 ? .none : Offset(baseOffset + Int64(offsetDelta)))
                 switch waiter {
                 case .continuation(let continuation): continuation.resume(returning: metadata)
                 case .callback(let callback): callback(.success(metadata))
-                case .none: break
                 }
             }
         case .failure(let error):
-            counters.recordsFailed += batch.waiters.count
-            metrics.errors.increment(by: Int64(batch.waiters.count))
+            counters.recordsFailed += batch.recordCount
+            metrics.errors.increment(by: Int64(batch.recordCount))
             logger.debug("batch failed", metadata: ["partition": "\(tp.topic)-\(tp.partition)", "error": "\(error)"])
-            for waiter in batch.waiters {
+            for (_, waiter) in batch.waiters {
                 switch waiter {
                 case .continuation(let continuation): continuation.resume(throwing: error)
                 case .callback(let callback): callback(.failure(error))
-                case .none: break
                 }
             }
         }
