@@ -118,4 +118,69 @@ struct GroupCoordinatorTests {
             #expect(await Self.heartbeat(core.coordinator, "g", first) == .unknownMemberId)
         }
     }
+
+    @Test("four members joining at once (kafka-python's classic loop) reach one stable generation in a few rounds")
+    func fourMembersBecomeStable() async throws {
+        // Kafka's default initial delay, as kafka-python users meet it: the joins that arrive
+        // within it form the first generation together.
+        try await withBrokerCore(["group.initial.rebalance.delay.ms": "300"]) { core in
+            let coordinator = core.coordinator
+            let began = ContinuousClock.now
+            // Each member: join, sync (the leader assigns), then heartbeat; a heartbeat that says
+            // REBALANCE_IN_PROGRESS sends it back to join, as kafka-python's coordinator does.
+            let outcomes = await withTaskGroup(of: (generation: Int32, rounds: Int, assignment: String).self) { group in
+                for index in 0..<4 {
+                    group.addTask {
+                        var memberID = ""
+                        var rounds = 0
+                        while rounds < 10 {
+                            rounds += 1
+                            var request = Self.joinRequest("four", member: memberID, sessionMs: 3_000, rebalanceMs: 5_000)
+                            var joined = await coordinator.join(request, version: 9, clientID: "c\(index)", clientHost: "/127.0.0.1")
+                            if joined.errorCode == KafkaError.memberIdRequired.code {
+                                memberID = joined.memberId
+                                request.memberId = memberID
+                                joined = await coordinator.join(request, version: 9, clientID: "c\(index)", clientHost: "/127.0.0.1")
+                            }
+                            guard joined.errorCode == 0 else { continue }
+                            memberID = joined.memberId
+                            var sync = SyncGroupRequest()
+                            sync.groupId = "four"
+                            sync.generationId = joined.generationId
+                            sync.memberId = joined.memberId
+                            if joined.leader == joined.memberId {
+                                sync.assignments = joined.members.map { member in
+                                    var entry = SyncGroupRequest.SyncGroupRequestAssignment()
+                                    entry.memberId = member.memberId
+                                    entry.assignment = ByteBuffer(string: "gen-\(joined.generationId)")
+                                    return entry
+                                }
+                            }
+                            let synced = await coordinator.sync(sync)
+                            guard synced.errorCode == 0 else { continue }
+                            // Three heartbeats 100 ms apart (real time: the coordinator's timers
+                            // are real; the manual clock only stands still, so no session expires).
+                            var stable = true
+                            for _ in 0..<3 {
+                                try? await Task.sleep(for: .milliseconds(100))
+                                if await Self.heartbeat(coordinator, "four", joined) != .noError { stable = false; break }
+                            }
+                            if stable { return (joined.generationId, rounds, String(buffer: synced.assignment)) }
+                        }
+                        return (-1, rounds, "")
+                    }
+                }
+                var all: [(generation: Int32, rounds: Int, assignment: String)] = []
+                for await outcome in group { all.append(outcome) }
+                return all
+            }
+            let elapsed = ContinuousClock.now - began
+            #expect(Set(outcomes.map(\.generation)).count == 1 && outcomes[0].generation > 0, "one generation: \(outcomes)")
+            #expect(outcomes.allSatisfy { $0.assignment == "gen-\(outcomes[0].generation)" }, "everyone got the leader's assignment")
+            #expect(outcomes.allSatisfy { $0.rounds <= 2 }, "a member rejoins at most once: \(outcomes)")
+            #expect(elapsed < .seconds(5), "stable in \(elapsed)")
+            #expect(await coordinator.describe("four")?.state == "Stable")
+        }
+    }
 }
+
