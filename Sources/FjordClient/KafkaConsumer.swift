@@ -377,7 +377,9 @@ public actor KafkaConsumer {
             try await handleFetchErrors()
         }
         let records = takeBuffered()
-        if buffered.isEmpty && !closed { startPrefetch() }
+        // The next fetch flies while these records (and any still buffered) are processed:
+        // at most one fetch's worth beyond the buffer, so memory stays bounded.
+        if !closed { startPrefetch() }
         if !records.isEmpty {
             metrics.records.increment(by: Int64(records.count))
             var bytes = 0
@@ -466,10 +468,14 @@ public actor KafkaConsumer {
         prefetch = Task { try await self.fetch() }
     }
 
+    /// The partitions to fetch and from where: the position, or, for a partition whose records
+    /// are still buffered, where those records end (the prefetch runs while they are handed out).
     func fetchablePartitions() -> [(TopicPartition, Int64)] {
-        assignment.compactMap { tp in
+        var bufferedEnd: [TopicPartition: Int64] = [:]
+        for chunk in buffered where chunk.error == nil { bufferedEnd[chunk.tp] = chunk.nextOffset }
+        return assignment.compactMap { tp in
             guard !paused.contains(tp), let position = positions[tp] else { return nil }
-            return (tp, position)
+            return (tp, bufferedEnd[tp] ?? position)
         }
     }
 
