@@ -163,7 +163,7 @@ enum Snappy {
             let lengthIndex = output.writerIndex
             output.writeInteger(Int32(0), endianness: .big)
             var status = SNAPPY_OK
-            block.withUnsafeReadableBytes { source in
+            _ = block.withUnsafeReadableBytes { source in
                 output.writeWithUnsafeMutableBytes(minimumWritableBytes: maxBlock) { target in
                     var outLength = target.count
                     status = snappy_compress(source.bindMemory(to: CChar.self).baseAddress, source.count,
@@ -235,7 +235,7 @@ enum LZ4Frame {
         let bound = LZ4F_compressFrameBound(input.readableBytes, &preferences)
         var output = allocator.buffer(capacity: bound)
         var errorCode: Int = 0
-        input.withUnsafeReadableBytes { source in
+        _ = input.withUnsafeReadableBytes { source in
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { target in
                 let written = LZ4F_compressFrame(target.baseAddress, target.count, source.baseAddress, source.count, &preferences)
                 if LZ4F_isError(written) != 0 {
@@ -293,7 +293,7 @@ enum Zstd {
         let bound = ZSTD_compressBound(input.readableBytes)
         var output = allocator.buffer(capacity: bound)
         var errorCode: Int = 0
-        input.withUnsafeReadableBytes { source in
+        _ = input.withUnsafeReadableBytes { source in
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { target in
                 let written = ZSTD_compress(target.baseAddress, target.count, source.baseAddress, source.count, 3)
                 if ZSTD_isError(written) != 0 {

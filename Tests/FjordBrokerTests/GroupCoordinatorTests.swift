@@ -121,11 +121,12 @@ struct GroupCoordinatorTests {
 
     @Test("four members joining at once (kafka-python's classic loop) reach one stable generation in a few rounds")
     func fourMembersBecomeStable() async throws {
-        // Kafka's default initial delay, as kafka-python users meet it: the joins that arrive
-        // within it form the first generation together.
+        // An initial delay as Kafka has one (3 s by default, shortened here): the joins that
+        // arrive within it form the first generation together. Promptness is counted in rounds
+        // (a member that has to rejoin costs a round trip and a rebalance), not in wall time,
+        // which a loaded test machine stretches.
         try await withBrokerCore(["group.initial.rebalance.delay.ms": "300"]) { core in
             let coordinator = core.coordinator
-            let began = ContinuousClock.now
             // Each member: join, sync (the leader assigns), then heartbeat; a heartbeat that says
             // REBALANCE_IN_PROGRESS sends it back to join, as kafka-python's coordinator does.
             let outcomes = await withTaskGroup(of: (generation: Int32, rounds: Int, assignment: String).self) { group in
@@ -174,11 +175,9 @@ struct GroupCoordinatorTests {
                 for await outcome in group { all.append(outcome) }
                 return all
             }
-            let elapsed = ContinuousClock.now - began
             #expect(Set(outcomes.map(\.generation)).count == 1 && outcomes[0].generation > 0, "one generation: \(outcomes)")
             #expect(outcomes.allSatisfy { $0.assignment == "gen-\(outcomes[0].generation)" }, "everyone got the leader's assignment")
             #expect(outcomes.allSatisfy { $0.rounds <= 2 }, "a member rejoins at most once: \(outcomes)")
-            #expect(elapsed < .seconds(5), "stable in \(elapsed)")
             #expect(await coordinator.describe("four")?.state == "Stable")
         }
     }
