@@ -41,8 +41,14 @@ def create(bootstrap, topic):
                    capture_output=True, text=True, check=True, timeout=60)
 
 
+# Pause before each run: a client that just exited can leave the broker busy for a moment
+# (its last long-poll fetch, closing its connection), which would count against the next one.
+SETTLE_SECONDS = 1.0
+
+
 def rdkafka_performance(args, timeout=300):
     """Runs rdkafka_performance and returns its final summary's records/s."""
+    time.sleep(SETTLE_SECONDS)
     out = subprocess.run([PEER, *args], capture_output=True, text=True, timeout=timeout)
     text = out.stdout + out.stderr
     if out.returncode != 0:
@@ -66,6 +72,7 @@ def librdkafka_produce(bootstrap, topic, records, size, codec):
 
 
 def swift_produce(bootstrap, topic, records, size, codec):
+    time.sleep(SETTLE_SECONDS)
     out = subprocess.run([FJORD, "bench", "produce", "-b", bootstrap, "-t", topic, "-n", str(records), "-s", str(size),
                           "--acks", "1", "-z", codec, "--json"], capture_output=True, text=True, check=True, timeout=300)
     result = json.loads(out.stdout)
@@ -82,6 +89,7 @@ def librdkafka_consume(bootstrap, topic, records):
 
 
 def swift_consume(bootstrap, topic, records):
+    time.sleep(SETTLE_SECONDS)
     out = subprocess.run([FJORD, "bench", "consume", "-b", bootstrap, "-t", topic, "-n", str(records), "--json"],
                          capture_output=True, text=True, check=True, timeout=300)
     result = json.loads(out.stdout)
