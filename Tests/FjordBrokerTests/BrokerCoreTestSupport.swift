@@ -41,6 +41,17 @@ final class BrokerCore: Sendable {
         self.broker = broker
     }
 
+    /// Creates a topic through the CreateTopics handler and returns its result.
+    func createTopic(_ name: String, partitions: Int32 = 1) -> CreateTopicsResponse.CreatableTopicResult? {
+        var create = CreateTopicsRequest()
+        var topic = CreateTopicsRequest.CreatableTopic()
+        topic.name = name
+        topic.numPartitions = partitions
+        topic.replicationFactor = 1
+        create.topics = [topic]
+        return apis.handleCreateTopics(create, version: 7).topics.first
+    }
+
     func shutdown() async throws {
         try await broker.shutdown()
         try? FileManager.default.removeItem(at: directory)

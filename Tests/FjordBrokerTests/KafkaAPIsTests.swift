@@ -25,14 +25,7 @@ struct KafkaAPIsTests {
     @Test("CreateTopics, Produce, ListOffsets and Metadata through their handlers")
     func produceAndList() async throws {
         try await withBrokerCore { core in
-            var create = CreateTopicsRequest()
-            var topic = CreateTopicsRequest.CreatableTopic()
-            topic.name = "orders"
-            topic.numPartitions = 2
-            topic.replicationFactor = 1
-            create.topics = [topic]
-            let created = core.apis.handleCreateTopics(create, version: 7)
-            #expect(created.topics.map(\.errorCode) == [0])
+            #expect(core.createTopic("orders", partitions: 2)?.errorCode == 0)
 
             var builder = RecordBatchBuilder()
             for i in 0..<5 { builder.append(timestamp: 1_000 + Int64(i), key: ByteBuffer(string: "k\(i)"), value: ByteBuffer(string: "v\(i)")) }
@@ -104,14 +97,7 @@ struct KafkaAPIsTests {
     @Test("Fetch v13+ addresses topics by id; v16+ names the current leader and its endpoint on FENCED_LEADER_EPOCH")
     func fetchByTopicIDAndLeaderHints() async throws {
         try await withBrokerCore(["broker.rack": "r1"]) { core in
-            var create = CreateTopicsRequest()
-            var topic = CreateTopicsRequest.CreatableTopic()
-            topic.name = "ids"
-            topic.numPartitions = 1
-            topic.replicationFactor = 1
-            create.topics = [topic]
-            let created = core.apis.handleCreateTopics(create, version: 7)
-            let topicID = try #require(created.topics.first?.topicId)
+            let topicID = try #require(core.createTopic("ids")?.topicId)
             #expect(topicID != .zero)
 
             var builder = RecordBatchBuilder()

@@ -15,9 +15,11 @@ Usage: tools/bench clients [--records N] [--runs K] [--sizes 100,1024] [--json]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,13 +99,15 @@ def swift_consume(bootstrap, topic, records):
     return result["records_per_sec"]
 
 
-def run(records, runs, sizes, codecs):
-    data = tempfile.mkdtemp(prefix="fjord-bench-clients-")
+@contextlib.contextmanager
+def release_broker(prefix):
+    """A release `fjord serve` on a free loopback port with a temporary data directory; yields
+    its bootstrap address once it listens, and stops it (SIGTERM) afterwards."""
+    data = tempfile.mkdtemp(prefix=prefix)
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     broker = subprocess.Popen([FJORD, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://{bootstrap}",
                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = []
     try:
         for _ in range(100):
             try:
@@ -111,6 +115,16 @@ def run(records, runs, sizes, codecs):
                 break
             except OSError:
                 time.sleep(0.1)
+        yield bootstrap
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def run(records, runs, sizes, codecs):
+    rows = []
+    with release_broker("fjord-bench-clients-") as bootstrap:
         for size in sizes:
             for codec in codecs:
                 ours, theirs = [], []
@@ -125,9 +139,6 @@ def run(records, runs, sizes, codecs):
                 theirs.append(librdkafka_consume(bootstrap, topic, records))
                 ours.append(swift_consume(bootstrap, topic, records))
             rows.append({"what": "consume", "size": size, "codec": "none", "swift": max(ours), "librdkafka": max(theirs)})
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=30)
     for row in rows:
         row["ratio"] = row["swift"] / row["librdkafka"]
         row["swift_mb_s"] = row["swift"] * row["size"] / 1e6

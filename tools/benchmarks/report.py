@@ -16,12 +16,8 @@ import datetime
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients  # noqa: E402
@@ -39,19 +35,8 @@ def records_for(size, budget_bytes, cap):
 
 
 def latency(configs, rate, records):
-    data = tempfile.mkdtemp(prefix="fjord-bench-report-")
-    port = clients.free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = subprocess.Popen([FJORD, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://{bootstrap}",
-                               "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with clients.release_broker("fjord-bench-report-") as bootstrap:
         for size, acks in configs:
             topic = f"latency-{size}-{acks}"
             out = subprocess.run([FJORD, "bench", "produce", "-b", bootstrap, "-t", topic, "-n", str(records), "-s", str(size),
@@ -60,9 +45,6 @@ def latency(configs, rate, records):
             result = json.loads(out.stdout)
             assert result["failures"] == 0, result
             rows.append({"size": size, "acks": acks, "rate": rate, **result["latency_ms"]})
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=30)
     return rows
 
 
