@@ -106,7 +106,7 @@ extension KafkaAPIs {
     /// KIP-951 (Produce v10+): a partition answered NOT_LEADER_OR_FOLLOWER names its current
     /// leader and epoch, and the response carries the leader's endpoint.
     private func addLeaderHints(to response: inout ProduceResponse) {
-        var endpoints: [Int32: ProduceResponse.NodeEndpoint] = [:]
+        var endpoints: [Int32: BrokerRegistration] = [:]
         for t in response.responses.indices {
             for p in response.responses[t].partitionResponses.indices
             where response.responses[t].partitionResponses[p].errorCode == KafkaError.notLeaderOrFollower.code {
@@ -115,15 +115,10 @@ extension KafkaAPIs {
                 else { continue }
                 response.responses[t].partitionResponses[p].currentLeader.leaderId = hint.endpoint.nodeID
                 response.responses[t].partitionResponses[p].currentLeader.leaderEpoch = hint.leaderEpoch.rawValue
-                var endpoint = ProduceResponse.NodeEndpoint()
-                endpoint.nodeId = hint.endpoint.nodeID
-                endpoint.host = hint.endpoint.host
-                endpoint.port = hint.endpoint.port
-                endpoint.rack = hint.endpoint.rack
-                endpoints[endpoint.nodeId] = endpoint
+                endpoints[hint.endpoint.nodeID] = hint.endpoint
             }
         }
-        response.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0] }
+        response.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0].map(ProduceResponse.NodeEndpoint.init) }
     }
 
     /// Where a partition's leader is now (KIP-951's hint), or nil when unknown. On a single node
@@ -247,7 +242,7 @@ extension KafkaAPIs {
     /// names its current leader and epoch, and the response carries that leader's endpoint, so
     /// the consumer moves there without a Metadata round trip.
     private func addLeaderHints(to result: inout FetchResult) {
-        var endpoints: [Int32: FetchResponse.NodeEndpoint] = [:]
+        var endpoints: [Int32: BrokerRegistration] = [:]
         for index in result.entries.indices {
             let code = result.entries[index].2.errorCode
             guard code == KafkaError.notLeaderOrFollower.code || code == KafkaError.fencedLeaderEpoch.code,
@@ -256,14 +251,9 @@ extension KafkaAPIs {
             else { continue }
             result.entries[index].2.currentLeader.leaderId = hint.endpoint.nodeID
             result.entries[index].2.currentLeader.leaderEpoch = hint.leaderEpoch.rawValue
-            var endpoint = FetchResponse.NodeEndpoint()
-            endpoint.nodeId = hint.endpoint.nodeID
-            endpoint.host = hint.endpoint.host
-            endpoint.port = hint.endpoint.port
-            endpoint.rack = hint.endpoint.rack
-            endpoints[endpoint.nodeId] = endpoint
+            endpoints[hint.endpoint.nodeID] = hint.endpoint
         }
-        result.body.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0] }
+        result.body.nodeEndpoints = endpoints.keys.sorted().compactMap { endpoints[$0].map(FetchResponse.NodeEndpoint.init) }
     }
 
     struct FetchResult {
@@ -419,5 +409,20 @@ extension KafkaAPIs {
         let current = partition.leaderEpoch
         guard requested >= 0, LeaderEpoch(requested) != current else { return nil }
         return LeaderEpoch(requested) > current ? .unknownLeaderEpoch : .fencedLeaderEpoch
+    }
+}
+
+// KIP-951's endpoint entries, the same four fields in each response that carries them.
+extension ProduceResponse.NodeEndpoint {
+    init(_ broker: BrokerRegistration) {
+        self.init()
+        (nodeId, host, port, rack) = (broker.nodeID, broker.host, broker.port, broker.rack)
+    }
+}
+
+extension FetchResponse.NodeEndpoint {
+    init(_ broker: BrokerRegistration) {
+        self.init()
+        (nodeId, host, port, rack) = (broker.nodeID, broker.host, broker.port, broker.rack)
     }
 }

@@ -1,5 +1,5 @@
 public import FjordMetadata
-public import FjordProtocol
+import FjordProtocol
 import FjordStorage
 public import Logging
 public import NIOCore

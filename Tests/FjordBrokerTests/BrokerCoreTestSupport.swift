@@ -2,6 +2,7 @@
 import FjordProtocol
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// A clock the test moves by hand.
@@ -50,6 +51,27 @@ final class BrokerCore: Sendable {
         topic.replicationFactor = 1
         create.topics = [topic]
         return apis.handleCreateTopics(create, version: 7).topics.first
+    }
+
+    /// Produces one batch of `values` (timestamps 1000, 1001, …) to a partition through the
+    /// Produce handler at `version`.
+    func produce(_ topic: String, partition: Int32 = 0, keys: [String?]? = nil, values: [String],
+                 version: Int16 = 9) async throws -> ProduceResponse? {
+        var builder = RecordBatchBuilder()
+        for (i, value) in values.enumerated() {
+            builder.append(timestamp: 1_000 + Int64(i), key: keys?[i].map { ByteBuffer(string: $0) }, value: ByteBuffer(string: value))
+        }
+        var produce = ProduceRequest()
+        produce.acks = 1
+        produce.timeoutMs = 1_000
+        var data = ProduceRequest.TopicProduceData()
+        data.name = topic
+        var entry = ProduceRequest.PartitionProduceData()
+        entry.index = partition
+        entry.records = try builder.build().bytes
+        data.partitionData = [entry]
+        produce.topicData = [data]
+        return await apis.handleProduce(produce, version: version)
     }
 
     func shutdown() async throws {

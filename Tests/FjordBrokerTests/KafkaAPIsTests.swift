@@ -27,19 +27,8 @@ struct KafkaAPIsTests {
         try await withBrokerCore { core in
             #expect(core.createTopic("orders", partitions: 2)?.errorCode == 0)
 
-            var builder = RecordBatchBuilder()
-            for i in 0..<5 { builder.append(timestamp: 1_000 + Int64(i), key: ByteBuffer(string: "k\(i)"), value: ByteBuffer(string: "v\(i)")) }
-            var produce = ProduceRequest()
-            produce.acks = 1
-            produce.timeoutMs = 1_000
-            var data = ProduceRequest.TopicProduceData()
-            data.name = "orders"
-            var partition = ProduceRequest.PartitionProduceData()
-            partition.index = 1
-            partition.records = try builder.build().bytes
-            data.partitionData = [partition]
-            produce.topicData = [data]
-            let produced = try #require(await core.apis.handleProduce(produce, version: 9))
+            let produced = try #require(await core.produce("orders", partition: 1, keys: (0..<5).map { "k\($0)" },
+                                                           values: (0..<5).map { "v\($0)" }))
             #expect(produced.responses.first?.partitionResponses.first?.errorCode == 0)
             #expect(produced.responses.first?.partitionResponses.first?.baseOffset == 0)
 
@@ -100,18 +89,7 @@ struct KafkaAPIsTests {
             let topicID = try #require(core.createTopic("ids")?.topicId)
             #expect(topicID != .zero)
 
-            var builder = RecordBatchBuilder()
-            for i in 0..<3 { builder.append(timestamp: 1_000 + Int64(i), key: nil, value: ByteBuffer(string: "v\(i)")) }
-            var produce = ProduceRequest()
-            produce.acks = 1
-            produce.timeoutMs = 1_000
-            var data = ProduceRequest.TopicProduceData()
-            data.name = "ids"
-            var partition = ProduceRequest.PartitionProduceData()
-            partition.records = try builder.build().bytes
-            data.partitionData = [partition]
-            produce.topicData = [data]
-            let produced = try #require(await core.apis.handleProduce(produce, version: 11))
+            let produced = try #require(await core.produce("ids", values: ["v0", "v1", "v2"], version: 11))
             #expect(produced.responses.first?.partitionResponses.first?.errorCode == 0)
             #expect(produced.nodeEndpoints.isEmpty)
 
