@@ -1,5 +1,5 @@
-public import Foundation
-public import NIOCore
+import Foundation
+import NIOCore
 
 /// An aggregate whose state can be snapshotted (encoded as JSON).
 public protocol SnapshottableAggregate: Aggregate, Codable {

@@ -1,6 +1,6 @@
 import FjordClient
 import FjordProtocol
-public import Foundation
+import Foundation
 public import NIOCore
 public import NIOPosix
 

@@ -1,5 +1,5 @@
 import Synchronization
-public import SystemPackage
+import SystemPackage
 
 /// What one flush makes durable: files a log picked under its lock, to be synced outside it.
 ///

@@ -104,7 +104,7 @@ struct StreamIndexTests {
         let text = try #require(FileManager.default.contents(atPath: checkpoint.string))
         var damaged = text
         damaged[damaged.count / 2] ^= 0xFF
-        FileManager.default.createFile(atPath: checkpoint.string, contents: damaged)
+        _ = FileManager.default.createFile(atPath: checkpoint.string, contents: damaged)
         let (rescanned, _) = try openLog(dir, config: config, clean: false)
         #expect(version(rescanned, "t") == 60 && version(rescanned, "s6") == 7)
 
