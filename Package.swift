@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "FjordCompression", targets: ["FjordCompression"]),
         .library(name: "FjordStorage", targets: ["FjordStorage"]),
         .library(name: "FjordMetadata", targets: ["FjordMetadata"]),
+        .library(name: "FjordEtcd", targets: ["FjordEtcd"]),
+        .library(name: "FjordMetadataEtcd", targets: ["FjordMetadataEtcd"]),
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
         .library(name: "FjordClient", targets: ["FjordClient"]),
@@ -37,6 +39,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // etcd's gRPC API (FjordEtcd); the Swift code is generated once by tools/etcd/regenerate.
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -72,6 +79,29 @@ let package = Package(
         .target(
             name: "FjordMetadata",
             dependencies: ["FjordProtocol"],
+            swiftSettings: strictSettings
+        ),
+        // A client of etcd v3's gRPC API: KV, transactions, leases, watches.
+        .target(
+            name: "FjordEtcd",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Cluster metadata on etcd behind FjordMetadata's MetadataStore, and the controller.
+        .target(
+            name: "FjordMetadataEtcd",
+            dependencies: [
+                "FjordEtcd", "FjordMetadata", "FjordProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
@@ -152,6 +182,7 @@ let package = Package(
             name: "fjord",
             dependencies: [
                 "FjordServer",
+                "FjordMetadataEtcd",
                 "FjordBroker",
                 "FjordClient",
                 "FjordEventSourcing",

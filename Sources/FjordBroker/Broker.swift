@@ -1,5 +1,5 @@
-import FjordMetadata
-import FjordProtocol
+public import FjordMetadata
+public import FjordProtocol
 public import FjordStorage
 import Foundation
 public import Logging
@@ -17,7 +17,7 @@ public final class Broker: Sendable {
     public let apis: KafkaAPIs
     public let logManager: LogManager
     public let replicaManager: ReplicaManager
-    let metadata: LocalMetadataStore
+    let metadata: any MetadataStore
     let logger: Logger
 
     /// Milliseconds since the epoch.
@@ -26,7 +26,7 @@ public final class Broker: Sendable {
     }
 
     init(config: BrokerConfig, apis: KafkaAPIs, logManager: LogManager, replicaManager: ReplicaManager,
-         metadata: LocalMetadataStore, logger: Logger) {
+         metadata: any MetadataStore, logger: Logger) {
         self.config = config
         self.apis = apis
         self.logManager = logManager
@@ -40,6 +40,53 @@ public final class Broker: Sendable {
         if config.logDirs.count > 1 {
             logger.warning("several log.dirs given; Fjord uses the first", metadata: ["log.dirs": "\(config.logDirs)"])
         }
+        return try await startSingleNode(config: config, directory: directory, logger: logger, clock: clock)
+    }
+
+    /// Starts a broker of a cluster whose metadata lives in `store` (etcd, already registered
+    /// and following): the data directory is opened and recovered, partitions of topics the
+    /// cluster deleted are removed, and from then on every image the store publishes decides
+    /// which partitions this broker hosts and which of them it leads.
+    public static func start(config: BrokerConfig, cluster store: any MetadataStore, logger: Logger,
+                             clock: @escaping @Sendable () -> Int64 = systemClock) async throws -> Broker {
+        let directory = FilePath(config.logDirs[0])
+        let now = clock()
+        let image = store.image
+        let (logManager, loaded) = try LogManager.open(directory: directory, nowMs: now,
+                                                       cleanerDedupeBufferBytes: config.cleanerDedupeBufferBytes,
+                                                       producerIDExpirationMs: config.producerIDExpirationMs) { topic in
+            config.logConfig(dynamicBrokerConfigs: image.brokerConfigs, topicConfigs: image.topics[topic]?.configs ?? [:])
+        }
+        for log in loaded {
+            for problem in log.report.problems {
+                logger.warning("log recovery", metadata: ["partition": "\(log.topicPartition)", "problem": "\(problem)"])
+            }
+            let topic = image.topics[log.topicPartition.topic]
+            if topic == nil || log.topicPartition.partition >= topic!.partitionCount || (log.topicID != nil && log.topicID != topic!.topicID) {
+                logger.info("removing partition of a deleted topic", metadata: ["partition": "\(log.topicPartition)"])
+                try logManager.deleteLog(log.topicPartition, nowMs: now)
+            }
+        }
+        let replicaManager = ReplicaManager(logManager: logManager, nodeID: config.nodeID)
+        let apis = KafkaAPIs(config: config, metadata: store, replicaManager: replicaManager, logger: logger, clock: clock)
+        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
+            try apis.applyPartitionRegistrations(of: topic)
+        }
+        await apis.groupCoordinator.load()
+        await apis.groupCoordinator.startExpiryChecks()
+        store.onChange { [weak apis] image in apis?.metadataChanged(image) }
+        // An image published between the first apply and the registration above.
+        apis.metadataChanged(store.image)
+        startMaintenance(logManager, config: config, logger: logger, clock: clock)
+        logger.info("joined the cluster", metadata: [
+            "brokers": "\(store.image.brokers.map(\.nodeID).sorted())", "controller": "\(store.image.controllerID)",
+            "partitions": "\(replicaManager.allPartitions.count)",
+        ])
+        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager, metadata: store, logger: logger)
+    }
+
+    private static func startSingleNode(config: BrokerConfig, directory: FilePath, logger: Logger,
+                                        clock: @escaping @Sendable () -> Int64) async throws -> Broker {
         let metadataPath = directory.appending(metadataFileName)
         var image: MetadataImage
         // LogManager.open creates the directory; the metadata file may not exist yet.
@@ -106,6 +153,14 @@ public final class Broker: Sendable {
         // Groups and offsets are loaded before the server answers anything.
         await apis.groupCoordinator.load()
         await apis.groupCoordinator.startExpiryChecks()
+        startMaintenance(logManager, config: config, logger: logger, clock: clock)
+        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager,
+                      metadata: store, logger: logger)
+    }
+
+    /// Retention and compaction in the background, with what they did logged.
+    private static func startMaintenance(_ logManager: LogManager, config: BrokerConfig, logger: Logger,
+                                         clock: @escaping @Sendable () -> Int64) {
         logManager.startBackgroundTasks(intervalMs: Int(config.retentionCheckIntervalMs), clock: clock) { report in
             for (partition, count) in report.deletedSegments {
                 logger.info("retention deleted segments", metadata: ["partition": "\(partition)", "segments": "\(count)"])
@@ -118,8 +173,11 @@ public final class Broker: Sendable {
             }
             for error in report.errors { logger.error("log maintenance failed", metadata: ["error": "\(error)"]) }
         }
-        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager,
-                      metadata: store, logger: logger)
+    }
+
+    /// This broker's partitions it leads, by topic (for controlled shutdown).
+    public var ledPartitions: [TopicPartition] {
+        replicaManager.allPartitions.filter(\.isLeader).map(\.topicPartition)
     }
 
     /// Closes every log (flush, trim indexes, snapshot producer state) and writes the

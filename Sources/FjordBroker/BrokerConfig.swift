@@ -54,6 +54,20 @@ public struct BrokerConfig: Sendable, Equatable {
     /// `broker.rack`: the rack this broker is in, told to clients in Metadata and DescribeCluster.
     public var rack: String? = nil
     public var logDirs: [String] = ["./fjord-data"]
+    /// `fjord.cluster` (`fjord serve --cluster`): the etcd endpoint of the cluster this broker
+    /// joins, `etcd://host:port[/prefix]`; nil runs the embedded single node.
+    public var cluster: String? = nil
+    /// `broker.session.timeout.ms`: how long a broker's etcd lease outlives its last keepalive;
+    /// after it the broker counts as dead and its partitions get new leaders (Kafka's KRaft key).
+    public var brokerSessionTimeoutMs: Int64 = 9000
+    /// `offsets.topic.replication.factor` (in a cluster): replicas of `__consumer_offsets`.
+    public var offsetsTopicReplicationFactor: Int16 = 3
+    /// `unclean.leader.election.enable`: whether a replica outside the ISR may become leader
+    /// when no ISR member is alive (losing what only the ISR had).
+    public var uncleanLeaderElectionEnable = false
+    /// `controlled.shutdown.max.wait.ms` (Fjord's key): how long SIGTERM waits for the
+    /// controller to move this broker's leaderships away before stopping anyway.
+    public var controlledShutdownMaxWaitMs: Int64 = 10_000
     public var numPartitions: Int32 = 1
     public var defaultReplicationFactor: Int16 = 1
     public var autoCreateTopicsEnable = true
@@ -103,10 +117,10 @@ public struct BrokerConfig: Sendable, Equatable {
     /// they are accepted without a warning.
     static let acceptedKeys: Set<String> = [
         "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
-        "num.recovery.threads.per.data.dir", "offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+        "num.recovery.threads.per.data.dir", "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr", "process.roles", "controller.quorum.voters",
         "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
-        "min.insync.replicas", "unclean.leader.election.enable",
+        "min.insync.replicas",
         "compression.type", "cluster.id",
     ]
 
@@ -125,6 +139,11 @@ public struct BrokerConfig: Sendable, Equatable {
             case "listeners": config.listeners = try listeners(key, value)
             case "advertised.listeners": config.advertisedListeners = try listeners(key, value)
             case "broker.rack": config.rack = value.isEmpty ? nil : value
+            case "fjord.cluster": config.cluster = value.isEmpty ? nil : value
+            case "broker.session.timeout.ms": config.brokerSessionTimeoutMs = Int64(try int(key, value, min: 2000, max: 3_600_000))
+            case "offsets.topic.replication.factor": config.offsetsTopicReplicationFactor = Int16(try int(key, value, min: 1, max: 32767))
+            case "unclean.leader.election.enable": config.uncleanLeaderElectionEnable = try bool(key, value)
+            case "controlled.shutdown.max.wait.ms": config.controlledShutdownMaxWaitMs = Int64(try int(key, value, min: 0, max: 3_600_000))
             case "log.dirs", "log.dir":
                 config.logDirs = value.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
                 guard !config.logDirs.isEmpty else { throw ConfigError("\(key): expected at least one directory") }

@@ -72,7 +72,8 @@ actor GroupCoordinator {
 
     func append(_ records: [(key: ByteBuffer, value: ByteBuffer?)], group: String) throws {
         let tp = TopicPartition(topic: Self.topic, partition: Self.partition(for: group, partitions: settings.partitions))
-        guard let partition = replicaManager.partition(tp) else { throw StorageError.logClosed("\(tp)") }
+        // In a cluster only the partition's leader coordinates the group (others answer errors).
+        guard let partition = replicaManager.partition(tp), partition.isLeader else { throw StorageError.logClosed("\(tp)") }
         var builder = RecordBatchBuilder()
         let now = clock()
         for record in records {
@@ -87,12 +88,24 @@ actor GroupCoordinator {
         let loader = CoordinatorLoader(logger: logger)
         var skipped = 0
         for index in 0..<settings.partitions {
-            guard let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)) else { continue }
+            guard let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)), partition.isLeader else { continue }
             let summary = loader.load(partition.log) { replay($0) }
             skipped += summary.skippedRecords + summary.skippedBatches
         }
         let loadedGroups = groups.values.count { !$0.members.isEmpty || !$0.offsets.isEmpty }
         logger.info("loaded consumer groups", metadata: ["groups": "\(loadedGroups)", "skipped": "\(skipped)"])
+    }
+
+    /// In a cluster: this broker became leader of `__consumer_offsets` partition `index`, so its
+    /// groups are replayed from the log, as at start. Groups of a partition this broker stopped
+    /// leading stay in memory but can no longer be written (appends need leadership), and
+    /// clients move to the new leader, which FindCoordinator names.
+    func partitionLeadershipChanged(_ index: Int32, isLeader: Bool) {
+        guard isLeader, let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)) else { return }
+        let summary = CoordinatorLoader(logger: logger).load(partition.log) { replay($0) }
+        logger.info("loaded consumer groups of a partition", metadata: [
+            "partition": "\(index)", "skipped": "\(summary.skippedRecords + summary.skippedBatches)",
+        ])
     }
 
     /// Applies one record: a value replaces the state it names, a tombstone deletes it.

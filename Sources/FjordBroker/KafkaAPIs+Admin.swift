@@ -25,7 +25,7 @@ enum ConfigSource: Int8 {
 extension KafkaAPIs {
     // MARK: Topics
 
-    func handleCreateTopics(_ request: CreateTopicsRequest, version: Int16) -> CreateTopicsResponse {
+    func handleCreateTopics(_ request: CreateTopicsRequest, version: Int16) async -> CreateTopicsResponse {
         var response = CreateTopicsResponse()
         let config = self.config
         var seen = Set<String>()
@@ -61,6 +61,11 @@ extension KafkaAPIs {
                     continue
                 }
                 let brokers = Set(topic.assignments.flatMap(\.brokerIds))
+                guard !clustered else {
+                    result.errorCode = KafkaError.invalidReplicaAssignment.code
+                    result.errorMessage = "explicit replica assignments are not supported in a cluster yet: give numPartitions and replicationFactor"
+                    continue
+                }
                 guard brokers == [config.nodeID] else {
                     result.errorCode = KafkaError.invalidReplicaAssignment.code
                     result.errorMessage = "replica assignment names brokers \(brokers.sorted()) but this cluster has only broker \(config.nodeID)"
@@ -81,7 +86,7 @@ extension KafkaAPIs {
             }
             guard replication > 0 && Int(replication) <= Swift.max(1, metadata.image.brokers.count) else {
                 result.errorCode = KafkaError.invalidReplicationFactor.code
-                result.errorMessage = "Unable to replicate the partition \(replication) time(s): the number of brokers is 1."
+                result.errorMessage = "Unable to replicate the partition \(replication) time(s): the number of brokers is \(Swift.max(1, metadata.image.brokers.count))."
                 continue
             }
             do {
@@ -104,7 +109,7 @@ extension KafkaAPIs {
                 continue
             }
             do {
-                let created = try metadata.createTopic(name: topic.name, partitions: partitions, replicationFactor: replication, configs: configs)
+                let created = try await metadata.createTopic(name: topic.name, partitions: partitions, replicationFactor: replication, configs: configs)
                 try createLogs(for: created)
                 logger.info("created topic", metadata: ["topic": "\(created.name)", "partitions": "\(partitions)", "id": "\(created.topicID)"])
                 result.topicId = created.topicID
@@ -135,7 +140,7 @@ extension KafkaAPIs {
         }
     }
 
-    func handleDeleteTopics(_ request: DeleteTopicsRequest, version: Int16) -> DeleteTopicsResponse {
+    func handleDeleteTopics(_ request: DeleteTopicsRequest, version: Int16) async -> DeleteTopicsResponse {
         var response = DeleteTopicsResponse()
         let targets: [(String?, KafkaUUID)] = version >= 6 ? request.topics.map { ($0.name, $0.topicId) } : request.topicNames.map { ($0, .zero) }
         for (name, id) in targets {
@@ -156,7 +161,7 @@ extension KafkaAPIs {
             result.name = topic.name
             result.topicId = topic.topicID
             do {
-                _ = try metadata.deleteTopic(name: topic.name)
+                _ = try await metadata.deleteTopic(name: topic.name)
                 try replicaManager.deletePartitions(topic: topic.name, nowMs: clock())
                 logger.info("deleted topic", metadata: ["topic": "\(topic.name)"])
             } catch let error as MetadataError {
@@ -170,7 +175,7 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleCreatePartitions(_ request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    func handleCreatePartitions(_ request: CreatePartitionsRequest) async -> CreatePartitionsResponse {
         var response = CreatePartitionsResponse()
         for topic in request.topics {
             var result = CreatePartitionsResponse.CreatePartitionsTopicResult()
@@ -192,7 +197,7 @@ extension KafkaAPIs {
                 continue
             }
             if let assignments = topic.assignments {
-                guard assignments.count == Int(topic.count - existing.partitionCount),
+                guard !clustered, assignments.count == Int(topic.count - existing.partitionCount),
                     Set(assignments.flatMap(\.brokerIds)) == [config.nodeID]
                 else {
                     result.errorCode = KafkaError.invalidReplicaAssignment.code
@@ -202,7 +207,7 @@ extension KafkaAPIs {
             }
             if request.validateOnly { continue }
             do {
-                let updated = try metadata.createPartitions(topic: topic.name, totalCount: topic.count)
+                let updated = try await metadata.createPartitions(topic: topic.name, totalCount: topic.count)
                 try createLogs(for: updated)
                 logger.info("added partitions", metadata: ["topic": "\(topic.name)", "partitions": "\(topic.count)"])
             } catch let error as MetadataError {
@@ -361,7 +366,7 @@ extension KafkaAPIs {
     }
 
     /// Applies topic config changes (after validation) and pushes the new config to the logs.
-    private func alterTopic(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) throws -> Void {
+    private func alterTopic(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) async throws -> Void {
         guard let topic = metadata.image.topics[name] else {
             throw MetadataError.unknownTopic("Topic \(name) does not exist")
         }
@@ -374,13 +379,13 @@ extension KafkaAPIs {
         var changes: [String: String?] = [:]
         for key in topic.configs.keys where merged[key] == nil { changes[key] = .some(nil) }
         for (key, value) in merged { changes[key] = .some(value) }
-        let updated = try metadata.alterTopicConfigs(topic: name, changes: changes)
+        let updated = try await metadata.alterTopicConfigs(topic: name, changes: changes)
         try replicaManager.updateConfig(topic: name, config: logConfig(for: updated))
         logger.info("altered topic config", metadata: ["topic": "\(name)", "configs": "\(updated.configs)"])
     }
 
     /// Applies dynamic broker (cluster-default) config changes: only `log.*`-style topic defaults.
-    private func alterBroker(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) throws {
+    private func alterBroker(_ name: String, set: [String: String], remove: [String], validateOnly: Bool) async throws {
         guard name.isEmpty || name == "\(config.nodeID)" else {
             throw MetadataError.invalidConfig("Unexpected broker id \(name)")
         }
@@ -399,7 +404,7 @@ extension KafkaAPIs {
         var changes: [String: String?] = [:]
         for key in remove { changes[key] = .some(nil) }
         for (key, value) in set { changes[key] = .some(value) }
-        try metadata.alterBrokerConfigs(changes: changes)
+        try await metadata.alterBrokerConfigs(changes: changes)
         for topic in metadata.image.topics.values {
             try replicaManager.updateConfig(topic: topic.name, config: logConfig(for: topic))
         }
@@ -411,7 +416,7 @@ extension KafkaAPIs {
         return (KafkaError.unknownServerError.code, "\(error)")
     }
 
-    func handleAlterConfigs(_ request: AlterConfigsRequest) -> AlterConfigsResponse {
+    func handleAlterConfigs(_ request: AlterConfigsRequest) async -> AlterConfigsResponse {
         var response = AlterConfigsResponse()
         for resource in request.resources {
             var result = AlterConfigsResponse.AlterConfigsResourceResponse()
@@ -424,10 +429,10 @@ extension KafkaAPIs {
                 switch ConfigResourceType(rawValue: resource.resourceType) {
                 case .topic:
                     let existing = metadata.image.topics[resource.resourceName]?.configs.keys.map { $0 } ?? []
-                    try alterTopic(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
+                    try await alterTopic(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
                 case .broker:
                     let existing = Array(metadata.image.brokerConfigs.keys)
-                    try alterBroker(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
+                    try await alterBroker(resource.resourceName, set: set, remove: existing.filter { set[$0] == nil }, validateOnly: request.validateOnly)
                 default:
                     throw MetadataError.invalidConfig("Unsupported resource type \(resource.resourceType)")
                 }
@@ -439,7 +444,7 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleIncrementalAlterConfigs(_ request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    func handleIncrementalAlterConfigs(_ request: IncrementalAlterConfigsRequest) async -> IncrementalAlterConfigsResponse {
         var response = IncrementalAlterConfigsResponse()
         for resource in request.resources {
             var result = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse()
@@ -469,8 +474,8 @@ extension KafkaAPIs {
             do {
                 if let failure { throw MetadataError.invalidConfig(failure) }
                 switch ConfigResourceType(rawValue: resource.resourceType) {
-                case .topic: try alterTopic(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
-                case .broker: try alterBroker(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
+                case .topic: try await alterTopic(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
+                case .broker: try await alterBroker(resource.resourceName, set: set, remove: remove, validateOnly: request.validateOnly)
                 default: throw MetadataError.invalidConfig("Unsupported resource type \(resource.resourceType)")
                 }
             } catch {
@@ -514,20 +519,23 @@ extension KafkaAPIs {
     func handleDescribeCluster(_ request: DescribeClusterRequest) -> DescribeClusterResponse {
         var response = DescribeClusterResponse()
         let config = self.config
-        response.clusterId = metadata.image.clusterID
-        response.controllerId = config.nodeID
+        let image = metadata.image
+        response.clusterId = image.clusterID
+        response.controllerId = clustered ? image.controllerID : config.nodeID
         response.endpointType = request.endpointType
         response.clusterAuthorizedOperations = Int32.min
-        var broker = DescribeClusterResponse.DescribeClusterBroker()
-        broker.brokerId = config.nodeID
-        broker.host = config.advertised.host
-        broker.port = Int32(config.advertised.port)
-        broker.rack = config.rack
-        response.brokers = [broker]
+        response.brokers = liveBrokers(image).map { registration in
+            var broker = DescribeClusterResponse.DescribeClusterBroker()
+            broker.brokerId = registration.nodeID
+            broker.host = registration.host
+            broker.port = registration.port
+            broker.rack = registration.rack
+            return broker
+        }
         return response
     }
 
-    func handleInitProducerId(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
+    func handleInitProducerId(_ request: InitProducerIdRequest) async -> InitProducerIdResponse {
         var response = InitProducerIdResponse()
         response.producerId = -1
         response.producerEpoch = -1
@@ -545,7 +553,7 @@ extension KafkaAPIs {
             }
         }
         do {
-            response.producerId = try nextProducerID()
+            response.producerId = try await nextProducerID()
             response.producerEpoch = 0
         } catch {
             response.errorCode = KafkaError.coordinatorNotAvailable.code
@@ -554,9 +562,9 @@ extension KafkaAPIs {
     }
 
     /// Hands out producer ids from blocks reserved in the metadata store (1,000 at a time).
-    private func nextProducerID() throws -> Int64 {
+    private func nextProducerID() async throws -> Int64 {
         if let id = takeProducerID() { return id }
-        let block = try metadata.allocateProducerIDs(count: 1000)
+        let block = try await metadata.allocateProducerIDs(count: 1000)
         installProducerIDs(block)
         guard let id = takeProducerID() else { throw MetadataError.persistenceFailed("empty producer id block") }
         return id

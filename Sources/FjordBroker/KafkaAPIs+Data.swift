@@ -42,10 +42,11 @@ extension KafkaAPIs {
                     partitionResponse.errorMessage = "transactions are not supported by this broker yet"
                     continue
                 }
-                guard image.topics[topic.name] != nil,
-                    let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: data.index))
-                else {
-                    partitionResponse.errorCode = KafkaError.unknownTopicOrPartition.code
+                let partition: Partition
+                switch leaderPartition(TopicPartition(topic: topic.name, partition: data.index), image) {
+                case .success(let found): partition = found
+                case .failure(let error):
+                    partitionResponse.errorCode = error.code
                     continue
                 }
                 guard let records = data.records, records.readableBytes > 0 else {
@@ -124,6 +125,13 @@ extension KafkaAPIs {
     /// Where a partition's leader is now (KIP-951's hint), or nil when unknown. On a single node
     /// this broker leads every partition it hosts, at the partition's leader epoch.
     func currentLeader(of tp: TopicPartition) -> (endpoint: BrokerRegistration, leaderEpoch: LeaderEpoch)? {
+        if clustered {
+            let image = metadata.image
+            guard let registration = image.partition(tp.topic, tp.partition), let leader = image.broker(registration.leader) else {
+                return nil
+            }
+            return (leader, LeaderEpoch(registration.leaderEpoch))
+        }
         guard let partition = replicaManager.partition(tp) else { return nil }
         let advertised = config.advertised
         return (BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack),
@@ -283,8 +291,11 @@ extension KafkaAPIs {
             data.lastStableOffset = -1
             data.logStartOffset = -1
             defer { result.entries.append((key, fetch.topicID, data)) }
-            guard image.topics[key.topic] != nil, let partition = replicaManager.partition(TopicPartition(topic: key.topic, partition: key.partition)) else {
-                data.errorCode = (version >= 13 ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
+            let partition: Partition
+            switch leaderPartition(TopicPartition(topic: key.topic, partition: key.partition), image) {
+            case .success(let found): partition = found
+            case .failure(let error):
+                data.errorCode = (error == .unknownTopicOrPartition && version >= 13 ? KafkaError.unknownTopicId : error).code
                 result.hasError = true
                 continue
             }
@@ -338,10 +349,11 @@ extension KafkaAPIs {
                 answer.offset = -1
                 answer.leaderEpoch = -1
                 defer { topicResponse.partitions.append(answer) }
-                guard image.topics[topic.name] != nil,
-                    let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: query.partitionIndex))
-                else {
-                    answer.errorCode = KafkaError.unknownTopicOrPartition.code
+                let partition: Partition
+                switch leaderPartition(TopicPartition(topic: topic.name, partition: query.partitionIndex), image) {
+                case .success(let found): partition = found
+                case .failure(let error):
+                    answer.errorCode = error.code
                     continue
                 }
                 if let error = Self.checkLeaderEpoch(query.currentLeaderEpoch, partition) {
@@ -384,8 +396,11 @@ extension KafkaAPIs {
                 result.leaderEpoch = -1
                 result.endOffset = -1
                 defer { topicResult.partitions.append(result) }
-                guard let partition = replicaManager.partition(TopicPartition(topic: topic.topic, partition: query.partition)) else {
-                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                let partition: Partition
+                switch leaderPartition(TopicPartition(topic: topic.topic, partition: query.partition), metadata.image) {
+                case .success(let found): partition = found
+                case .failure(let error):
+                    result.errorCode = error.code
                     continue
                 }
                 if let error = Self.checkLeaderEpoch(query.currentLeaderEpoch, partition) {

@@ -56,12 +56,12 @@ extension KafkaAPIs {
         t.serve(ApiVersionsRequest.self, 0...4) { apis, _, c in apis.encode(apis.apiVersionsResponse(error: .noError), c) }
         t.serve(MetadataRequest.self, 0...12) { apis, r, c in apis.encode(await apis.handleMetadata(r, version: c.version), c) }
         t.serve(DescribeClusterRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeCluster(r), c) }
-        t.serve(CreateTopicsRequest.self, 2...7) { apis, r, c in apis.encode(apis.handleCreateTopics(r, version: c.version), c) }
-        t.serve(DeleteTopicsRequest.self, 1...6) { apis, r, c in apis.encode(apis.handleDeleteTopics(r, version: c.version), c) }
-        t.serve(CreatePartitionsRequest.self, 0...3) { apis, r, c in apis.encode(apis.handleCreatePartitions(r), c) }
+        t.serve(CreateTopicsRequest.self, 2...7) { apis, r, c in apis.encode(await apis.handleCreateTopics(r, version: c.version), c) }
+        t.serve(DeleteTopicsRequest.self, 1...6) { apis, r, c in apis.encode(await apis.handleDeleteTopics(r, version: c.version), c) }
+        t.serve(CreatePartitionsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleCreatePartitions(r), c) }
         t.serve(DescribeConfigsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeConfigs(r, version: c.version), c) }
-        t.serve(AlterConfigsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleAlterConfigs(r), c) }
-        t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleIncrementalAlterConfigs(r), c) }
+        t.serve(AlterConfigsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleAlterConfigs(r), c) }
+        t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in apis.encode(await apis.handleIncrementalAlterConfigs(r), c) }
         t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeLogDirs(r), c) }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
@@ -72,10 +72,10 @@ extension KafkaAPIs {
         t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
         t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r), c) }
         t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r), c) }
-        t.serve(InitProducerIdRequest.self, 0...5) { apis, r, c in apis.encode(apis.handleInitProducerId(r), c) }
+        t.serve(InitProducerIdRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleInitProducerId(r), c) }
         t.serve(DescribeProducersRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleDescribeProducers(r), c) }
         // Classic groups and offsets
-        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in apis.encode(apis.handleFindCoordinator(r, version: c.version), c) }
+        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleFindCoordinator(r, version: c.version), c) }
         t.serve(JoinGroupRequest.self, 0...9) { apis, r, c in
             apis.encode(await apis.handleJoinGroup(r, version: c.version, frame: c.frame, clientHost: c.clientHost), c)
         }

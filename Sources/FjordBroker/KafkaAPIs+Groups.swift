@@ -1,13 +1,18 @@
 import FjordMetadata
 import FjordProtocol
 import FjordStorage
+import Logging
 import NIOCore
 
 extension KafkaAPIs {
-    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16) -> FindCoordinatorResponse {
+    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16) async -> FindCoordinatorResponse {
         var response = FindCoordinatorResponse()
         let advertised = config.advertised
         let keys = version >= 4 ? request.coordinatorKeys : [request.key]
+        if clustered && request.keyType == 0 && metadata.image.topics[GroupCoordinator.topic] == nil {
+            await createOffsetsTopic()
+        }
+        let image = metadata.image
         var coordinators: [FindCoordinatorResponse.Coordinator] = []
         for key in keys {
             var coordinator = FindCoordinatorResponse.Coordinator()
@@ -22,6 +27,20 @@ extension KafkaAPIs {
                 coordinator.errorCode = KafkaError.invalidGroupId.code
                 coordinator.nodeId = -1
                 coordinator.port = -1
+            } else if clustered {
+                // The group's coordinator is the leader of its __consumer_offsets partition.
+                let index = GroupCoordinator.partition(for: key, partitions: image.topics[GroupCoordinator.topic]?.partitionCount ?? 1)
+                if let registration = image.partition(GroupCoordinator.topic, index), let leader = image.broker(registration.leader) {
+                    coordinator.nodeId = leader.nodeID
+                    coordinator.host = leader.host
+                    coordinator.port = leader.port
+                } else {
+                    coordinator.errorCode = KafkaError.coordinatorNotAvailable.code
+                    coordinator.errorMessage = "the group's __consumer_offsets partition has no leader yet"
+                    coordinator.nodeId = -1
+                    coordinator.host = ""
+                    coordinator.port = -1
+                }
             } else {
                 coordinator.nodeId = config.nodeID
                 coordinator.host = advertised.host
@@ -39,6 +58,24 @@ extension KafkaAPIs {
             response.port = first.port
         }
         return response
+    }
+
+    /// Creates `__consumer_offsets` in a cluster on the first FindCoordinator, as Kafka does,
+    /// with `offsets.topic.replication.factor` replicas (the controller refuses while fewer
+    /// brokers are alive; FindCoordinator answers COORDINATOR_NOT_AVAILABLE until it exists).
+    func createOffsetsTopic() async {
+        let config = self.config
+        do {
+            if let created = try await metadata.autoCreateTopic(
+                name: GroupCoordinator.topic, partitions: config.offsetsTopicPartitions,
+                replicationFactor: config.offsetsTopicReplicationFactor,
+                configs: ["cleanup.policy": "compact", "segment.bytes": "104857600"])
+            {
+                try createLogs(for: created)
+            }
+        } catch {
+            logger.warning("cannot create \(GroupCoordinator.topic) yet", metadata: ["error": "\(error)"])
+        }
     }
 
     func handleJoinGroup(_ request: JoinGroupRequest, version: Int16, frame: RequestFrame, clientHost: String) async -> JoinGroupResponse {

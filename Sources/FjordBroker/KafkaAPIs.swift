@@ -149,15 +149,16 @@ public final class KafkaAPIs: Sendable {
         let config = self.config
         var image = metadata.image
         var response = MetadataResponse()
-        let advertised = config.advertised
-        var broker = MetadataResponse.MetadataResponseBroker()
-        broker.nodeId = config.nodeID
-        broker.host = advertised.host
-        broker.port = Int32(advertised.port)
-        broker.rack = config.rack
-        response.brokers = [broker]
+        response.brokers = liveBrokers(image).map { registration in
+            var broker = MetadataResponse.MetadataResponseBroker()
+            broker.nodeId = registration.nodeID
+            broker.host = registration.host
+            broker.port = registration.port
+            broker.rack = registration.rack
+            return broker
+        }
         response.clusterId = image.clusterID
-        response.controllerId = config.nodeID
+        response.controllerId = clustered ? image.controllerID : config.nodeID
         response.clusterAuthorizedOperations = Int32.min
 
         // Which topics: null (or empty in v0) means all.
@@ -176,8 +177,14 @@ public final class KafkaAPIs: Sendable {
             if let name {
                 topic.name = name
                 if image.topics[name] == nil && autoCreate && !all {
-                    known = autoCreateTopic(name)
+                    known = await autoCreateTopic(name)
                     image = metadata.image
+                    if known == nil && clustered && (try? validateTopicName(name)) != nil {
+                        // The controller creates it: the client asks again, as after Kafka's auto-creation.
+                        topic.errorCode = KafkaError.leaderNotAvailable.code
+                        response.topics.append(topic)
+                        continue
+                    }
                 } else {
                     known = image.topics[name]
                 }
@@ -197,20 +204,32 @@ public final class KafkaAPIs: Sendable {
             topic.name = found.name
             topic.topicId = found.topicID
             if version >= 1 { topic.isInternal = found.name == GroupCoordinator.topic }
+            let live = Set(image.brokers.map(\.nodeID))
             for index in 0..<found.partitionCount {
                 var partition = MetadataResponse.MetadataResponsePartition()
                 partition.partitionIndex = index
-                let hosted = replicaManager.partition(TopicPartition(topic: found.name, partition: index))
-                if let hosted {
+                if clustered {
+                    guard let registration = image.partition(found.name, index) else { continue }
+                    partition.leaderId = registration.leader
+                    partition.leaderEpoch = registration.leaderEpoch
+                    partition.replicaNodes = registration.replicas
+                    partition.isrNodes = registration.isr
+                    partition.offlineReplicas = registration.replicas.filter { !live.contains($0) }
+                    if registration.leader < 0 || !live.contains(registration.leader) {
+                        partition.errorCode = KafkaError.leaderNotAvailable.code
+                    }
+                } else if let hosted = replicaManager.partition(TopicPartition(topic: found.name, partition: index)) {
                     partition.leaderId = config.nodeID
                     partition.leaderEpoch = hosted.leaderEpoch.rawValue
+                    partition.replicaNodes = [config.nodeID]
+                    partition.isrNodes = [config.nodeID]
                 } else {
                     partition.errorCode = KafkaError.leaderNotAvailable.code
                     partition.leaderId = -1
                     partition.leaderEpoch = -1
+                    partition.replicaNodes = [config.nodeID]
+                    partition.isrNodes = [config.nodeID]
                 }
-                partition.replicaNodes = [config.nodeID]
-                partition.isrNodes = [config.nodeID]
                 topic.partitions.append(partition)
             }
             response.topics.append(topic)
@@ -219,11 +238,12 @@ public final class KafkaAPIs: Sendable {
     }
 
     /// Creates a topic with the broker defaults (Metadata's auto-creation); nil when refused.
-    func autoCreateTopic(_ name: String) -> TopicMetadata? {
+    func autoCreateTopic(_ name: String) async -> TopicMetadata? {
         let config = self.config
         do {
-            let topic = try metadata.createTopic(name: name, partitions: config.numPartitions,
-                                                 replicationFactor: config.defaultReplicationFactor, configs: [:])
+            guard let topic = try await metadata.autoCreateTopic(name: name, partitions: config.numPartitions,
+                                                                 replicationFactor: config.defaultReplicationFactor, configs: [:])
+            else { return nil }
             try createLogs(for: topic)
             logger.info("auto-created topic", metadata: ["topic": "\(name)", "partitions": "\(topic.partitionCount)"])
             return topic
@@ -238,8 +258,85 @@ public final class KafkaAPIs: Sendable {
         config.logConfig(dynamicBrokerConfigs: metadata.image.brokerConfigs, topicConfigs: topic.configs)
     }
 
+    /// Creates the logs of a topic just created or grown through this broker. In a cluster the
+    /// registrations decide which of them live here and who leads them, as for every other
+    /// metadata change (`applyPartitionRegistrations`).
     func createLogs(for topic: TopicMetadata) throws {
-        try replicaManager.becomeLeader(topic: topic, config: logConfig(for: topic), nowMs: clock())
+        if clustered {
+            try applyPartitionRegistrations(of: topic)
+        } else {
+            try replicaManager.becomeLeader(topic: topic, config: logConfig(for: topic), nowMs: clock())
+        }
+    }
+
+    /// A new cluster image: partitions this broker is a replica of take the role the controller
+    /// gave them, and partitions of topics the cluster deleted are removed. Runs on the store's
+    /// watch, one image at a time.
+    func metadataChanged(_ image: MetadataImage) {
+        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
+            do {
+                try applyPartitionRegistrations(of: topic)
+            } catch {
+                logger.error("cannot apply partition registrations", metadata: ["topic": "\(topic.name)", "error": "\(error)"])
+            }
+        }
+        let hostedTopics = Set(replicaManager.allPartitions.map(\.topicPartition.topic))
+        for name in hostedTopics where image.topics[name] == nil {
+            do {
+                try replicaManager.deletePartitions(topic: name, nowMs: clock())
+                logger.info("deleted partitions of a deleted topic", metadata: ["topic": "\(name)"])
+            } catch {
+                logger.error("cannot delete partitions of a deleted topic", metadata: ["topic": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Whether this broker is one of a cluster's (its metadata on etcd) rather than the single node.
+    var clustered: Bool { config.cluster != nil }
+
+    /// The brokers clients are told about: every live broker of the cluster, or this one.
+    func liveBrokers(_ image: MetadataImage) -> [BrokerRegistration] {
+        if clustered { return image.brokers.sorted { $0.nodeID < $1.nodeID } }
+        let advertised = config.advertised
+        return [BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack)]
+    }
+
+    /// The hosted partition a produce or a consumer's read addresses, or the error to answer:
+    /// UNKNOWN_TOPIC_OR_PARTITION when the cluster does not know it, NOT_LEADER_OR_FOLLOWER when
+    /// another broker leads it (the client refreshes its metadata and follows), as Kafka's
+    /// `ReplicaManager.getPartitionOrError`.
+    func leaderPartition(_ tp: TopicPartition, _ image: MetadataImage) -> Result<Partition, KafkaError> {
+        guard let topic = image.topics[tp.topic], tp.partition >= 0, tp.partition < topic.partitionCount else {
+            return .failure(.unknownTopicOrPartition)
+        }
+        guard let partition = replicaManager.partition(tp) else {
+            return .failure(clustered ? .notLeaderOrFollower : .unknownTopicOrPartition)
+        }
+        guard partition.isLeader else { return .failure(.notLeaderOrFollower) }
+        return .success(partition)
+    }
+
+    /// Makes every partition of `topic` that has a replica here leader or follower, as the
+    /// controller registered it. A partition whose leadership of `__consumer_offsets` arrives
+    /// here has its groups loaded.
+    func applyPartitionRegistrations(of topic: TopicMetadata) throws {
+        guard let registrations = topic.partitions else { return }
+        let config = logConfig(for: topic)
+        let now = clock()
+        for (index, registration) in registrations.enumerated() where registration.replicas.contains(self.config.nodeID) {
+            let (partition, changed) = try replicaManager.apply(registration, topic: topic, index: Int32(index), config: config, nowMs: now)
+            if changed && topic.name == GroupCoordinator.topic {
+                let coordinator = groupCoordinator
+                let isLeader = partition.isLeader
+                Task { await coordinator.partitionLeadershipChanged(Int32(index), isLeader: isLeader) }
+            }
+            if changed {
+                logger.info(partition.isLeader ? "became leader" : "became follower", metadata: [
+                    "partition": "\(partition.topicPartition)", "leader_epoch": "\(registration.leaderEpoch)",
+                    "isr": "\(registration.isr)",
+                ])
+            }
+        }
     }
 
     // MARK: Errors

@@ -4,35 +4,50 @@ public import FjordStorage
 public import NIOCore
 import Synchronization
 
-/// One partition this broker leads (Kafka's `Partition`): its log, its leader epoch and its
-/// in-sync replica set.
+/// One partition this broker hosts (Kafka's `Partition`): its log, its leader epoch, and
+/// whether this broker is its leader or a follower.
 ///
 /// On a single node the ISR is the leader alone, so the high watermark follows the log end
 /// offset after every append (HW ≤ min LEO over the ISR). Replication will move HW with the
-/// followers' fetch positions instead (`maybeIncrementLeaderHW`).
+/// followers' fetch positions instead (`maybeIncrementLeaderHW`). In a cluster the controller's
+/// registration decides the role; a follower serves no produce and no consumer fetch
+/// (NOT_LEADER_OR_FOLLOWER), and until replication lands it does not copy the leader's data.
 public final class Partition: Sendable {
     public let topicPartition: TopicPartition
     public let topicID: KafkaUUID
     public let log: LocalLog
-    private let epoch: Mutex<LeaderEpoch>
+    private let role: Mutex<(epoch: LeaderEpoch, isLeader: Bool)>
 
-    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch) {
+    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch, isLeader: Bool = true) {
         self.topicPartition = topicPartition
         self.topicID = topicID
         self.log = log
-        self.epoch = Mutex(leaderEpoch)
+        self.role = Mutex((leaderEpoch, isLeader))
     }
 
-    public var leaderEpoch: LeaderEpoch { epoch.withLock { $0 } }
+    public var leaderEpoch: LeaderEpoch { role.withLock { $0.epoch } }
+    /// Whether this broker leads the partition (and may append and serve reads).
+    public var isLeader: Bool { role.withLock { $0.isLeader } }
 
     /// Takes leadership at `epoch`, the controller's decision (Kafka's `Partition.makeLeader`).
-    /// Epochs only grow: an older or equal epoch leaves the partition as it is. Returns whether
-    /// the epoch changed.
+    /// Epochs only grow: an older epoch leaves the partition as it is. Returns whether the
+    /// role or epoch changed.
     @discardableResult
     func makeLeader(epoch newEpoch: LeaderEpoch) -> Bool {
-        epoch.withLock { current in
-            guard newEpoch > current else { return false }
-            current = newEpoch
+        role.withLock { current in
+            guard newEpoch > current.epoch || (newEpoch == current.epoch && !current.isLeader) else { return false }
+            current = (newEpoch, true)
+            return true
+        }
+    }
+
+    /// Becomes a follower at `epoch` (Kafka's `Partition.makeFollower`): appends and reads are
+    /// refused from now on. Returns whether the role or epoch changed.
+    @discardableResult
+    func makeFollower(epoch newEpoch: LeaderEpoch) -> Bool {
+        role.withLock { current in
+            guard newEpoch > current.epoch || (newEpoch == current.epoch && current.isLeader) else { return false }
+            current = (Swift.max(newEpoch, current.epoch), false)
             return true
         }
     }
@@ -87,6 +102,30 @@ public final class ReplicaManager: Sendable {
             created.maybeIncrementHighWatermark()
             partitions.withLock { $0[tp] = created }
         }
+    }
+
+    /// Applies a cluster registration to one partition this broker is a replica of: creates its
+    /// log when missing, then makes it leader or follower at the registration's leader epoch.
+    /// Returns the partition and whether its role changed.
+    @discardableResult
+    public func apply(_ registration: PartitionRegistration, topic: TopicMetadata, index: Int32, config: LogConfig,
+                      nowMs: Int64) throws(StorageError) -> (partition: Partition, changed: Bool) {
+        let tp = TopicPartition(topic: topic.name, partition: index)
+        let topicID = topic.topicID
+        topicNames.withLock { $0[topicID] = topic.name }
+        let epoch = LeaderEpoch(registration.leaderEpoch)
+        let isLeader = registration.leader == nodeID
+        if let existing = partition(tp) {
+            let changed = isLeader ? existing.makeLeader(epoch: epoch) : existing.makeFollower(epoch: epoch)
+            if changed, isLeader { existing.maybeIncrementHighWatermark() }
+            if changed { purgatory.wake(tp) }
+            return (existing, changed)
+        }
+        let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
+        let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: epoch, isLeader: isLeader)
+        if isLeader { created.maybeIncrementHighWatermark() }
+        partitions.withLock { $0[tp] = created }
+        return (created, true)
     }
 
     /// Stops hosting and deletes every partition of `topic`.

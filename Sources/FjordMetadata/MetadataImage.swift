@@ -9,6 +9,9 @@ public struct TopicMetadata: Sendable, Equatable, Codable {
     public var replicationFactor: Int16
     /// Topic-level config overrides (Kafka key names), e.g. `retention.ms`.
     public var configs: [String: String]
+    /// Each partition's replicas, leader and ISR, by partition index, in a cluster; nil on a
+    /// single node, where this broker is every partition's only replica and leader.
+    public var partitions: [PartitionRegistration]?
 
     public var topicID: KafkaUUID { KafkaUUID(topicIDText) ?? .zero }
 
@@ -21,12 +24,44 @@ public struct TopicMetadata: Sendable, Equatable, Codable {
     }
 }
 
+/// Where one partition lives in a cluster (Kafka's `PartitionRegistration`): its replicas, its
+/// leader and leader epoch, its in-sync replica set, and the epochs that order changes to it.
+///
+/// Only the controller changes a registration. Every change bumps `partitionEpoch`; a change of
+/// leader also bumps `leaderEpoch`, which the leader stamps on the batches it appends. The
+/// leader is always in the ISR, or -1 (offline) when no ISR member is alive; the ISR is never
+/// emptied, so its last member can take leadership back cleanly.
+public struct PartitionRegistration: Sendable, Equatable, Codable {
+    public var replicas: [Int32]
+    public var isr: [Int32]
+    /// The leader's node id, or -1 while the partition has none.
+    public var leader: Int32
+    public var leaderEpoch: Int32
+    public var partitionEpoch: Int32
+    /// The fencing epoch of the controller that wrote this registration (its election key's
+    /// etcd create revision).
+    public var controllerEpoch: Int64
+
+    public init(replicas: [Int32], isr: [Int32], leader: Int32, leaderEpoch: Int32 = 0, partitionEpoch: Int32 = 0,
+                controllerEpoch: Int64 = 0) {
+        self.replicas = replicas
+        self.isr = isr
+        self.leader = leader
+        self.leaderEpoch = leaderEpoch
+        self.partitionEpoch = partitionEpoch
+        self.controllerEpoch = controllerEpoch
+    }
+}
+
 /// A broker's advertised endpoint.
 public struct BrokerRegistration: Sendable, Equatable, Codable {
     public var nodeID: Int32
     public var host: String
     public var port: Int32
     public var rack: String?
+    /// The broker asked to stop (SIGTERM): the controller moves its leaderships away and
+    /// elects no new ones on it (Kafka's controlled shutdown).
+    public var inControlledShutdown: Bool?
 
     public init(nodeID: Int32, host: String, port: Int32, rack: String? = nil) {
         self.nodeID = nodeID
@@ -51,6 +86,8 @@ public struct MetadataImage: Sendable, Equatable, Codable {
     public var brokerConfigs: [String: String]
     /// The first producer id not yet handed out (Kafka's producer-id block allocation).
     public var nextProducerID: Int64?
+    /// The active controller's fencing epoch in a cluster (0 on a single node).
+    public var controllerEpoch: Int64?
 
     public init(clusterID: String, controllerID: Int32, epoch: Int64 = 0, brokers: [BrokerRegistration] = [],
                 topics: [String: TopicMetadata] = [:], brokerConfigs: [String: String] = [:]) {
@@ -64,5 +101,16 @@ public struct MetadataImage: Sendable, Equatable, Codable {
 
     public func topic(id: KafkaUUID) -> TopicMetadata? {
         topics.values.first { $0.topicID == id }
+    }
+
+    /// The registered broker with this node id, if it is alive.
+    public func broker(_ nodeID: Int32) -> BrokerRegistration? {
+        brokers.first { $0.nodeID == nodeID }
+    }
+
+    /// A partition's registration in a cluster (nil on a single node or for an unknown partition).
+    public func partition(_ topic: String, _ index: Int32) -> PartitionRegistration? {
+        guard let registrations = topics[topic]?.partitions, index >= 0, Int(index) < registrations.count else { return nil }
+        return registrations[Int(index)]
     }
 }

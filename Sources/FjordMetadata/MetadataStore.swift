@@ -10,6 +10,11 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidReplicationFactor(String)
     case invalidConfig(String)
     case persistenceFailed(String)
+    /// A change only the controller makes reached another broker (Kafka's NOT_CONTROLLER:
+    /// clients refresh metadata and send it to the controller).
+    case notController(String)
+    /// The metadata quorum (etcd) cannot be reached: nothing was changed.
+    case unavailable(String)
 
     public var kafkaError: KafkaError {
         switch self {
@@ -20,13 +25,16 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidReplicationFactor: return .invalidReplicationFactor
         case .invalidConfig: return .invalidConfig
         case .persistenceFailed: return .kafkaStorageError
+        case .notController: return .notController
+        case .unavailable: return .requestTimedOut
         }
     }
 
     public var description: String {
         switch self {
         case .topicAlreadyExists(let m), .unknownTopic(let m), .invalidTopic(let m), .invalidPartitions(let m),
-            .invalidReplicationFactor(let m), .invalidConfig(let m), .persistenceFailed(let m):
+            .invalidReplicationFactor(let m), .invalidConfig(let m), .persistenceFailed(let m), .notController(let m),
+            .unavailable(let m):
             return m
         }
     }
@@ -35,20 +43,23 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
 /// The one seam between the broker and wherever cluster metadata lives.
 ///
 /// The single-node default is `LocalMetadataStore` (an image persisted in the data directory);
-/// a cluster puts the same image on etcd behind this protocol. Changes are linearisable: each
-/// returns after the new image is durable and visible through `image`.
+/// a cluster puts the same image on etcd behind this protocol (`FjordMetadataEtcd`). Changes
+/// are linearisable: each returns after the new image is durable and visible through `image`.
 public protocol MetadataStore: Sendable {
     /// The current image.
     var image: MetadataImage { get }
-    func createTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) throws(MetadataError) -> TopicMetadata
-    func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata
-    func createPartitions(topic: String, totalCount: Int32) throws(MetadataError) -> TopicMetadata
+    func createTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) async throws(MetadataError) -> TopicMetadata
+    /// Metadata's topic auto-creation: creates the topic here when this broker may, else asks
+    /// the controller to and returns nil (the topic appears in a later image).
+    func autoCreateTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) async throws(MetadataError) -> TopicMetadata?
+    func deleteTopic(name: String) async throws(MetadataError) -> TopicMetadata
+    func createPartitions(topic: String, totalCount: Int32) async throws(MetadataError) -> TopicMetadata
     /// Sets (non-nil) or removes (nil) topic config overrides.
-    func alterTopicConfigs(topic: String, changes: [String: String?]) throws(MetadataError) -> TopicMetadata
+    func alterTopicConfigs(topic: String, changes: [String: String?]) async throws(MetadataError) -> TopicMetadata
     /// Sets (non-nil) or removes (nil) dynamic broker config overrides.
-    func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError)
+    func alterBrokerConfigs(changes: [String: String?]) async throws(MetadataError)
     /// Reserves `count` producer ids that no broker of the cluster hands out again.
-    func allocateProducerIDs(count: Int64) throws(MetadataError) -> ClosedRange<Int64>
+    func allocateProducerIDs(count: Int64) async throws(MetadataError) -> ClosedRange<Int64>
     /// Registers a callback run after every change with the new image.
     func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void)
 }
@@ -123,6 +134,10 @@ public final class LocalMetadataStore: MetadataStore {
             image.topics[name] = topic
             return topic
         }
+    }
+
+    public func autoCreateTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) throws(MetadataError) -> TopicMetadata? {
+        try createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
     }
 
     public func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import FjordBroker
+import FjordMetadata
+import FjordMetadataEtcd
 import FjordServer
 import Foundation
 import Logging
@@ -30,6 +32,13 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: "Listeners, e.g. PLAINTEXT://127.0.0.1:9092 (listeners).")
     var listeners: String?
+
+    @Option(name: .long, help: "This broker's id in a cluster (node.id).")
+    var nodeId: Int32?
+
+    @Option(name: .long, help: ArgumentHelp("Join the cluster whose metadata is on this etcd (fjord.cluster); without it, run the single-node broker.",
+                                            valueName: "etcd://host:port[/prefix]"))
+    var cluster: String?
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -80,7 +89,15 @@ struct Serve: AsyncParsableCommand {
         }
         if let dataDir { values["log.dirs"] = dataDir }
         if let listeners { values["listeners"] = listeners }
+        if let nodeId { values["node.id"] = String(nodeId) }
+        if let cluster { values["fjord.cluster"] = cluster }
         let parsed = try BrokerConfig.parse(properties: text, overrides: values)
+        if let cluster = parsed.cluster {
+            _ = try EtcdClusterAddress(parsing: cluster)
+            guard parsed.advertised.port != 0 else {
+                throw ConfigError("a cluster broker needs a fixed listener port (other brokers and clients are told it)")
+            }
+        }
         for key in parsed.unknownKeys.sorted() {
             logger.warning("unknown config key ignored", metadata: ["key": "\(key)"])
         }
@@ -95,7 +112,25 @@ struct BrokerService: Service {
     let logger: Logger
 
     func run() async throws {
-        let broker = try await Broker.start(config: config, logger: logger)
+        var store: EtcdMetadataStore? = nil
+        let broker: Broker
+        if let cluster = config.cluster {
+            let address = try EtcdClusterAddress(parsing: cluster)
+            let advertised = config.advertised
+            let registration = BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack)
+            let joined = try await EtcdMetadataStore.join(address, settings: .init(
+                registration: registration, sessionTimeoutMs: config.brokerSessionTimeoutMs,
+                uncleanLeaderElection: config.uncleanLeaderElectionEnable), logger: logger)
+            store = joined
+            do {
+                broker = try await Broker.start(config: config, cluster: joined, logger: logger)
+            } catch {
+                await joined.close()
+                throw error
+            }
+        } else {
+            broker = try await Broker.start(config: config, logger: logger)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let server: KafkaServer
         do {
@@ -108,10 +143,15 @@ struct BrokerService: Service {
         logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
         try? await gracefulShutdown()
         logger.info("shutting down")
+        if let store {
+            // Controlled shutdown: leaderships move to other ISR members before the broker stops.
+            await store.controlledShutdown(maxWait: .milliseconds(config.controlledShutdownMaxWaitMs))
+        }
         await server.stop()
         // Give requests already being handled a moment to complete.
         try? await Task.sleep(for: .milliseconds(200))
         try await broker.shutdown()
+        await store?.close()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }

@@ -43,14 +43,14 @@ final class BrokerCore: Sendable {
     }
 
     /// Creates a topic through the CreateTopics handler and returns its result.
-    func createTopic(_ name: String, partitions: Int32 = 1) -> CreateTopicsResponse.CreatableTopicResult? {
+    func createTopic(_ name: String, partitions: Int32 = 1) async -> CreateTopicsResponse.CreatableTopicResult? {
         var create = CreateTopicsRequest()
         var topic = CreateTopicsRequest.CreatableTopic()
         topic.name = name
         topic.numPartitions = partitions
         topic.replicationFactor = 1
         create.topics = [topic]
-        return apis.handleCreateTopics(create, version: 7).topics.first
+        return await apis.handleCreateTopics(create, version: 7).topics.first
     }
 
     /// Produces one batch of `values` (timestamps 1000, 1001, …) to a partition through the

@@ -25,7 +25,7 @@ struct KafkaAPIsTests {
     @Test("CreateTopics, Produce, ListOffsets and Metadata through their handlers")
     func produceAndList() async throws {
         try await withBrokerCore { core in
-            #expect(core.createTopic("orders", partitions: 2)?.errorCode == 0)
+            #expect(await core.createTopic("orders", partitions: 2)?.errorCode == 0)
 
             let produced = try #require(await core.produce("orders", partition: 1, keys: (0..<5).map { "k\($0)" },
                                                            values: (0..<5).map { "v\($0)" }))
@@ -86,7 +86,7 @@ struct KafkaAPIsTests {
     @Test("Fetch v13+ addresses topics by id; v16+ names the current leader and its endpoint on FENCED_LEADER_EPOCH")
     func fetchByTopicIDAndLeaderHints() async throws {
         try await withBrokerCore(["broker.rack": "r1"]) { core in
-            let topicID = try #require(core.createTopic("ids")?.topicId)
+            let topicID = try #require(await core.createTopic("ids")?.topicId)
             #expect(topicID != .zero)
 
             let produced = try #require(await core.produce("ids", values: ["v0", "v1", "v2"], version: 11))

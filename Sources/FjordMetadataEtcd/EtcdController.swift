@@ -1,0 +1,170 @@
+import FjordEtcd
+import FjordMetadata
+import Foundation
+import Logging
+import Synchronization
+
+/// The controller (Kafka's `QuorumController`, with etcd as the quorum): one broker at a time,
+/// elected by creating the `controller` key under its own lease.
+///
+/// Every broker campaigns: while no controller key exists it tries to create one (a transaction
+/// "create if absent"), and the one that succeeds is the controller until its lease ends. The
+/// key's create revision is its epoch, compared on every write it makes (`fencedTxn`), so a
+/// controller that lost its lease (SIGSTOPped, cut off from etcd) can write nothing after a
+/// successor is elected. The controller reconciles after every image: it creates requested
+/// topics, and gives every partition whose leader is dead or shutting down a new leader from the
+/// ISR (bumping the leader and partition epochs), removes dead brokers from ISRs (never the last
+/// member), and elects outside the ISR only with `unclean.leader.election.enable`.
+extension EtcdMetadataStore {
+    /// Campaigns until the store closes.
+    func campaign() async {
+        while !Task.isCancelled && !state.withLock({ $0.closed }) {
+            let (lease, image, mine) = state.withLock { ($0.lease, $0.image, $0.controllerEpoch) }
+            if lease != 0 && mine == nil && image.controllerEpoch == nil
+                && state.withLock({ $0.registration.inControlledShutdown != true })
+            {
+                do {
+                    let result = try await client.txn(if: [.absent(keys.controller)],
+                                                      then: [.put(key: keys.controller, value: encode(ControllerRecord(nodeID: nodeID)), lease: lease)])
+                    if result.succeeded {
+                        state.withLock { $0.controllerEpoch = result.revision }
+                        logger.info("became the controller", metadata: ["node.id": "\(nodeID)", "controller.epoch": "\(result.revision)"])
+                        _ = await awaitRevision(result.revision)
+                        scheduleReconcile()
+                    }
+                } catch {
+                    logger.debug("controller campaign failed", metadata: ["error": "\(error)"])
+                }
+            }
+            if isController {
+                // Periodic reconcile too: a failed write (etcd briefly unreachable) is retried.
+                scheduleReconcile()
+                try? await Task.sleep(for: .seconds(1))
+            } else {
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// Runs one reconcile now unless one is running; a request during a run runs another after it.
+    func scheduleReconcile() {
+        let start = reconcileState.withLock { s -> Bool in
+            if s.running { s.again = true; return false }
+            s.running = true
+            return true
+        }
+        guard start else { return }
+        let task = Task { [weak self] in
+            guard let self else { return }
+            while true {
+                await self.reconcile()
+                let again = self.reconcileState.withLock { s -> Bool in
+                    if s.again { s.again = false; return true }
+                    s.running = false
+                    return false
+                }
+                if !again { return }
+            }
+        }
+        state.withLock { s in
+            s.tasks.removeAll { $0.isCancelled }
+            s.tasks.append(task)
+        }
+    }
+
+    private func reconcile() async {
+        guard let epoch = try? requireController() else { return }
+        let image = self.image
+        await createRequestedTopics(image)
+        var writes: [(key: String, modRevision: Int64, registration: PartitionRegistration)] = []
+        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
+            let unclean = (topic.configs["unclean.leader.election.enable"] ?? image.brokerConfigs["unclean.leader.election.enable"])
+                .map { $0 == "true" } ?? settings.uncleanLeaderElection
+            for (index, current) in (topic.partitions ?? []).enumerated() {
+                guard var next = Self.nextRegistration(current, image: image, unclean: unclean) else { continue }
+                next.controllerEpoch = epoch
+                let key = keys.partition(topic.name, Int32(index))
+                writes.append((key, kv(key)?.modRevision ?? 0, next))
+                if next.leader != current.leader {
+                    logger.info("elected leader", metadata: [
+                        "partition": "\(topic.name)-\(index)", "leader": "\(next.leader)", "previous": "\(current.leader)",
+                        "leader_epoch": "\(next.leaderEpoch)", "isr": "\(next.isr)", "unclean": "\(!current.isr.contains(next.leader) && next.leader >= 0)",
+                    ])
+                }
+            }
+        }
+        // etcd limits operations per transaction (128 by default); partitions are independent.
+        for chunk in stride(from: 0, to: writes.count, by: 60).map({ Array(writes[$0..<Swift.min($0 + 60, writes.count)]) }) {
+            do {
+                let compares = chunk.map { EtcdCompare.unchanged($0.key, since: $0.modRevision) }
+                let ops = chunk.map { EtcdOperation.put(key: $0.key, value: encode($0.registration)) }
+                if try await !fencedTxn(epoch: epoch, compares, ops) {
+                    // A registration changed meanwhile (a topic deleted or recreated): the next image reconciles.
+                    scheduleReconcile()
+                }
+            } catch {
+                logger.warning("controller cannot write partition registrations yet", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// What a partition's registration becomes in `image`, or nil when it stays.
+    static func nextRegistration(_ current: PartitionRegistration, image: MetadataImage, unclean: Bool) -> PartitionRegistration? {
+        let alive = Set(image.brokers.map(\.nodeID))
+        let eligible = Set(eligibleBrokers(image).map(\.nodeID))
+        var next = current
+        if current.leader >= 0 && eligible.contains(current.leader) {
+            // The leader stays; dead or stopping followers leave the ISR.
+            next.isr = current.isr.filter { $0 == current.leader || eligible.contains($0) }
+            if next.isr == current.isr { return nil }
+            next.partitionEpoch += 1
+            return next
+        }
+        let liveISR = current.replicas.filter { current.isr.contains($0) && eligible.contains($0) }
+        if let leader = liveISR.first {
+            next.leader = leader
+            next.isr = current.isr.filter { eligible.contains($0) }
+        } else if unclean, let leader = current.replicas.first(where: eligible.contains) {
+            next.leader = leader
+            next.isr = [leader]
+        } else if current.leader >= 0 && alive.contains(current.leader) {
+            // Shutting down, but no other ISR member could take over: it keeps leading.
+            return nil
+        } else if current.leader >= 0 {
+            // Offline: no ISR member is alive. The ISR keeps its last members (never empty), so
+            // one of them coming back takes leadership again cleanly.
+            next.leader = -1
+            let kept = current.isr.filter { alive.contains($0) }
+            next.isr = kept.isEmpty ? current.isr : kept
+        } else {
+            return nil
+        }
+        next.leaderEpoch += 1
+        next.partitionEpoch += 1
+        return next
+    }
+
+    private func createRequestedTopics(_ image: MetadataImage) async {
+        let requests = state.withLock { s in s.kvs.filter { $0.key.hasPrefix(keys.topicRequests) } }
+        for (key, kv) in requests.sorted(by: { $0.key < $1.key }) {
+            let name = String(key.dropFirst(keys.topicRequests.count))
+            guard let request = try? JSONDecoder().decode(TopicRequest.self, from: Data(kv.value)) else {
+                _ = try? await client.delete(key)
+                continue
+            }
+            do {
+                _ = try await createTopic(name: name, partitions: request.partitions, replicationFactor: request.replicationFactor,
+                                          configs: request.configs)
+            } catch .invalidReplicationFactor(let why) {
+                // Not enough brokers yet: kept until enough join.
+                logger.debug("topic request waits for brokers", metadata: ["topic": "\(name)", "why": "\(why)"])
+            } catch .notController, .unavailable {
+                return
+            } catch {
+                logger.warning("topic request refused", metadata: ["topic": "\(name)", "error": "\(error)"])
+                _ = try? await client.delete(key)
+            }
+        }
+    }
+}
