@@ -15,6 +15,7 @@ extension KafkaAPIs {
         let now = clock()
         let image = metadata.image
         var durabilityWaits: [(LocalLog, Offset)] = []
+        var isrShrinks: [TopicPartition: PartitionRegistration] = [:]
         for topic in request.topicData {
             var topicResponse = ProduceResponse.TopicProduceResponse()
             topicResponse.name = topic.name
@@ -54,6 +55,12 @@ extension KafkaAPIs {
                     partitionResponse.errorMessage = "no records"
                     continue
                 }
+                let registration = clustered ? image.partition(topic.name, data.index) : nil
+                if request.acks == -1, let registration, let minISR = minInSyncReplicas(topic.name, image), registration.isr.count < minISR {
+                    partitionResponse.errorCode = KafkaError.notEnoughReplicas.code
+                    partitionResponse.errorMessage = "the ISR \(registration.isr) has fewer than min.insync.replicas=\(minISR) members"
+                    continue
+                }
                 do throws(StorageError) {
                     let info = try replicaManager.appendRecords(records, to: partition, nowMs: now)
                     partitionResponse.baseOffset = info.firstOffset.rawValue
@@ -61,6 +68,10 @@ extension KafkaAPIs {
                     partitionResponse.logStartOffset = partition.log.logStartOffset.rawValue
                     if request.acks != 0 && partition.log.config.flushOnAck && !info.isDuplicate {
                         durabilityWaits.append((partition.log, info.lastOffset + 1))
+                    }
+                    if request.acks == -1, let registration, registration.isr != [replicaManager.nodeID] {
+                        // Followers do not replicate yet, so after this append they are out of sync.
+                        isrShrinks[partition.topicPartition] = registration
                     }
                 } catch {
                     let code = Self.kafkaError(error)
@@ -87,6 +98,23 @@ extension KafkaAPIs {
             response.responses.append(topicResponse)
         }
         guard request.acks != 0 else { return nil }
+        if !isrShrinks.isEmpty {
+            let shrinking = shrinkISRs(isrShrinks, timeoutMs: Int64(Swift.max(request.timeoutMs, 1)))
+            // acks=all is answered when every ISR member has the records: here, once the ISR is
+            // this leader alone. Until then (etcd unreachable, say) the produce fails rather than
+            // acknowledging what a failover to a follower would lose.
+            for (tp, result) in await shrinking.value where result != .noError {
+                for t in response.responses.indices where response.responses[t].name == tp.topic {
+                    for p in response.responses[t].partitionResponses.indices
+                    where response.responses[t].partitionResponses[p].index == tp.partition
+                        && response.responses[t].partitionResponses[p].errorCode == 0
+                    {
+                        response.responses[t].partitionResponses[p].errorCode = result.code
+                        response.responses[t].partitionResponses[p].errorMessage = "the ISR could not shrink to the leader in time"
+                    }
+                }
+            }
+        }
         if version >= 10 { addLeaderHints(to: &response) }
         for (log, offset) in durabilityWaits {
             do {
@@ -102,6 +130,47 @@ extension KafkaAPIs {
             }
         }
         return response
+    }
+
+    /// `min.insync.replicas` of a topic (its override, the dynamic or static broker default), or
+    /// nil when it is 1.
+    func minInSyncReplicas(_ topic: String, _ image: MetadataImage) -> Int? {
+        let text = image.topics[topic]?.configs["min.insync.replicas"] ?? image.brokerConfigs["min.insync.replicas"]
+            ?? config.raw["min.insync.replicas"]
+        guard let text, let value = Int(text), value > 1 else { return nil }
+        return value
+    }
+
+    /// Asks the controller to shrink each partition's ISR to this leader (Kafka's AlterPartition
+    /// after followers fall behind: here they always do, until replication). The task's result
+    /// is, per partition, NO_ERROR once the image shows the change (or a newer one),
+    /// NOT_LEADER_OR_FOLLOWER when leadership moved meanwhile, REQUEST_TIMED_OUT otherwise.
+    func shrinkISRs(_ partitions: [TopicPartition: PartitionRegistration], timeoutMs: Int64) -> Task<[TopicPartition: KafkaError], Never> {
+        let metadata = self.metadata
+        let nodeID = replicaManager.nodeID
+        let logger = self.logger
+        return Task {
+            await withTaskGroup(of: (TopicPartition, KafkaError).self) { group in
+                for (tp, registration) in partitions {
+                    group.addTask {
+                        do {
+                            try await metadata.alterPartition(topic: tp.topic, partition: tp.partition, leaderEpoch: registration.leaderEpoch,
+                                                              partitionEpoch: registration.partitionEpoch, isr: [nodeID],
+                                                              timeout: .milliseconds(timeoutMs))
+                        } catch {
+                            logger.warning("cannot shrink the ISR", metadata: ["partition": "\(tp)", "error": "\(error)"])
+                            return (tp, .requestTimedOut)
+                        }
+                        let now = metadata.image.partition(tp.topic, tp.partition)
+                        if now?.leader != nodeID { return (tp, .notLeaderOrFollower) }
+                        return (tp, now?.isr == [nodeID] ? .noError : .requestTimedOut)
+                    }
+                }
+                var results: [TopicPartition: KafkaError] = [:]
+                for await (tp, error) in group { results[tp] = error }
+                return results
+            }
+        }
     }
 
     /// KIP-951 (Produce v10+): a partition answered NOT_LEADER_OR_FOLLOWER names its current

@@ -24,6 +24,8 @@ public final class KafkaAPIs: Sendable {
         var config: BrokerConfig
         var producerIDs: ClosedRange<Int64>? = nil
         var nextProducerID: Int64 = 0
+        /// ISR shrinks asked for and not answered yet, by partition and partition epoch.
+        var pendingShrinks: Set<String> = []
     }
 
     public init(config: BrokerConfig, metadata: any MetadataStore, replicaManager: ReplicaManager, logger: Logger,
@@ -41,6 +43,25 @@ public final class KafkaAPIs: Sendable {
                             consumerHeartbeatIntervalMs: config.groupConsumerHeartbeatIntervalMs,
                             consumerSessionTimeoutMs: config.groupConsumerSessionTimeoutMs),
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
+        replicaManager.observeAppends { [weak self] partition in self?.leaderAppended(partition) }
+    }
+
+    /// After an append as leader in a cluster: followers that do not replicate are out of sync,
+    /// so the ISR is shrunk to this leader (once per partition epoch; acks=all produces wait
+    /// for it themselves in `handleProduce`).
+    func leaderAppended(_ partition: Partition) {
+        guard clustered, !partition.isrIsLeaderOnly else { return }
+        let tp = partition.topicPartition
+        guard let registration = metadata.image.partition(tp.topic, tp.partition), registration.leader == replicaManager.nodeID,
+            registration.isr != [replicaManager.nodeID]
+        else { return }
+        let key = "\(tp)@\(registration.partitionEpoch)"
+        guard state.withLock({ $0.pendingShrinks.insert(key).inserted }) else { return }
+        let shrinking = shrinkISRs([tp: registration], timeoutMs: 30_000)
+        Task { [weak self] in
+            _ = await shrinking.value
+            _ = self?.state.withLock { $0.pendingShrinks.remove(key) }
+        }
     }
 
     var config: BrokerConfig { state.withLock { $0.config } }
@@ -260,10 +281,11 @@ public final class KafkaAPIs: Sendable {
 
     /// Creates the logs of a topic just created or grown through this broker. In a cluster the
     /// registrations decide which of them live here and who leads them, as for every other
-    /// metadata change (`applyPartitionRegistrations`).
+    /// metadata change: `metadataChanged` has applied them already.
     func createLogs(for topic: TopicMetadata) throws {
         if clustered {
-            try applyPartitionRegistrations(of: topic)
+            // The store's watch applied the change before the change returned (`metadataChanged`).
+            return
         } else {
             try replicaManager.becomeLeader(topic: topic, config: logConfig(for: topic), nowMs: clock())
         }

@@ -16,27 +16,44 @@ public final class Partition: Sendable {
     public let topicPartition: TopicPartition
     public let topicID: KafkaUUID
     public let log: LocalLog
-    private let role: Mutex<(epoch: LeaderEpoch, isLeader: Bool)>
+    private let role: Mutex<Role>
 
-    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch, isLeader: Bool = true) {
+    struct Role {
+        var epoch: LeaderEpoch
+        var isLeader: Bool
+        /// Whether the ISR is this broker alone: only then does the high watermark follow the log
+        /// end (HW ≤ min LEO over the ISR, and followers do not replicate yet).
+        var isrIsLeaderOnly: Bool
+    }
+
+    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch, isLeader: Bool = true,
+         isrIsLeaderOnly: Bool = true) {
         self.topicPartition = topicPartition
         self.topicID = topicID
         self.log = log
-        self.role = Mutex((leaderEpoch, isLeader))
+        self.role = Mutex(Role(epoch: leaderEpoch, isLeader: isLeader, isrIsLeaderOnly: isrIsLeaderOnly))
     }
 
     public var leaderEpoch: LeaderEpoch { role.withLock { $0.epoch } }
     /// Whether this broker leads the partition (and may append and serve reads).
     public var isLeader: Bool { role.withLock { $0.isLeader } }
+    /// Whether this broker leads the partition with an ISR of itself alone.
+    public var isrIsLeaderOnly: Bool { role.withLock { $0.isLeader && $0.isrIsLeaderOnly } }
 
     /// Takes leadership at `epoch`, the controller's decision (Kafka's `Partition.makeLeader`).
     /// Epochs only grow: an older epoch leaves the partition as it is. Returns whether the
     /// role or epoch changed.
     @discardableResult
-    func makeLeader(epoch newEpoch: LeaderEpoch) -> Bool {
+    func makeLeader(epoch newEpoch: LeaderEpoch, isrIsLeaderOnly: Bool = true) -> Bool {
         role.withLock { current in
-            guard newEpoch > current.epoch || (newEpoch == current.epoch && !current.isLeader) else { return false }
-            current = (newEpoch, true)
+            guard newEpoch > current.epoch || (newEpoch == current.epoch && !current.isLeader) else {
+                if newEpoch == current.epoch && current.isLeader && current.isrIsLeaderOnly != isrIsLeaderOnly {
+                    current.isrIsLeaderOnly = isrIsLeaderOnly
+                    return true
+                }
+                return false
+            }
+            current = Role(epoch: newEpoch, isLeader: true, isrIsLeaderOnly: isrIsLeaderOnly)
             return true
         }
     }
@@ -47,14 +64,16 @@ public final class Partition: Sendable {
     func makeFollower(epoch newEpoch: LeaderEpoch) -> Bool {
         role.withLock { current in
             guard newEpoch > current.epoch || (newEpoch == current.epoch && current.isLeader) else { return false }
-            current = (Swift.max(newEpoch, current.epoch), false)
+            current = Role(epoch: Swift.max(newEpoch, current.epoch), isLeader: false, isrIsLeaderOnly: false)
             return true
         }
     }
 
-    /// Advances the high watermark to the log end (the ISR is this broker alone); it never
-    /// moves backwards.
+    /// Advances the high watermark to the log end when the ISR is this broker alone; it never
+    /// moves backwards. While the ISR still names followers (which do not replicate yet) it
+    /// stays, so a consumer never reads what a failover to such a follower would lose.
     func maybeIncrementHighWatermark() {
+        guard isrIsLeaderOnly else { return }
         log.highWatermark = log.highWatermark.advanced(to: log.logEndOffset)
     }
 }
@@ -70,11 +89,19 @@ public final class ReplicaManager: Sendable {
     /// (Fetch v13+, KIP-516) without scanning the metadata image.
     private let topicNames: Mutex<[KafkaUUID: String]>
 
+    /// Told of every leader append that added records (the broker asks for ISR changes there).
+    private let appendObserver = Mutex<(@Sendable (Partition) -> Void)?>(nil)
+    private let applying = Mutex(())
+
     public init(logManager: LogManager, nodeID: Int32) {
         self.logManager = logManager
         self.nodeID = nodeID
         self.partitions = Mutex([:])
         self.topicNames = Mutex([:])
+    }
+
+    func observeAppends(_ observer: @escaping @Sendable (Partition) -> Void) {
+        appendObserver.withLock { $0 = observer }
     }
 
     public func partition(_ tp: TopicPartition) -> Partition? {
@@ -110,19 +137,29 @@ public final class ReplicaManager: Sendable {
     @discardableResult
     public func apply(_ registration: PartitionRegistration, topic: TopicMetadata, index: Int32, config: LogConfig,
                       nowMs: Int64) throws(StorageError) -> (partition: Partition, changed: Bool) {
+        // One apply at a time: two images applied at once must not both create the log.
+        try applying.withLock { (_) throws(StorageError) -> (partition: Partition, changed: Bool) in
+            try applyLocked(registration, topic: topic, index: index, config: config, nowMs: nowMs)
+        }
+    }
+
+    private func applyLocked(_ registration: PartitionRegistration, topic: TopicMetadata, index: Int32, config: LogConfig,
+                             nowMs: Int64) throws(StorageError) -> (partition: Partition, changed: Bool) {
         let tp = TopicPartition(topic: topic.name, partition: index)
         let topicID = topic.topicID
         topicNames.withLock { $0[topicID] = topic.name }
         let epoch = LeaderEpoch(registration.leaderEpoch)
         let isLeader = registration.leader == nodeID
+        let alone = registration.isr == [nodeID]
         if let existing = partition(tp) {
-            let changed = isLeader ? existing.makeLeader(epoch: epoch) : existing.makeFollower(epoch: epoch)
+            let changed = isLeader ? existing.makeLeader(epoch: epoch, isrIsLeaderOnly: alone) : existing.makeFollower(epoch: epoch)
             if changed, isLeader { existing.maybeIncrementHighWatermark() }
             if changed { purgatory.wake(tp) }
             return (existing, changed)
         }
         let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
-        let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: epoch, isLeader: isLeader)
+        let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: epoch, isLeader: isLeader,
+                                isrIsLeaderOnly: alone)
         if isLeader { created.maybeIncrementHighWatermark() }
         partitions.withLock { $0[tp] = created }
         return (created, true)
@@ -154,6 +191,7 @@ public final class ReplicaManager: Sendable {
         if !info.isDuplicate {
             partition.maybeIncrementHighWatermark()
             purgatory.wake(partition.topicPartition)
+            appendObserver.withLock { $0 }?(partition)
         }
         return info
     }

@@ -60,6 +60,12 @@ public protocol MetadataStore: Sendable {
     func alterBrokerConfigs(changes: [String: String?]) async throws(MetadataError)
     /// Reserves `count` producer ids that no broker of the cluster hands out again.
     func allocateProducerIDs(count: Int64) async throws(MetadataError) -> ClosedRange<Int64>
+    /// Kafka's AlterPartition: the leader of a partition, at `leaderEpoch` and `partitionEpoch`,
+    /// asks the controller to set its ISR to `isr`. Returns once the image shows the
+    /// partition past that partition epoch (the change, or a newer one such as a new leader),
+    /// or throws `unavailable` after `timeout`.
+    func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],
+                        timeout: Duration) async throws(MetadataError)
     /// Registers a callback run after every change with the new image.
     func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void)
 }
@@ -139,6 +145,10 @@ public final class LocalMetadataStore: MetadataStore {
     public func autoCreateTopic(name: String, partitions: Int32, replicationFactor: Int16, configs: [String: String]) throws(MetadataError) -> TopicMetadata? {
         try createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
     }
+
+    /// A single node has no ISR to change: its partitions carry no registrations.
+    public func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],
+                               timeout: Duration) throws(MetadataError) {}
 
     public func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata {
         try update { (image) throws(MetadataError) -> TopicMetadata in

@@ -76,15 +76,25 @@ extension EtcdMetadataStore {
         guard let epoch = try? requireController() else { return }
         let image = self.image
         await createRequestedTopics(image)
-        var writes: [(key: String, modRevision: Int64, registration: PartitionRegistration)] = []
+        var writes: [(key: String, modRevision: Int64, registration: PartitionRegistration, request: String?)] = []
+        let isrRequests = isrRequestsByPartition(image)
+        var staleRequests = Set(isrRequests.keys)
         for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
             let unclean = (topic.configs["unclean.leader.election.enable"] ?? image.brokerConfigs["unclean.leader.election.enable"])
                 .map { $0 == "true" } ?? settings.uncleanLeaderElection
-            for (index, current) in (topic.partitions ?? []).enumerated() {
-                guard var next = Self.nextRegistration(current, image: image, unclean: unclean) else { continue }
+            for (index, registered) in (topic.partitions ?? []).enumerated() {
+                var current = registered
+                var changed = false
+                let requestKey = keys.isrRequest(topic.name, Int32(index))
+                if let request = isrRequests[requestKey], let altered = Self.altered(current, by: request) {
+                    current = altered
+                    changed = true
+                    staleRequests.remove(requestKey)
+                }
+                guard var next = Self.nextRegistration(current, image: image, unclean: unclean) ?? (changed ? current : nil) else { continue }
                 next.controllerEpoch = epoch
                 let key = keys.partition(topic.name, Int32(index))
-                writes.append((key, kv(key)?.modRevision ?? 0, next))
+                writes.append((key, kv(key)?.modRevision ?? 0, next, changed ? requestKey : nil))
                 if next.leader != current.leader {
                     logger.info("elected leader", metadata: [
                         "partition": "\(topic.name)-\(index)", "leader": "\(next.leader)", "previous": "\(current.leader)",
@@ -93,11 +103,15 @@ extension EtcdMetadataStore {
                 }
             }
         }
+        // Stale requests (another leader or epoch since) are answered by the image already.
+        for key in staleRequests { _ = try? await client.delete(key) }
         // etcd limits operations per transaction (128 by default); partitions are independent.
-        for chunk in stride(from: 0, to: writes.count, by: 60).map({ Array(writes[$0..<Swift.min($0 + 60, writes.count)]) }) {
+        for chunk in stride(from: 0, to: writes.count, by: 40).map({ Array(writes[$0..<Swift.min($0 + 40, writes.count)]) }) {
             do {
                 let compares = chunk.map { EtcdCompare.unchanged($0.key, since: $0.modRevision) }
-                let ops = chunk.map { EtcdOperation.put(key: $0.key, value: encode($0.registration)) }
+                let ops = chunk.flatMap { write in
+                    [EtcdOperation.put(key: write.key, value: encode(write.registration))] + (write.request.map { [.delete(key: $0)] } ?? [])
+                }
                 if try await !fencedTxn(epoch: epoch, compares, ops) {
                     // A registration changed meanwhile (a topic deleted or recreated): the next image reconciles.
                     scheduleReconcile()
@@ -107,6 +121,29 @@ extension EtcdMetadataStore {
                 return
             }
         }
+    }
+
+    private func isrRequestsByPartition(_ image: MetadataImage) -> [String: ISRRequest] {
+        let pending = state.withLock { s in s.kvs.filter { $0.key.hasPrefix(keys.isrRequests) } }
+        var result: [String: ISRRequest] = [:]
+        for (key, kv) in pending {
+            result[key] = try? JSONDecoder().decode(ISRRequest.self, from: Data(kv.value))
+        }
+        return result
+    }
+
+    /// A leader's AlterPartition applied to its partition, or nil when stale (another leader,
+    /// epoch or partition epoch since) or invalid (the ISR must keep the leader and name only
+    /// replicas). Bumps the partition epoch.
+    static func altered(_ current: PartitionRegistration, by request: ISRRequest) -> PartitionRegistration? {
+        guard request.leader == current.leader, request.leaderEpoch == current.leaderEpoch,
+            request.partitionEpoch == current.partitionEpoch, request.isr.contains(current.leader),
+            request.isr.allSatisfy(current.replicas.contains), request.isr != current.isr
+        else { return nil }
+        var next = current
+        next.isr = current.replicas.filter(request.isr.contains)
+        next.partitionEpoch += 1
+        return next
     }
 
     /// What a partition's registration becomes in `image`, or nil when it stays.

@@ -10,6 +10,7 @@
 /// | `<p>/configs/broker` | dynamic broker config overrides, JSON | the controller |
 /// | `<p>/producer-ids` | the next producer id not handed out (text) | any broker, compare-and-swap |
 /// | `<p>/requests/topics/<name>` | `TopicRequest` JSON: an auto-creation asked by a broker | any broker; the controller deletes it |
+/// | `<p>/requests/isr/<name>/<index>` | `ISRRequest` JSON: a leader's AlterPartition (its new ISR, at its epochs) | the leader; the controller applies and deletes it |
 ///
 /// Every controller write is a transaction whose first compare is the controller key's create
 /// revision equal to the writer's epoch: a controller that lost its lease (and so its key) can
@@ -38,6 +39,8 @@ public struct EtcdKeyLayout: Sendable, Equatable {
     public var producerIDs: String { prefix + "/producer-ids" }
     public var topicRequests: String { prefix + "/requests/topics/" }
     public func topicRequest(_ name: String) -> String { topicRequests + name }
+    public var isrRequests: String { prefix + "/requests/isr/" }
+    public func isrRequest(_ topic: String, _ index: Int32) -> String { isrRequests + topic + "/" + String(index) }
 }
 
 /// `etcd://host:port[/prefix]`, the value of `fjord serve --cluster`.

@@ -174,6 +174,22 @@ extension EtcdMetadataStore {
         }
     }
 
+    public func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],
+                               timeout: Duration) async throws(MetadataError) {
+        let request = ISRRequest(leader: nodeID, leaderEpoch: leaderEpoch, partitionEpoch: partitionEpoch, isr: isr)
+        do {
+            try await client.put(keys.isrRequest(topic, partition), encode(request))
+        } catch {
+            throw Self.metadataError(error)
+        }
+        if isController { scheduleReconcile() }
+        let moved = await awaitImage(timeout: timeout) { image in
+            guard let current = image.partition(topic, partition) else { return true }
+            return current.partitionEpoch > partitionEpoch || current.leaderEpoch != leaderEpoch
+        }
+        guard moved else { throw MetadataError.unavailable("the controller did not change the ISR of \(topic)-\(partition) in time") }
+    }
+
     /// Any broker may reserve producer ids: a compare-and-swap on the counter, retried on conflict.
     public func allocateProducerIDs(count: Int64) async throws(MetadataError) -> ClosedRange<Int64> {
         for _ in 0..<20 {

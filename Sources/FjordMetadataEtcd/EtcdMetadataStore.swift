@@ -35,6 +35,15 @@ struct TopicRequest: Codable, Equatable {
     var configs: [String: String]
 }
 
+/// A leader's AlterPartition, under `requests/isr/<topic>/<index>`: valid while the partition
+/// is still at these epochs with this leader.
+struct ISRRequest: Codable, Equatable {
+    var leader: Int32
+    var leaderEpoch: Int32
+    var partitionEpoch: Int32
+    var isr: [Int32]
+}
+
 struct ControllerRecord: Codable, Equatable {
     var nodeID: Int32
 }
@@ -76,6 +85,8 @@ public final class EtcdMetadataStore: MetadataStore {
         /// This broker's controller epoch while it is the controller.
         var controllerEpoch: Int64? = nil
         var revisionWaiters: [(revision: Int64, continuation: CheckedContinuation<Void, Never>)] = []
+        var imageWaiters: [Int: (until: @Sendable (MetadataImage) -> Bool, continuation: CheckedContinuation<Void, Never>)] = [:]
+        var nextWaiterID = 0
         var tasks: [Task<Void, Never>] = []
         var closed = false
     }
@@ -246,6 +257,11 @@ public final class EtcdMetadataStore: MetadataStore {
         }
         for task in tasks { task.cancel() }
         for waiter in waiters { waiter.continuation.resume() }
+        let imageWaiters = state.withLock { s in
+            defer { s.imageWaiters = [:] }
+            return Array(s.imageWaiters.values)
+        }
+        for waiter in imageWaiters { waiter.continuation.resume() }
         keeper.close()
         watcher.close()
         await client.close()
@@ -314,12 +330,17 @@ public final class EtcdMetadataStore: MetadataStore {
             let image = buildImage(s.kvs, revision: revision, previous: s.image)
             s.image = image
             if let mine = s.controllerEpoch, image.controllerEpoch != mine { s.controllerEpoch = nil }
-            let ready = s.revisionWaiters.filter { $0.revision <= revision }
+            var ready = s.revisionWaiters.filter { $0.revision <= revision }.map(\.continuation)
             s.revisionWaiters.removeAll { $0.revision <= revision }
+            for (id, waiter) in s.imageWaiters where waiter.until(image) {
+                ready.append(waiter.continuation)
+                s.imageWaiters[id] = nil
+            }
             return (image, s.callbacks, ready)
         }
-        for waiter in ready { waiter.continuation.resume() }
+        // The broker applies the image first, so a change returns with its logs in place.
         for callback in callbacks { callback(image) }
+        for continuation in ready { continuation.resume() }
         if isController { scheduleReconcile() }
     }
 
@@ -390,6 +411,30 @@ public final class EtcdMetadataStore: MetadataStore {
         }
         timer.cancel()
         return image.epoch >= revision
+    }
+
+    /// Suspends until an image satisfies `until` (or `timeout`); returns whether one did.
+    func awaitImage(timeout: Duration, until: @escaping @Sendable (MetadataImage) -> Bool) async -> Bool {
+        if until(image) { return true }
+        let id = state.withLock { s in
+            s.nextWaiterID += 1
+            return s.nextWaiterID
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            let waiter = self?.state.withLock { $0.imageWaiters.removeValue(forKey: id) }
+            waiter?.continuation.resume()
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { s -> Bool in
+                if until(s.image) || s.closed { return true }
+                s.imageWaiters[id] = (until, continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+        timer.cancel()
+        return until(image)
     }
 
     private func releaseWaiters(upTo revision: Int64) {

@@ -27,9 +27,11 @@ def free_port() -> int:
 class Broker:
     """A `fjord serve` child process on a loopback port."""
 
-    def __init__(self, data_dir: Path, settings: dict | None = None, port: int | None = None):
+    def __init__(self, data_dir: Path, settings: dict | None = None, port: int | None = None,
+                 extra_args: list[str] | None = None):
         self.data_dir = data_dir
         self.settings = dict(settings or {})
+        self.extra_args = list(extra_args or [])
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
         data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +43,7 @@ class Broker:
 
     def start(self, timeout: float = 30.0) -> "Broker":
         args = [FJORD_BIN, "serve", "--data-dir", str(self.data_dir),
-                "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}"]
+                "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}"] + self.extra_args
         for key, value in self.settings.items():
             args += ["--set", f"{key}={value}"]
         self.log = open(self.log_path, "ab")
