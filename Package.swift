@@ -287,6 +287,14 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "FjordEtcdTests",
+            dependencies: [
+                "FjordEtcd", "FjordMetadataEtcd", "FjordMetadata",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "FjordProtocolTests",
             dependencies: [
                 "FjordProtocol",
