@@ -628,3 +628,123 @@ extension KafkaAPIs {
         return response
     }
 }
+
+// MARK: Leader elections and reassignments
+
+extension KafkaAPIs {
+    /// ElectLeaders (KIP-460): the controller elects the preferred or an unclean leader; other
+    /// brokers answer NOT_CONTROLLER (clients send it to the controller).
+    func handleElectLeaders(_ request: ElectLeadersRequest, version: Int16) async -> ElectLeadersResponse {
+        var response = ElectLeadersResponse()
+        let type: LeaderElectionType = version >= 1 && request.electionType == 1 ? .unclean : .preferred
+        guard version >= 1 || request.electionType == 0, LeaderElectionType(rawValue: request.electionType) != nil else {
+            response.errorCode = KafkaError.invalidRequest.code
+            return response
+        }
+        let targets = request.topicPartitions.map { topics in
+            topics.flatMap { topic in topic.partitions.map { TopicPartition(topic: topic.topic, partition: $0) } }
+        }
+        let results: [TopicPartition: (KafkaError, String?)]
+        do {
+            results = try await metadata.electLeaders(targets, type: type)
+        } catch {
+            response.errorCode = error.kafkaError.code
+            if version == 0 {
+                // v0 has no top-level error: every partition carries it.
+                for tp in targets ?? [] {
+                    var result = ElectLeadersResponse.PartitionResult()
+                    result.partitionId = tp.partition
+                    result.errorCode = error.kafkaError.code
+                    result.errorMessage = error.description
+                    if let index = response.replicaElectionResults.firstIndex(where: { $0.topic == tp.topic }) {
+                        response.replicaElectionResults[index].partitionResult.append(result)
+                    } else {
+                        var topic = ElectLeadersResponse.ReplicaElectionResult()
+                        topic.topic = tp.topic
+                        topic.partitionResult = [result]
+                        response.replicaElectionResults.append(topic)
+                    }
+                }
+            }
+            return response
+        }
+        var byTopic: [String: [ElectLeadersResponse.PartitionResult]] = [:]
+        for (tp, (error, message)) in results.sorted(by: { $0.key < $1.key }) {
+            // With a null topic list Kafka reports only the partitions it elected.
+            if targets == nil && error != .noError { continue }
+            var result = ElectLeadersResponse.PartitionResult()
+            result.partitionId = tp.partition
+            result.errorCode = error.code
+            result.errorMessage = message
+            byTopic[tp.topic, default: []].append(result)
+        }
+        response.replicaElectionResults = byTopic.keys.sorted().map { name in
+            var topic = ElectLeadersResponse.ReplicaElectionResult()
+            topic.topic = name
+            topic.partitionResult = byTopic[name]!
+            return topic
+        }
+        return response
+    }
+
+    /// AlterPartitionReassignments (KIP-455): starts or cancels (null replicas) partition moves
+    /// on the controller. A target replica joins the ISR only once it has caught up, so until
+    /// replication lands a move that adds replicas to a written partition stays in progress.
+    func handleAlterPartitionReassignments(_ request: AlterPartitionReassignmentsRequest) async -> AlterPartitionReassignmentsResponse {
+        var response = AlterPartitionReassignmentsResponse()
+        response.errorMessage = nil
+        for topic in request.topics {
+            var topicResponse = AlterPartitionReassignmentsResponse.ReassignableTopicResponse()
+            topicResponse.name = topic.name
+            for partition in topic.partitions {
+                var result = AlterPartitionReassignmentsResponse.ReassignablePartitionResponse()
+                result.partitionIndex = partition.partitionIndex
+                result.errorMessage = nil
+                do {
+                    try await metadata.reassign(TopicPartition(topic: topic.name, partition: partition.partitionIndex), to: partition.replicas)
+                } catch {
+                    if case .notController = error {
+                        response.errorCode = error.kafkaError.code
+                        response.errorMessage = error.description
+                    }
+                    result.errorCode = error.kafkaError.code
+                    result.errorMessage = error.description
+                }
+                topicResponse.partitions.append(result)
+            }
+            response.responses.append(topicResponse)
+        }
+        return response
+    }
+
+    /// ListPartitionReassignments: the reassignments in progress (all, or of the named partitions).
+    func handleListPartitionReassignments(_ request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse {
+        var response = ListPartitionReassignmentsResponse()
+        response.errorMessage = nil
+        let image = metadata.image
+        if clustered && image.controllerID != config.nodeID {
+            response.errorCode = KafkaError.notController.code
+            response.errorMessage = "broker \(config.nodeID) is not the controller"
+            return response
+        }
+        let wanted: [(String, [Int32])] = request.topics.map { $0.map { ($0.name, $0.partitionIndexes) } }
+            ?? image.topics.values.sorted { $0.name < $1.name }.map { ($0.name, Array(0..<$0.partitionCount)) }
+        for (name, indexes) in wanted {
+            var topic = ListPartitionReassignmentsResponse.OngoingTopicReassignment()
+            topic.name = name
+            for index in indexes {
+                guard let registration = image.partition(name, index),
+                    registration.addingReplicas != nil || registration.removingReplicas != nil
+                else { continue }
+                var ongoing = ListPartitionReassignmentsResponse.OngoingPartitionReassignment()
+                ongoing.partitionIndex = index
+                ongoing.replicas = registration.replicas
+                ongoing.addingReplicas = registration.addingReplicas ?? []
+                ongoing.removingReplicas = registration.removingReplicas ?? []
+                topic.partitions.append(ongoing)
+            }
+            if !topic.partitions.isEmpty { response.topics.append(topic) }
+        }
+        return response
+    }
+}

@@ -62,6 +62,11 @@ extension KafkaAPIs {
         t.serve(DescribeConfigsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeConfigs(r, version: c.version), c) }
         t.serve(AlterConfigsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleAlterConfigs(r), c) }
         t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in apis.encode(await apis.handleIncrementalAlterConfigs(r), c) }
+        t.serve(ElectLeadersRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleElectLeaders(r, version: c.version), c) }
+        t.serve(AlterPartitionReassignmentsRequest.self, 0...0) { apis, r, c in
+            apis.encode(await apis.handleAlterPartitionReassignments(r), c)
+        }
+        t.serve(ListPartitionReassignmentsRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleListPartitionReassignments(r), c) }
         t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeLogDirs(r), c) }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in

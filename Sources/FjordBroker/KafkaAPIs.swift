@@ -26,6 +26,10 @@ public final class KafkaAPIs: Sendable {
         var nextProducerID: Int64 = 0
         /// ISR shrinks asked for and not answered yet, by partition and partition epoch.
         var pendingShrinks: Set<String> = []
+        /// The config inputs (topic overrides, dynamic broker configs) last applied to each
+        /// topic's logs, in a cluster.
+        var appliedConfigs: [String: [String: String]] = [:]
+        var appliedBrokerConfigs: [String: String] = [:]
     }
 
     public init(config: BrokerConfig, metadata: any MetadataStore, replicaManager: ReplicaManager, logger: Logger,
@@ -295,11 +299,36 @@ public final class KafkaAPIs: Sendable {
     /// gave them, and partitions of topics the cluster deleted are removed. Runs on the store's
     /// watch, one image at a time.
     func metadataChanged(_ image: MetadataImage) {
+        let brokerConfigsChanged = state.withLock { s in
+            defer { s.appliedBrokerConfigs = image.brokerConfigs }
+            return s.appliedBrokerConfigs != image.brokerConfigs
+        }
         for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
             do {
                 try applyPartitionRegistrations(of: topic)
+                // A config changed through another broker reaches this one's logs here.
+                let changed = state.withLock { s in
+                    defer { s.appliedConfigs[topic.name] = topic.configs }
+                    return s.appliedConfigs[topic.name] != nil && s.appliedConfigs[topic.name] != topic.configs
+                }
+                if changed || brokerConfigsChanged {
+                    try replicaManager.updateConfig(topic: topic.name, config: logConfig(for: topic))
+                }
             } catch {
                 logger.error("cannot apply partition registrations", metadata: ["topic": "\(topic.name)", "error": "\(error)"])
+            }
+        }
+        for partition in replicaManager.allPartitions {
+            let tp = partition.topicPartition
+            // A completed reassignment moved this replica away: it is no longer one of the partition's.
+            guard let registration = image.partition(tp.topic, tp.partition), !registration.replicas.isEmpty,
+                !registration.replicas.contains(config.nodeID)
+            else { continue }
+            do {
+                try replicaManager.removePartition(tp, nowMs: clock())
+                logger.info("removed a replica moved to other brokers", metadata: ["partition": "\(tp)", "replicas": "\(registration.replicas)"])
+            } catch {
+                logger.error("cannot remove a moved replica", metadata: ["partition": "\(tp)", "error": "\(error)"])
             }
         }
         let hostedTopics = Set(replicaManager.allPartitions.map(\.topicPartition.topic))

@@ -165,6 +165,13 @@ public final class ReplicaManager: Sendable {
         return (created, true)
     }
 
+    /// Stops hosting one partition and deletes its log (a reassignment moved it elsewhere).
+    public func removePartition(_ tp: TopicPartition, nowMs: Int64) throws(StorageError) {
+        guard partitions.withLock({ $0.removeValue(forKey: tp) }) != nil else { return }
+        try logManager.deleteLog(tp, nowMs: nowMs)
+        purgatory.wake(tp)
+    }
+
     /// Stops hosting and deletes every partition of `topic`.
     public func deletePartitions(topic: String, nowMs: Int64) throws(StorageError) {
         let removed = partitions.withLock { map in

@@ -41,6 +41,13 @@ public struct PartitionRegistration: Sendable, Equatable, Codable {
     /// The fencing epoch of the controller that wrote this registration (its election key's
     /// etcd create revision).
     public var controllerEpoch: Int64
+    /// During a reassignment (KIP-455): the replicas being added and removed; `replicas` is
+    /// then the union of the target and the original. Nil when none is in progress.
+    public var addingReplicas: [Int32]?
+    public var removingReplicas: [Int32]?
+
+    /// The replicas a reassignment in progress ends with (the current ones when none is).
+    public var targetReplicas: [Int32] { replicas.filter { !(removingReplicas ?? []).contains($0) } }
 
     public init(replicas: [Int32], isr: [Int32], leader: Int32, leaderEpoch: Int32 = 0, partitionEpoch: Int32 = 0,
                 controllerEpoch: Int64 = 0) {

@@ -13,6 +13,9 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A change only the controller makes reached another broker (Kafka's NOT_CONTROLLER:
     /// clients refresh metadata and send it to the controller).
     case notController(String)
+    case invalidReplicaAssignment(String)
+    /// AlterPartitionReassignments cancelling a partition with no reassignment in progress.
+    case noReassignmentInProgress(String)
     /// The metadata quorum (etcd) cannot be reached: nothing was changed.
     case unavailable(String)
 
@@ -26,6 +29,8 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidConfig: return .invalidConfig
         case .persistenceFailed: return .kafkaStorageError
         case .notController: return .notController
+        case .invalidReplicaAssignment: return .invalidReplicaAssignment
+        case .noReassignmentInProgress: return .noReassignmentInProgress
         case .unavailable: return .requestTimedOut
         }
     }
@@ -34,6 +39,7 @@ public enum MetadataError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .topicAlreadyExists(let m), .unknownTopic(let m), .invalidTopic(let m), .invalidPartitions(let m),
             .invalidReplicationFactor(let m), .invalidConfig(let m), .persistenceFailed(let m), .notController(let m),
+            .invalidReplicaAssignment(let m), .noReassignmentInProgress(let m),
             .unavailable(let m):
             return m
         }
@@ -66,8 +72,23 @@ public protocol MetadataStore: Sendable {
     /// or throws `unavailable` after `timeout`.
     func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],
                         timeout: Duration) async throws(MetadataError)
+    /// ElectLeaders (KIP-460): per partition (nil: every partition), NO_ERROR with a new leader,
+    /// ELECTION_NOT_NEEDED, or why none could be elected.
+    func electLeaders(_ partitions: [TopicPartition]?, type: LeaderElectionType) async throws(MetadataError) -> [TopicPartition: (KafkaError, String?)]
+    /// AlterPartitionReassignments (KIP-455): starts moving a partition to `replicas`, or
+    /// cancels its reassignment (nil). The controller completes it once every target replica
+    /// is in the ISR.
+    func reassign(_ partition: TopicPartition, to replicas: [Int32]?) async throws(MetadataError)
     /// Registers a callback run after every change with the new image.
     func onChange(_ callback: @escaping @Sendable (MetadataImage) -> Void)
+}
+
+/// ElectLeaders' election types.
+public enum LeaderElectionType: Int8, Sendable {
+    /// Move leadership back to the first replica, if it is in the ISR.
+    case preferred = 0
+    /// Elect any live replica of a partition without a live leader, even outside the ISR.
+    case unclean = 1
 }
 
 /// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -149,6 +170,27 @@ public final class LocalMetadataStore: MetadataStore {
     /// A single node has no ISR to change: its partitions carry no registrations.
     public func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],
                                timeout: Duration) throws(MetadataError) {}
+
+    /// A single node leads every partition already: no election is needed.
+    public func electLeaders(_ partitions: [TopicPartition]?, type: LeaderElectionType) throws(MetadataError) -> [TopicPartition: (KafkaError, String?)] {
+        let image = self.image
+        var result: [TopicPartition: (KafkaError, String?)] = [:]
+        let targets = partitions ?? image.topics.values.flatMap { topic in (0..<topic.partitionCount).map { TopicPartition(topic: topic.name, partition: $0) } }
+        for tp in targets {
+            if let topic = image.topics[tp.topic], tp.partition >= 0, tp.partition < topic.partitionCount {
+                result[tp] = (.electionNotNeeded, "the single broker leads every partition")
+            } else {
+                result[tp] = (.unknownTopicOrPartition, nil)
+            }
+        }
+        return result
+    }
+
+    /// A single node has no other broker to move a partition to.
+    public func reassign(_ partition: TopicPartition, to replicas: [Int32]?) throws(MetadataError) {
+        guard image.topics[partition.topic] != nil else { throw MetadataError.unknownTopic("topic '\(partition.topic)' does not exist") }
+        throw MetadataError.invalidReplicaAssignment("a single-node broker has no other broker to reassign to")
+    }
 
     public func deleteTopic(name: String) throws(MetadataError) -> TopicMetadata {
         try update { (image) throws(MetadataError) -> TopicMetadata in

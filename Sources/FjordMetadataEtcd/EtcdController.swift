@@ -1,5 +1,6 @@
 import FjordEtcd
-import FjordMetadata
+public import FjordMetadata
+public import FjordProtocol
 import Foundation
 import Logging
 import Synchronization
@@ -146,8 +147,37 @@ extension EtcdMetadataStore {
         return next
     }
 
-    /// What a partition's registration becomes in `image`, or nil when it stays.
+    /// What a partition's registration becomes in `image`, or nil when it stays: a
+    /// reassignment completes, then a leader is elected if needed.
     static func nextRegistration(_ current: PartitionRegistration, image: MetadataImage, unclean: Bool) -> PartitionRegistration? {
+        guard let completed = completedReassignment(current, image: image) else {
+            return electedRegistration(current, image: image, unclean: unclean)
+        }
+        return electedRegistration(completed, image: image, unclean: unclean) ?? completed
+    }
+
+    /// A reassignment whose target replicas are all in the ISR ends: the removed replicas leave,
+    /// and leadership moves into the target if it was outside (KIP-455).
+    static func completedReassignment(_ current: PartitionRegistration, image: MetadataImage) -> PartitionRegistration? {
+        guard current.addingReplicas != nil || current.removingReplicas != nil else { return nil }
+        let target = current.targetReplicas
+        guard !target.isEmpty, target.allSatisfy(current.isr.contains) else { return nil }
+        let eligible = Set(eligibleBrokers(image).map(\.nodeID))
+        var next = current
+        next.replicas = target
+        next.isr = target.filter(current.isr.contains)
+        next.addingReplicas = nil
+        next.removingReplicas = nil
+        next.partitionEpoch += 1
+        if !target.contains(current.leader) {
+            next.leader = target.first { next.isr.contains($0) && eligible.contains($0) } ?? -1
+            next.leaderEpoch += 1
+        }
+        return next
+    }
+
+    /// Elections: a dead or stopping leader replaced from the ISR, dead followers out of the ISR.
+    static func electedRegistration(_ current: PartitionRegistration, image: MetadataImage, unclean: Bool) -> PartitionRegistration? {
         let alive = Set(image.brokers.map(\.nodeID))
         let eligible = Set(eligibleBrokers(image).map(\.nodeID))
         var next = current
@@ -203,5 +233,132 @@ extension EtcdMetadataStore {
                 _ = try? await client.delete(key)
             }
         }
+    }
+}
+
+// MARK: ElectLeaders and reassignments
+
+extension EtcdMetadataStore {
+    public func electLeaders(_ partitions: [TopicPartition]?, type: LeaderElectionType) async throws(MetadataError)
+        -> [TopicPartition: (KafkaError, String?)]
+    {
+        let epoch = try requireController()
+        let image = self.image
+        let eligible = Set(Self.eligibleBrokers(image).map(\.nodeID))
+        let targets = partitions ?? image.topics.values.flatMap { topic in
+            (0..<topic.partitionCount).map { TopicPartition(topic: topic.name, partition: $0) }
+        }
+        var results: [TopicPartition: (KafkaError, String?)] = [:]
+        var writes: [(TopicPartition, PartitionRegistration)] = []
+        for tp in targets {
+            guard let current = image.partition(tp.topic, tp.partition) else {
+                results[tp] = (.unknownTopicOrPartition, nil)
+                continue
+            }
+            var next = current
+            switch type {
+            case .preferred:
+                guard let preferred = current.targetReplicas.first else {
+                    results[tp] = (.preferredLeaderNotAvailable, "the partition has no replicas")
+                    continue
+                }
+                if current.leader == preferred {
+                    results[tp] = (.electionNotNeeded, "the preferred replica \(preferred) leads already")
+                    continue
+                }
+                guard eligible.contains(preferred), current.isr.contains(preferred) else {
+                    results[tp] = (.preferredLeaderNotAvailable, "the preferred replica \(preferred) is not alive and in the ISR \(current.isr)")
+                    continue
+                }
+                next.leader = preferred
+            case .unclean:
+                if current.leader >= 0 && eligible.contains(current.leader) {
+                    results[tp] = (.electionNotNeeded, "broker \(current.leader) leads already")
+                    continue
+                }
+                if let leader = current.replicas.first(where: { current.isr.contains($0) && eligible.contains($0) }) {
+                    next.leader = leader
+                    next.isr = current.isr.filter(eligible.contains)
+                } else if let leader = current.replicas.first(where: eligible.contains) {
+                    logger.warning("unclean leader election", metadata: ["partition": "\(tp)", "leader": "\(leader)", "isr": "\(current.isr)"])
+                    next.leader = leader
+                    next.isr = [leader]
+                } else {
+                    results[tp] = (.eligibleLeadersNotAvailable, "no replica of \(current.replicas) is alive")
+                    continue
+                }
+            }
+            next.leaderEpoch += 1
+            next.partitionEpoch += 1
+            next.controllerEpoch = epoch
+            writes.append((tp, next))
+        }
+        for chunk in stride(from: 0, to: writes.count, by: 60).map({ Array(writes[$0..<Swift.min($0 + 60, writes.count)]) }) {
+            let compares = chunk.map { EtcdCompare.unchanged(keys.partition($0.0.topic, $0.0.partition), since: kv(keys.partition($0.0.topic, $0.0.partition))?.modRevision ?? 0) }
+            let ops = chunk.map { EtcdOperation.put(key: keys.partition($0.0.topic, $0.0.partition), value: encode($0.1)) }
+            let written = try await fencedTxn(epoch: epoch, compares, ops)
+            for (tp, next) in chunk {
+                if written {
+                    results[tp] = (.noError, nil)
+                    logger.info("elected leader on request", metadata: ["partition": "\(tp)", "leader": "\(next.leader)", "type": "\(type)"])
+                } else {
+                    results[tp] = (.electionNotNeeded, "the partition changed meanwhile; try again")
+                }
+            }
+        }
+        return results
+    }
+
+    public func reassign(_ tp: TopicPartition, to replicas: [Int32]?) async throws(MetadataError) {
+        let epoch = try requireController()
+        let image = self.image
+        guard let current = image.partition(tp.topic, tp.partition) else {
+            throw MetadataError.unknownTopic("partition \(tp) does not exist")
+        }
+        let original = current.replicas.filter { !(current.addingReplicas ?? []).contains($0) }
+        var next = current
+        if let target = replicas {
+            guard !target.isEmpty, Set(target).count == target.count else {
+                throw MetadataError.invalidReplicaAssignment("the replicas \(target) are empty or name a broker twice")
+            }
+            let registered = Set(image.brokers.map(\.nodeID))
+            guard target.allSatisfy(registered.contains) else {
+                throw MetadataError.invalidReplicaAssignment("the replicas \(target) name brokers that are not registered (live: \(registered.sorted()))")
+            }
+            if target == original {
+                next.replicas = original
+                next.addingReplicas = nil
+                next.removingReplicas = nil
+            } else {
+                let removing = original.filter { !target.contains($0) }
+                next.replicas = target + removing
+                next.addingReplicas = target.filter { !original.contains($0) }
+                next.removingReplicas = removing
+            }
+        } else {
+            guard current.addingReplicas != nil || current.removingReplicas != nil else {
+                throw MetadataError.noReassignmentInProgress("partition \(tp) has no reassignment in progress")
+            }
+            next.replicas = original
+            next.isr = current.isr.filter(original.contains)
+            next.addingReplicas = nil
+            next.removingReplicas = nil
+            if !original.contains(current.leader) {
+                next.leader = original.first(where: next.isr.contains) ?? -1
+                next.leaderEpoch += 1
+            }
+        }
+        guard next != current else { return }
+        next.partitionEpoch += 1
+        next.controllerEpoch = epoch
+        let key = keys.partition(tp.topic, tp.partition)
+        guard try await fencedTxn(epoch: epoch, [.unchanged(key, since: kv(key)?.modRevision ?? 0)], [.put(key: key, value: encode(next))]) else {
+            throw MetadataError.invalidReplicaAssignment("partition \(tp) changed meanwhile; try again")
+        }
+        logger.info("reassignment", metadata: [
+            "partition": "\(tp)", "replicas": "\(next.replicas)", "adding": "\(next.addingReplicas ?? [])",
+            "removing": "\(next.removingReplicas ?? [])",
+        ])
+        scheduleReconcile()
     }
 }

@@ -7,12 +7,15 @@
 /// | `<p>/controller` | `{"nodeID": n}`, under the controller's lease; its create revision is the controller epoch | the elected controller |
 /// | `<p>/topics/<name>` | `TopicRecord` JSON: id, partition count, replication factor, configs | the controller |
 /// | `<p>/partitions/<name>/<index>` | `PartitionRegistration` JSON: replicas, ISR, leader, epochs | the controller |
-/// | `<p>/configs/broker` | dynamic broker config overrides, JSON | the controller |
+/// | `<p>/configs/topics/<name>` | the topic's config overrides after a change (AlterConfigs), JSON; absent: those it was created with | any broker, compare-and-swap |
+/// | `<p>/configs/broker` | dynamic broker config overrides, JSON | any broker, compare-and-swap |
 /// | `<p>/producer-ids` | the next producer id not handed out (text) | any broker, compare-and-swap |
 /// | `<p>/requests/topics/<name>` | `TopicRequest` JSON: an auto-creation asked by a broker | any broker; the controller deletes it |
 /// | `<p>/requests/isr/<name>/<index>` | `ISRRequest` JSON: a leader's AlterPartition (its new ISR, at its epochs) | the leader; the controller applies and deletes it |
 ///
-/// Every controller write is a transaction whose first compare is the controller key's create
+/// Config changes are compare-and-swap on their own keys by whichever broker a client asked, as
+/// Kafka's ZooKeeper-era brokers wrote them; they need no controller decision. Every controller
+/// write is a transaction whose first compare is the controller key's create
 /// revision equal to the writer's epoch: a controller that lost its lease (and so its key) can
 /// no longer write anything. Registrations also carry that epoch (`controllerEpoch`).
 public struct EtcdKeyLayout: Sendable, Equatable {
@@ -36,6 +39,8 @@ public struct EtcdKeyLayout: Sendable, Equatable {
     public func partitions(of topic: String) -> String { partitions + topic + "/" }
     public func partition(_ topic: String, _ index: Int32) -> String { partitions(of: topic) + String(index) }
     public var brokerConfigs: String { prefix + "/configs/broker" }
+    public var topicConfigs: String { prefix + "/configs/topics/" }
+    public func topicConfigs(_ name: String) -> String { topicConfigs + name }
     public var producerIDs: String { prefix + "/producer-ids" }
     public var topicRequests: String { prefix + "/requests/topics/" }
     public func topicRequest(_ name: String) -> String { topicRequests + name }

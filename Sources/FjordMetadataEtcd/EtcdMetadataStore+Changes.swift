@@ -113,7 +113,8 @@ extension EtcdMetadataStore {
             throw MetadataError.unknownTopic("topic '\(name)' does not exist")
         }
         guard try await fencedTxn(epoch: epoch, [.unchanged(keys.topic(name), since: current.modRevision)],
-                                  [.delete(key: keys.topic(name)), .deletePrefix(keys.partitions(of: name))])
+                                  [.delete(key: keys.topic(name)), .deletePrefix(keys.partitions(of: name)),
+                                   .delete(key: keys.topicConfigs(name))])
         else {
             throw MetadataError.unknownTopic("topic '\(name)' changed while being deleted; try again")
         }
@@ -156,22 +157,38 @@ extension EtcdMetadataStore {
         }
     }
 
+    /// Any broker: a compare-and-swap of the topic's config key, valid only while the topic is
+    /// the same one (its key's create revision).
     public func alterTopicConfigs(topic: String, changes: [String: String?]) async throws(MetadataError) -> TopicMetadata {
-        try await updateTopic(topic) { (record, _) throws(MetadataError) in
-            for (key, value) in changes { record.configs[key] = value }
+        guard let existing = image.topics[topic], let record = kv(keys.topic(topic)) else {
+            throw MetadataError.unknownTopic("topic '\(topic)' does not exist")
         }
+        var configs = existing.configs
+        for (key, value) in changes { configs[key] = value }
+        try await compareAndSwap(keys.topicConfigs(topic), encode(configs),
+                                 also: [EtcdCompare(key: keys.topic(topic), .createRevision(record.createRevision))])
+        guard let updated = image.topics[topic] else { throw MetadataError.unknownTopic("topic '\(topic)' does not exist") }
+        return updated
     }
 
+    /// Any broker: a compare-and-swap of the broker config key.
     public func alterBrokerConfigs(changes: [String: String?]) async throws(MetadataError) {
-        let epoch = try requireController()
-        let current = kv(keys.brokerConfigs)
         var configs = image.brokerConfigs
         for (key, value) in changes { configs[key] = value }
-        guard try await fencedTxn(epoch: epoch, [.unchanged(keys.brokerConfigs, since: current?.modRevision ?? 0)],
-                                  [.put(key: keys.brokerConfigs, value: encode(configs))])
-        else {
-            throw MetadataError.invalidConfig("broker configs changed concurrently; try again")
+        try await compareAndSwap(keys.brokerConfigs, encode(configs))
+    }
+
+    /// Puts `value` if `key` is unchanged since this broker's image read it (and `also` holds);
+    /// returns once the image has it. A concurrent change is refused, not overwritten.
+    private func compareAndSwap(_ key: String, _ value: [UInt8], also: [EtcdCompare] = []) async throws(MetadataError) {
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(if: [.unchanged(key, since: kv(key)?.modRevision ?? 0)] + also, then: [.put(key: key, value: value)])
+        } catch {
+            throw Self.metadataError(error)
         }
+        guard result.succeeded else { throw MetadataError.invalidConfig("the configs changed concurrently; try again") }
+        _ = await awaitRevision(result.revision)
     }
 
     public func alterPartition(topic: String, partition: Int32, leaderEpoch: Int32, partitionEpoch: Int32, isr: [Int32],

@@ -352,6 +352,7 @@ public final class EtcdMetadataStore: MetadataStore {
                                   controllerID: -1, epoch: revision)
         var partitions: [String: [Int32: PartitionRegistration]] = [:]
         var records: [String: TopicRecord] = [:]
+        var topicConfigs: [String: [String: String]] = [:]
         for (key, kv) in kvs {
             do {
                 if key.hasPrefix(keys.brokers) {
@@ -369,6 +370,8 @@ public final class EtcdMetadataStore: MetadataStore {
                     let rest = key.dropFirst(keys.partitions.count)
                     guard let slash = rest.lastIndex(of: "/"), let index = Int32(rest[rest.index(after: slash)...]) else { continue }
                     partitions[String(rest[..<slash]), default: [:]][index] = try decoder.decode(PartitionRegistration.self, from: Data(kv.value))
+                } else if key.hasPrefix(keys.topicConfigs) {
+                    topicConfigs[String(key.dropFirst(keys.topicConfigs.count))] = try decoder.decode([String: String].self, from: Data(kv.value))
                 } else if key == keys.brokerConfigs {
                     image.brokerConfigs = try decoder.decode([String: String].self, from: Data(kv.value))
                 } else if key == keys.producerIDs {
@@ -383,6 +386,7 @@ public final class EtcdMetadataStore: MetadataStore {
         }
         for name in Array(image.topics.keys) {
             var topic = image.topics[name]!
+            if let configs = topicConfigs[name] { topic.configs = configs }
             let known = partitions[name] ?? [:]
             topic.partitions = (0..<topic.partitionCount).map { index in
                 known[index] ?? records[name]?.initialRegistration(index) ?? previous.partition(name, index)

@@ -100,6 +100,21 @@ def test_rf3_topics_created_on_any_broker_spread_and_every_broker_agrees(cluster
     assert views[0][0] == [1, 2, 3] and views[0][1] == controller
     assert views[0] == views[1] == views[2]
 
+    # A config change through a non-controller (any broker writes configs, as ZooKeeper-era
+    # Kafka's did) is seen by every broker's DescribeConfigs.
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    admin = AdminClient({"bootstrap.servers": cluster.brokers[others[0]].bootstrap})
+    change = ConfigResource("topic", "orders", incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([change]).values():
+        future.result(30)
+    for node, broker in cluster.brokers.items():
+        python_admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        from kafka.admin import ConfigResource as KafkaConfigResource, ConfigResourceType
+        described = python_admin.describe_configs([KafkaConfigResource(ConfigResourceType.TOPIC, "orders")])
+        python_admin.close()
+        assert "3600000" in str(described), (node, described)
+
     # Every acknowledged record of an acks=all producer comes back through a group consumer.
     producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True})
     acked = []
@@ -327,3 +342,51 @@ def test_sigterm_moves_leadership_before_the_broker_exits(cluster):
         assert registration["leader"] not in (leader, -1), (index, registration)
         assert leader not in registration["isr"]
     assert time.time() - started < cluster.ttl + 5
+
+
+def test_elect_leaders_and_partition_reassignments(cluster):
+    from confluent_kafka import ElectionType
+    from kafka import KafkaAdminClient
+    create_topic(cluster.bootstrap(), "moves", 3, replication=2)
+    m = cluster.metadata()
+    p0 = cluster.registration("moves", 0, m)
+    a, b = p0["replicas"]
+    confluent = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    python = KafkaAdminClient(bootstrap_servers=cluster.bootstrap())
+
+    # The preferred replica leads already: ELECTION_NOT_NEEDED, nothing changes.
+    result = confluent.elect_leaders(ElectionType.PREFERRED, [TopicPartition("moves", 0)]).result(30)
+    assert "ELECTION_NOT_NEEDED" in str(result[TopicPartition("moves", 0)])
+    # Reordering the replicas makes b preferred (all in the ISR: done at once); a preferred
+    # election then moves leadership to b at a higher leader epoch.
+    assert python.alter_partition_reassignments({KafkaTopicPartition("moves", 0): [b, a]}) == {KafkaTopicPartition("moves", 0): None}
+    cluster.wait_for(lambda m: cluster.registration("moves", 0, m)["replicas"] == [b, a], "replicas reordered")
+    result = confluent.elect_leaders(ElectionType.PREFERRED, [TopicPartition("moves", 0)]).result(30)
+    assert result[TopicPartition("moves", 0)] is None
+    after = cluster.wait_for(lambda m: cluster.registration("moves", 0, m)["leader"] == b, "b leads")
+    assert cluster.registration("moves", 0, after)["leaderEpoch"] > p0["leaderEpoch"]
+
+    # Adding a replica: it must join the ISR first, which it cannot before replication exists,
+    # so the reassignment stays listed until cancelled.
+    p1 = cluster.registration("moves", 1, after)
+    third = next(n for n in (1, 2, 3) if n not in p1["replicas"])
+    target = [p1["replicas"][0], third]
+    python.alter_partition_reassignments({KafkaTopicPartition("moves", 1): target})
+    ongoing = python.list_partition_reassignments()
+    entry = ongoing[KafkaTopicPartition("moves", 1)]
+    assert entry["adding_replicas"] == [third] and entry["removing_replicas"] == [p1["replicas"][1]]
+    python.alter_partition_reassignments({KafkaTopicPartition("moves", 1): None})
+    assert python.list_partition_reassignments() == {}
+    cluster.wait_for(lambda m: cluster.registration("moves", 1, m)["replicas"] == p1["replicas"], "cancelled")
+
+    # Removing a replica completes at once, and the removed broker deletes its copy.
+    p2 = cluster.registration("moves", 2, after)
+    keep, drop = p2["replicas"]
+    python.alter_partition_reassignments({KafkaTopicPartition("moves", 2): [keep]})
+    cluster.wait_for(lambda m: cluster.registration("moves", 2, m)["replicas"] == [keep], "replica removed")
+    dropped = cluster.brokers[drop].data_dir / "moves-2"
+    deadline = time.time() + 10
+    while dropped.exists():
+        assert time.time() < deadline, f"{dropped} still there"
+        time.sleep(0.1)
+    python.close()
