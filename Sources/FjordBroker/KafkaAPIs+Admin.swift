@@ -498,8 +498,11 @@ extension KafkaAPIs {
                 result.partitionIndex = target.partitionIndex
                 result.lowWatermark = -1
                 defer { topicResult.partitions.append(result) }
-                guard let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: target.partitionIndex)) else {
-                    result.errorCode = KafkaError.unknownTopicOrPartition.code
+                let partition: Partition
+                switch leaderPartition(TopicPartition(topic: topic.name, partition: target.partitionIndex), metadata.image) {
+                case .success(let found): partition = found
+                case .failure(let error):
+                    result.errorCode = error.code
                     continue
                 }
                 // -1 means "up to the high watermark".

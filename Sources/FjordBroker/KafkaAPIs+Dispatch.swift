@@ -95,7 +95,13 @@ extension KafkaAPIs {
         t.serve(DeleteGroupsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleDeleteGroups(r), c) }
         // KIP-848 groups
         t.serve(ConsumerGroupHeartbeatRequest.self, 0...1) { apis, r, c in
-            apis.encode(await apis.groupCoordinator.consumerHeartbeat(r, version: c.version, clientID: c.frame.header.clientId ?? "",
+            if apis.notCoordinator(r.groupId) {
+                var refused = ConsumerGroupHeartbeatResponse()
+                refused.errorCode = KafkaError.notCoordinator.code
+                refused.errorMessage = "this broker does not coordinate group \(r.groupId)"
+                return apis.encode(refused, c)
+            }
+            return apis.encode(await apis.groupCoordinator.consumerHeartbeat(r, version: c.version, clientID: c.frame.header.clientId ?? "",
                                                                      clientHost: c.clientHost), c)
         }
         t.serve(ConsumerGroupDescribeRequest.self, 0...0) { apis, r, c in

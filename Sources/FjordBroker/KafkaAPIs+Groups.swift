@@ -78,7 +78,26 @@ extension KafkaAPIs {
         }
     }
 
+    /// In a cluster only the leader of the group's `__consumer_offsets` partition coordinates
+    /// the group; a group request reaching another broker gets NOT_COORDINATOR (the client asks
+    /// FindCoordinator again), as Kafka answers.
+    func notCoordinator(_ group: String) -> Bool {
+        guard clustered else { return false }
+        let image = metadata.image
+        let index = GroupCoordinator.partition(for: group, partitions: image.topics[GroupCoordinator.topic]?.partitionCount ?? 1)
+        guard let partition = replicaManager.partition(TopicPartition(topic: GroupCoordinator.topic, partition: index)) else { return true }
+        return !partition.isLeader
+    }
+
     func handleJoinGroup(_ request: JoinGroupRequest, version: Int16, frame: RequestFrame, clientHost: String) async -> JoinGroupResponse {
+        if notCoordinator(request.groupId) {
+            var refused = JoinGroupResponse()
+            refused.errorCode = KafkaError.notCoordinator.code
+            refused.generationId = -1
+            refused.memberId = request.memberId
+            if version < 7 { refused.protocolName = "" }
+            return refused
+        }
         var response = await groupCoordinator.join(request, version: version, clientID: frame.header.clientId ?? "", clientHost: clientHost)
         if version < 6 {
             // Fields that older versions cannot carry keep their defaults.
@@ -93,6 +112,12 @@ extension KafkaAPIs {
     }
 
     func handleSyncGroup(_ request: SyncGroupRequest, version: Int16) async -> SyncGroupResponse {
+        if notCoordinator(request.groupId) {
+            var refused = SyncGroupResponse()
+            refused.errorCode = KafkaError.notCoordinator.code
+            if version < 5 { (refused.protocolType, refused.protocolName) = (nil, nil) }
+            return refused
+        }
         var response = await groupCoordinator.sync(request)
         if version < 5 {
             response.protocolType = nil
@@ -103,12 +128,20 @@ extension KafkaAPIs {
 
     func handleHeartbeat(_ request: HeartbeatRequest) async -> HeartbeatResponse {
         var response = HeartbeatResponse()
+        if notCoordinator(request.groupId) {
+            response.errorCode = KafkaError.notCoordinator.code
+            return response
+        }
         response.errorCode = await groupCoordinator.heartbeat(request).code
         return response
     }
 
     func handleLeaveGroup(_ request: LeaveGroupRequest, version: Int16) async -> LeaveGroupResponse {
         var response = LeaveGroupResponse()
+        if notCoordinator(request.groupId) {
+            response.errorCode = KafkaError.notCoordinator.code
+            return response
+        }
         let members: [(memberID: String, instanceID: String?)] = version >= 3
             ? request.members.map { ($0.memberId, $0.groupInstanceId) }
             : [(request.memberId, nil)]
@@ -139,9 +172,11 @@ extension KafkaAPIs {
                                                                  metadata: partition.committedMetadata ?? "", commitTimestamp: now)))
             }
         }
-        let (groupError, results) = await groupCoordinator.commit(
-            groupID: request.groupId, generation: request.generationIdOrMemberEpoch, memberID: request.memberId,
-            instanceID: request.groupInstanceId, offsets: offsets)
+        let (groupError, results) = notCoordinator(request.groupId)
+            ? (KafkaError.notCoordinator, [])
+            : await groupCoordinator.commit(
+                groupID: request.groupId, generation: request.generationIdOrMemberEpoch, memberID: request.memberId,
+                instanceID: request.groupInstanceId, offsets: offsets)
         var index = 0
         for topic in request.topics {
             var topicResponse = OffsetCommitResponse.OffsetCommitResponseTopic()
@@ -164,6 +199,11 @@ extension KafkaAPIs {
             for group in request.groups {
                 var result = OffsetFetchResponse.OffsetFetchResponseGroup()
                 result.groupId = group.groupId
+                if notCoordinator(group.groupId) {
+                    result.errorCode = KafkaError.notCoordinator.code
+                    response.groups.append(result)
+                    continue
+                }
                 let wanted = group.topics.map { topics in topics.flatMap { t in t.partitionIndexes.map { TopicPartition(topic: t.name, partition: $0) } } }
                 let offsets = await groupCoordinator.committed(groupID: group.groupId, partitions: wanted)
                 var byTopic: [(String, [OffsetFetchResponse.OffsetFetchResponsePartitions])] = []
@@ -183,6 +223,10 @@ extension KafkaAPIs {
                 }
                 response.groups.append(result)
             }
+            return response
+        }
+        if notCoordinator(request.groupId) {
+            response.errorCode = KafkaError.notCoordinator.code
             return response
         }
         let wanted = request.topics.map { topics in topics.flatMap { t in t.partitionIndexes.map { TopicPartition(topic: t.name, partition: $0) } } }

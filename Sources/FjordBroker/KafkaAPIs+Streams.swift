@@ -1,3 +1,4 @@
+import FjordMetadata
 import FjordProtocol
 import FjordStorage
 import NIOCore
@@ -13,9 +14,14 @@ extension KafkaAPIs {
 
     func handleFjordReadStream(_ request: FjordReadStreamRequest) -> FjordReadStreamResponse {
         var response = FjordReadStreamResponse()
-        guard let partition = replicaManager.partition(TopicPartition(topic: request.topic, partition: request.partition)) else {
-            response.errorCode = KafkaError.unknownTopicOrPartition.code
-            response.errorMessage = "no partition \(request.topic)-\(request.partition) on this broker"
+        let partition: Partition
+        switch leaderPartition(TopicPartition(topic: request.topic, partition: request.partition), metadata.image) {
+        case .success(let found): partition = found
+        case .failure(let error):
+            response.errorCode = error.code
+            response.errorMessage = error == .notLeaderOrFollower
+                ? "broker \(replicaManager.nodeID) does not lead \(request.topic)-\(request.partition)"
+                : "no partition \(request.topic)-\(request.partition) on this broker"
             return response
         }
         let limit = Int(Swift.min(Swift.max(0, request.maxEvents), Self.maxStreamEventsPerRead))
@@ -63,9 +69,14 @@ extension KafkaAPIs {
     /// watermark.
     func handleFjordStreamRevisions(_ request: FjordStreamRevisionsRequest) -> FjordStreamRevisionsResponse {
         var response = FjordStreamRevisionsResponse()
-        guard let partition = replicaManager.partition(TopicPartition(topic: request.topic, partition: request.partition)) else {
-            response.errorCode = KafkaError.unknownTopicOrPartition.code
-            response.errorMessage = "no partition \(request.topic)-\(request.partition) on this broker"
+        let partition: Partition
+        switch leaderPartition(TopicPartition(topic: request.topic, partition: request.partition), metadata.image) {
+        case .success(let found): partition = found
+        case .failure(let error):
+            response.errorCode = error.code
+            response.errorMessage = error == .notLeaderOrFollower
+                ? "broker \(replicaManager.nodeID) does not lead \(request.topic)-\(request.partition)"
+                : "no partition \(request.topic)-\(request.partition) on this broker"
             return response
         }
         guard request.events.count <= Int(Self.maxStreamEventsPerRead) else {

@@ -42,7 +42,8 @@ struct Topics: AsyncParsableCommand {
                 let described = try await admin.describeTopics(topics.isEmpty ? nil : topics).filter { !$0.isInternal || !topics.isEmpty }
                 var documents: [String] = []
                 for topic in described.sorted(by: { $0.name < $1.name }) {
-                    let indexes = topic.partitions.map(\.partition)
+                    // Offline partitions (no leader, in a cluster) have no offsets to tell: -1.
+                    let indexes = topic.partitions.filter { $0.leader >= 0 }.map(\.partition)
                     let starts = try await admin.listOffsets(topic.name, partitions: indexes, spec: .earliest).mapValues(\.rawValue)
                     let ends = try await admin.listOffsets(topic.name, partitions: indexes, spec: .latest).mapValues(\.rawValue)
                     let configs = try await admin.describeTopicConfigs(topic.name)

@@ -12,7 +12,11 @@ struct EtcdClientTests {
     func withEtcd(_ body: (EtcdServer, EtcdClient) async throws -> Void) async throws {
         let server = try EtcdServer()
         try server.start()
-        let client = try EtcdClient(host: "127.0.0.1", port: server.clientPort, callTimeout: .seconds(3))
+        // Generous deadlines: the whole suite runs in parallel on two loaded cores, and etcd
+        // fsyncs every write.
+        let client = try EtcdClient(host: "127.0.0.1", port: server.clientPort, callTimeout: .seconds(15))
+        // The port opens before etcd has elected itself leader: wait until it answers a read.
+        try await waitUntilServing(client)
         do {
             try await body(server, client)
         } catch {
@@ -22,6 +26,14 @@ struct EtcdClientTests {
         }
         await client.close()
         server.stop()
+    }
+
+    func waitUntilServing(_ client: EtcdClient) async throws {
+        for _ in 0..<300 {
+            if (try? await client.get(prefix: "/probe")) != nil { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("etcd did not answer within 30 s")
     }
 
     @Test("put, get, prefix reads in key order, delete; a transaction runs one branch at one revision")
@@ -94,6 +106,7 @@ struct EtcdClientTests {
 
             server.stop()
             try server.start()
+            try await waitUntilServing(etcd)
             // Calls fail until the connection is back (within the transport's 1 s backoff cap).
             var written = false
             for _ in 0..<100 where !written {
