@@ -57,6 +57,12 @@ public final class Broker: Sendable {
                                                        producerIDExpirationMs: config.producerIDExpirationMs) { topic in
             config.logConfig(dynamicBrokerConfigs: image.brokerConfigs, topicConfigs: image.topics[topic]?.configs ?? [:])
         }
+        do {
+            try claimDataDirectory(directory, clusterID: image.clusterID, nodeID: config.nodeID)
+        } catch {
+            try? logManager.shutdown(nowMs: now)
+            throw error
+        }
         for log in loaded {
             for problem in log.report.problems {
                 logger.warning("log recovery", metadata: ["partition": "\(log.topicPartition)", "problem": "\(problem)"])
@@ -83,6 +89,29 @@ public final class Broker: Sendable {
             "partitions": "\(replicaManager.allPartitions.count)",
         ])
         return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager, metadata: store, logger: logger)
+    }
+
+    /// The data directory's `meta.properties` (Kafka's name and keys) ties it to one cluster and
+    /// node: a directory of another cluster (a wrong `--cluster` prefix, or an etcd that lost its
+    /// data) is refused before anything in it is deleted as "a topic the cluster does not know".
+    static func claimDataDirectory(_ directory: FilePath, clusterID: String, nodeID: Int32) throws {
+        let path = directory.appending("meta.properties")
+        if let text = try? CheckpointFile.read(path) {
+            var values: [String: String] = [:]
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { values[parts[0]] = parts[1] }
+            }
+            if let theirs = values["cluster.id"], theirs != clusterID {
+                throw ConfigError("\(directory) belongs to cluster \(theirs), but etcd holds cluster \(clusterID): refusing to start "
+                                  + "(a wrong --cluster prefix, or an etcd that lost its data?)")
+            }
+            if let theirs = values["node.id"], theirs != String(nodeID) {
+                throw ConfigError("\(directory) belongs to node \(theirs), not \(nodeID): refusing to start")
+            }
+            return
+        }
+        try CheckpointFile.writeAtomically("version=1\ncluster.id=\(clusterID)\nnode.id=\(nodeID)\n", to: path)
     }
 
     private static func startSingleNode(config: BrokerConfig, directory: FilePath, logger: Logger,
@@ -183,6 +212,7 @@ public final class Broker: Sendable {
     /// Closes every log (flush, trim indexes, snapshot producer state) and writes the
     /// clean-shutdown marker.
     public func shutdown() async throws {
+        apis.coordinatorLeadership.finish()
         await apis.groupCoordinator.stop()
         try logManager.shutdown(nowMs: Self.systemClock())
         logger.info("log directory closed cleanly")

@@ -103,14 +103,20 @@ extension KafkaAPIs {
             // acks=all is answered when every ISR member has the records: here, once the ISR is
             // this leader alone. Until then (etcd unreachable, say) the produce fails rather than
             // acknowledging what a failover to a follower would lose.
-            for (tp, result) in await shrinking.value where result != .noError {
+            for (tp, shrunk) in await shrinking.value {
+                // Alone in the ISR now: below min.insync.replicas the append is not enough (Kafka's
+                // NOT_ENOUGH_REPLICAS_AFTER_APPEND; the records stay, the producer is told).
+                let result = shrunk == .noError && (minInSyncReplicas(tp.topic, metadata.image) ?? 1) > 1
+                    ? KafkaError.notEnoughReplicasAfterAppend : shrunk
+                guard result != .noError else { continue }
                 for t in response.responses.indices where response.responses[t].name == tp.topic {
                     for p in response.responses[t].partitionResponses.indices
                     where response.responses[t].partitionResponses[p].index == tp.partition
                         && response.responses[t].partitionResponses[p].errorCode == 0
                     {
                         response.responses[t].partitionResponses[p].errorCode = result.code
-                        response.responses[t].partitionResponses[p].errorMessage = "the ISR could not shrink to the leader in time"
+                        response.responses[t].partitionResponses[p].errorMessage = result == .notEnoughReplicasAfterAppend
+                            ? "the ISR is the leader alone, below min.insync.replicas" : "the ISR could not shrink to the leader in time"
                     }
                 }
             }

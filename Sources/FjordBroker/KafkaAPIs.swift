@@ -18,6 +18,10 @@ public final class KafkaAPIs: Sendable {
     let clock: @Sendable () -> Int64
     let fetchSessions = FetchSessionCache()
     let groupCoordinator: GroupCoordinator
+    /// Leadership changes of `__consumer_offsets` partitions, handed to the coordinator in order.
+    let coordinatorLeadership: AsyncStream<(Int32, Bool)>.Continuation
+    /// One image applied at a time, never an older after a newer (`metadataChanged`).
+    private let applyingImage = Mutex<Int64>(-1)
     private let state: Mutex<State>
 
     struct State {
@@ -47,7 +51,14 @@ public final class KafkaAPIs: Sendable {
                             consumerHeartbeatIntervalMs: config.groupConsumerHeartbeatIntervalMs,
                             consumerSessionTimeoutMs: config.groupConsumerSessionTimeoutMs),
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
+        let (leadership, continuation) = AsyncStream.makeStream(of: (Int32, Bool).self)
+        self.coordinatorLeadership = continuation
         replicaManager.observeAppends { [weak self] partition in self?.leaderAppended(partition) }
+        Task { [groupCoordinator] in
+            for await (index, isLeader) in leadership {
+                await groupCoordinator.partitionLeadershipChanged(index, isLeader: isLeader)
+            }
+        }
     }
 
     /// After an append as leader in a cluster: followers that do not replicate are out of sync,
@@ -299,6 +310,14 @@ public final class KafkaAPIs: Sendable {
     /// gave them, and partitions of topics the cluster deleted are removed. Runs on the store's
     /// watch, one image at a time.
     func metadataChanged(_ image: MetadataImage) {
+        applyingImage.withLock { applied in
+            guard image.epoch >= applied else { return }
+            applied = image.epoch
+            apply(image)
+        }
+    }
+
+    private func apply(_ image: MetadataImage) {
         let brokerConfigsChanged = state.withLock { s in
             defer { s.appliedBrokerConfigs = image.brokerConfigs }
             return s.appliedBrokerConfigs != image.brokerConfigs
@@ -375,13 +394,13 @@ public final class KafkaAPIs: Sendable {
         let config = logConfig(for: topic)
         let now = clock()
         for (index, registration) in registrations.enumerated() where registration.replicas.contains(self.config.nodeID) {
-            let (partition, changed) = try replicaManager.apply(registration, topic: topic, index: Int32(index), config: config, nowMs: now)
-            if changed && topic.name == GroupCoordinator.topic {
-                let coordinator = groupCoordinator
-                let isLeader = partition.isLeader
-                Task { await coordinator.partitionLeadershipChanged(Int32(index), isLeader: isLeader) }
+            let (partition, change) = try replicaManager.apply(registration, topic: topic, index: Int32(index), config: config, nowMs: now)
+            // Only a change of role reloads a partition's groups (an ISR change must not replay
+            // the log over live groups); in order, through one stream.
+            if change == .role && topic.name == GroupCoordinator.topic {
+                coordinatorLeadership.yield((Int32(index), partition.isLeader))
             }
-            if changed {
+            if change == .role {
                 logger.info(partition.isLeader ? "became leader" : "became follower", metadata: [
                     "partition": "\(partition.topicPartition)", "leader_epoch": "\(registration.leaderEpoch)",
                     "isr": "\(registration.isr)",

@@ -131,20 +131,28 @@ public final class ReplicaManager: Sendable {
         }
     }
 
+    /// What applying a registration changed.
+    public enum RegistrationChange: Sendable, Equatable {
+        case none
+        /// Only whether the ISR is the leader alone (the high watermark's rule).
+        case isr
+        /// Leader or follower, or the leader epoch.
+        case role
+    }
+
     /// Applies a cluster registration to one partition this broker is a replica of: creates its
     /// log when missing, then makes it leader or follower at the registration's leader epoch.
-    /// Returns the partition and whether its role changed.
     @discardableResult
     public func apply(_ registration: PartitionRegistration, topic: TopicMetadata, index: Int32, config: LogConfig,
-                      nowMs: Int64) throws(StorageError) -> (partition: Partition, changed: Bool) {
+                      nowMs: Int64) throws(StorageError) -> (partition: Partition, change: RegistrationChange) {
         // One apply at a time: two images applied at once must not both create the log.
-        try applying.withLock { (_) throws(StorageError) -> (partition: Partition, changed: Bool) in
+        try applying.withLock { (_) throws(StorageError) -> (partition: Partition, change: RegistrationChange) in
             try applyLocked(registration, topic: topic, index: index, config: config, nowMs: nowMs)
         }
     }
 
     private func applyLocked(_ registration: PartitionRegistration, topic: TopicMetadata, index: Int32, config: LogConfig,
-                             nowMs: Int64) throws(StorageError) -> (partition: Partition, changed: Bool) {
+                             nowMs: Int64) throws(StorageError) -> (partition: Partition, change: RegistrationChange) {
         let tp = TopicPartition(topic: topic.name, partition: index)
         let topicID = topic.topicID
         topicNames.withLock { $0[topicID] = topic.name }
@@ -152,17 +160,19 @@ public final class ReplicaManager: Sendable {
         let isLeader = registration.leader == nodeID
         let alone = registration.isr == [nodeID]
         if let existing = partition(tp) {
+            let before = (existing.isLeader, existing.leaderEpoch)
             let changed = isLeader ? existing.makeLeader(epoch: epoch, isrIsLeaderOnly: alone) : existing.makeFollower(epoch: epoch)
             if changed, isLeader { existing.maybeIncrementHighWatermark() }
             if changed { purgatory.wake(tp) }
-            return (existing, changed)
+            let roleChanged = before != (existing.isLeader, existing.leaderEpoch)
+            return (existing, roleChanged ? .role : changed ? .isr : .none)
         }
         let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
         let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: epoch, isLeader: isLeader,
                                 isrIsLeaderOnly: alone)
         if isLeader { created.maybeIncrementHighWatermark() }
         partitions.withLock { $0[tp] = created }
-        return (created, true)
+        return (created, .role)
     }
 
     /// Stops hosting one partition and deletes its log (a reassignment moved it elsewhere).

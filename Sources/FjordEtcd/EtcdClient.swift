@@ -31,8 +31,10 @@ public final class EtcdClient: Sendable {
         config.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
         let transport: Transport
         do {
-            transport = try Transport(target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: config,
-                                      eventLoopGroup: eventLoopGroup)
+            // An IPv4 literal directly; a name through DNS.
+            let isIPv4 = host.split(separator: ".").count == 4 && host.split(separator: ".").allSatisfy { UInt8($0) != nil }
+            let target: any ResolvableTarget = isIPv4 ? .ipv4(address: host, port: port) as ResolvableTargets.IPv4 : .dns(host: host, port: port) as ResolvableTargets.DNS
+            transport = try Transport(target: target, transportSecurity: .plaintext, config: config, eventLoopGroup: eventLoopGroup)
         } catch {
             throw .rejected(code: "invalid endpoint", message: "\(host):\(port): \(error)")
         }
@@ -53,9 +55,19 @@ public final class EtcdClient: Sendable {
     }
 
     var options: CallOptions {
-        var options = CallOptions.defaults
+        var options = Self.streamOptions
         options.timeout = callTimeout
+        return options
+    }
+
+    /// For every call: fail instead of waiting for a connection that is down, and accept
+    /// messages up to 64 MiB (the transport applies this one limit to responses too; its
+    /// 4 MiB default would refuse a large range read or watch batch forever).
+    static var streamOptions: CallOptions {
+        var options = CallOptions.defaults
         options.waitForReady = false
+        options.maxRequestMessageBytes = 64 << 20
+        options.maxResponseMessageBytes = 64 << 20
         return options
     }
 

@@ -59,8 +59,7 @@ public final class EtcdLeaseKeeper: Sendable {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
             do {
-                var options = CallOptions.defaults
-                options.waitForReady = false
+                let options = EtcdClient.streamOptions
                 try await client.leases.leaseKeepAlive(options: options, requestProducer: { [self] writer in
                     while !Task.isCancelled {
                         for lease in kept.withLock({ Array($0.keys) }) {

@@ -111,8 +111,7 @@ public final class EtcdWatcher: Sendable {
             }
             for create in creates { continuation.yield(create) }
             do {
-                var options = CallOptions.defaults
-                options.waitForReady = false
+                let options = EtcdClient.streamOptions
                 try await client.watches.watch(options: options, requestProducer: { writer in
                     for await request in requests { try await writer.write(request) }
                 }, onResponse: { [self] response in
@@ -148,9 +147,12 @@ public final class EtcdWatcher: Sendable {
             return
         }
         if message.canceled {
-            // etcd cancels a watch it cannot serve; ours are cancelled only through `cancel`.
-            if !message.cancelReason.isEmpty {
+            // Ours are cancelled through `cancel` (and removed there). A watch etcd cancelled by
+            // itself ends: its owner reads the range again and watches anew.
+            let watch = state.withLock { $0.watches.removeValue(forKey: id) }
+            if let watch {
                 logger.warning("etcd cancelled a watch", metadata: ["reason": "\(message.cancelReason)"])
+                watch.continuation.finish()
             }
             return
         }

@@ -55,9 +55,9 @@ extension EtcdMetadataStore {
             return true
         }
         guard start else { return }
-        let task = Task { [weak self] in
+        Task { [weak self] in
             guard let self else { return }
-            while true {
+            while !self.state.withLock({ $0.closed }) {
                 await self.reconcile()
                 let again = self.reconcileState.withLock { s -> Bool in
                     if s.again { s.again = false; return true }
@@ -66,28 +66,29 @@ extension EtcdMetadataStore {
                 }
                 if !again { return }
             }
-        }
-        state.withLock { s in
-            s.tasks.removeAll { $0.isCancelled }
-            s.tasks.append(task)
+            self.reconcileState.withLock { $0.running = false }
         }
     }
 
     private func reconcile() async {
         guard let epoch = try? requireController() else { return }
-        let image = self.image
-        await createRequestedTopics(image)
-        var writes: [(key: String, modRevision: Int64, registration: PartitionRegistration, request: String?)] = []
-        let isrRequests = isrRequestsByPartition(image)
+        await createRequestedTopics(self.image)
+        // Every decision below and every compare it is written with come from this one snapshot:
+        // a write computed from an older state can never pass a compare on a newer revision.
+        let (image, kvs) = snapshot()
+        var writes: [(key: String, modRevision: Int64, topicKey: String, topicRevision: Int64, registration: PartitionRegistration,
+                      request: (key: String, modRevision: Int64)?)] = []
+        let isrRequests = Self.isrRequests(kvs, keys: keys)
         var staleRequests = Set(isrRequests.keys)
         for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
+            guard let topicRevision = kvs[keys.topic(topic.name)]?.createRevision else { continue }
             let unclean = (topic.configs["unclean.leader.election.enable"] ?? image.brokerConfigs["unclean.leader.election.enable"])
                 .map { $0 == "true" } ?? settings.uncleanLeaderElection
             for (index, registered) in (topic.partitions ?? []).enumerated() {
                 var current = registered
                 var changed = false
                 let requestKey = keys.isrRequest(topic.name, Int32(index))
-                if let request = isrRequests[requestKey], let altered = Self.altered(current, by: request) {
+                if let request = isrRequests[requestKey]?.request, let altered = Self.altered(current, by: request) {
                     current = altered
                     changed = true
                     staleRequests.remove(requestKey)
@@ -95,7 +96,8 @@ extension EtcdMetadataStore {
                 guard var next = Self.nextRegistration(current, image: image, unclean: unclean) ?? (changed ? current : nil) else { continue }
                 next.controllerEpoch = epoch
                 let key = keys.partition(topic.name, Int32(index))
-                writes.append((key, kv(key)?.modRevision ?? 0, next, changed ? requestKey : nil))
+                writes.append((key, kvs[key]?.modRevision ?? 0, keys.topic(topic.name), topicRevision, next,
+                               changed ? (requestKey, isrRequests[requestKey]!.modRevision) : nil))
                 if next.leader != current.leader {
                     logger.info("elected leader", metadata: [
                         "partition": "\(topic.name)-\(index)", "leader": "\(next.leader)", "previous": "\(current.leader)",
@@ -104,18 +106,27 @@ extension EtcdMetadataStore {
                 }
             }
         }
-        // Stale requests (another leader or epoch since) are answered by the image already.
-        for key in staleRequests { _ = try? await client.delete(key) }
+        // Stale requests (another leader or epoch since) are answered by the image already; one
+        // rewritten since this snapshot is kept.
+        for key in staleRequests {
+            _ = try? await client.txn(if: [.unchanged(key, since: isrRequests[key]!.modRevision)], then: [.delete(key: key)])
+        }
         // etcd limits operations per transaction (128 by default); partitions are independent.
         for chunk in stride(from: 0, to: writes.count, by: 40).map({ Array(writes[$0..<Swift.min($0 + 40, writes.count)]) }) {
             do {
-                let compares = chunk.map { EtcdCompare.unchanged($0.key, since: $0.modRevision) }
+                let compares = chunk.flatMap { write in
+                    [EtcdCompare.unchanged(write.key, since: write.modRevision),
+                     EtcdCompare(key: write.topicKey, .createRevision(write.topicRevision))]
+                        + (write.request.map { [EtcdCompare.unchanged($0.key, since: $0.modRevision)] } ?? [])
+                }
                 let ops = chunk.flatMap { write in
-                    [EtcdOperation.put(key: write.key, value: encode(write.registration))] + (write.request.map { [.delete(key: $0)] } ?? [])
+                    [EtcdOperation.put(key: write.key, value: encode(write.registration))] + (write.request.map { [.delete(key: $0.key)] } ?? [])
                 }
                 if try await !fencedTxn(epoch: epoch, compares, ops) {
-                    // A registration changed meanwhile (a topic deleted or recreated): the next image reconciles.
+                    // Something changed since the snapshot (fencedTxn waited for the image to
+                    // show it): decide again from the newer state.
                     scheduleReconcile()
+                    return
                 }
             } catch {
                 logger.warning("controller cannot write partition registrations yet", metadata: ["error": "\(error)"])
@@ -124,11 +135,11 @@ extension EtcdMetadataStore {
         }
     }
 
-    private func isrRequestsByPartition(_ image: MetadataImage) -> [String: ISRRequest] {
-        let pending = state.withLock { s in s.kvs.filter { $0.key.hasPrefix(keys.isrRequests) } }
-        var result: [String: ISRRequest] = [:]
-        for (key, kv) in pending {
-            result[key] = try? JSONDecoder().decode(ISRRequest.self, from: Data(kv.value))
+    /// Pending AlterPartition requests with the revision each was read at (nil request: does not decode).
+    static func isrRequests(_ kvs: [String: EtcdKeyValue], keys: EtcdKeyLayout) -> [String: (request: ISRRequest?, modRevision: Int64)] {
+        var result: [String: (request: ISRRequest?, modRevision: Int64)] = [:]
+        for (key, kv) in kvs where key.hasPrefix(keys.isrRequests) {
+            result[key] = (try? JSONDecoder().decode(ISRRequest.self, from: Data(kv.value)), kv.modRevision)
         }
         return result
     }
@@ -242,8 +253,25 @@ extension EtcdMetadataStore {
     public func electLeaders(_ partitions: [TopicPartition]?, type: LeaderElectionType) async throws(MetadataError)
         -> [TopicPartition: (KafkaError, String?)]
     {
+        // A partition the controller changed meanwhile (its reconcile) is decided again from the
+        // newer state, a few times, before the client is told to retry.
+        var results: [TopicPartition: (KafkaError, String?)] = [:]
+        var pending = partitions
+        for _ in 0..<3 {
+            let round = try await electLeadersOnce(pending, type: type)
+            results.merge(round.results) { _, new in new }
+            if round.conflicted.isEmpty { break }
+            pending = round.conflicted
+        }
+        return results
+    }
+
+    private func electLeadersOnce(_ partitions: [TopicPartition]?, type: LeaderElectionType) async throws(MetadataError)
+        -> (results: [TopicPartition: (KafkaError, String?)], conflicted: [TopicPartition])
+    {
+        var conflicted: [TopicPartition] = []
         let epoch = try requireController()
-        let image = self.image
+        let (image, kvs) = snapshot()
         let eligible = Set(Self.eligibleBrokers(image).map(\.nodeID))
         let targets = partitions ?? image.topics.values.flatMap { topic in
             (0..<topic.partitionCount).map { TopicPartition(topic: topic.name, partition: $0) }
@@ -294,7 +322,10 @@ extension EtcdMetadataStore {
             writes.append((tp, next))
         }
         for chunk in stride(from: 0, to: writes.count, by: 60).map({ Array(writes[$0..<Swift.min($0 + 60, writes.count)]) }) {
-            let compares = chunk.map { EtcdCompare.unchanged(keys.partition($0.0.topic, $0.0.partition), since: kv(keys.partition($0.0.topic, $0.0.partition))?.modRevision ?? 0) }
+            let compares = chunk.flatMap { write in
+                [EtcdCompare.unchanged(keys.partition(write.0.topic, write.0.partition), since: kvs[keys.partition(write.0.topic, write.0.partition)]?.modRevision ?? 0),
+                 EtcdCompare(key: keys.topic(write.0.topic), .createRevision(kvs[keys.topic(write.0.topic)]?.createRevision ?? 0))]
+            }
             let ops = chunk.map { EtcdOperation.put(key: keys.partition($0.0.topic, $0.0.partition), value: encode($0.1)) }
             let written = try await fencedTxn(epoch: epoch, compares, ops)
             for (tp, next) in chunk {
@@ -303,16 +334,17 @@ extension EtcdMetadataStore {
                     logger.info("elected leader on request", metadata: ["partition": "\(tp)", "leader": "\(next.leader)", "type": "\(type)"])
                 } else {
                     results[tp] = (.electionNotNeeded, "the partition changed meanwhile; try again")
+                    conflicted.append(tp)
                 }
             }
         }
-        return results
+        return (results, conflicted)
     }
 
     public func reassign(_ tp: TopicPartition, to replicas: [Int32]?) async throws(MetadataError) {
         let epoch = try requireController()
-        let image = self.image
-        guard let current = image.partition(tp.topic, tp.partition) else {
+        let (image, kvs) = snapshot()
+        guard let current = image.partition(tp.topic, tp.partition), let topicKV = kvs[keys.topic(tp.topic)] else {
             throw MetadataError.unknownTopic("partition \(tp) does not exist")
         }
         let original = current.replicas.filter { !(current.addingReplicas ?? []).contains($0) }
@@ -331,9 +363,11 @@ extension EtcdMetadataStore {
                 next.removingReplicas = nil
             } else {
                 let removing = original.filter { !target.contains($0) }
+                let adding = target.filter { !original.contains($0) }
                 next.replicas = target + removing
-                next.addingReplicas = target.filter { !original.contains($0) }
-                next.removingReplicas = removing
+                // A reorder of the same replicas is done at once: nothing to add or remove.
+                next.addingReplicas = adding.isEmpty && removing.isEmpty ? nil : adding
+                next.removingReplicas = adding.isEmpty && removing.isEmpty ? nil : removing
             }
         } else {
             guard current.addingReplicas != nil || current.removingReplicas != nil else {
@@ -352,7 +386,9 @@ extension EtcdMetadataStore {
         next.partitionEpoch += 1
         next.controllerEpoch = epoch
         let key = keys.partition(tp.topic, tp.partition)
-        guard try await fencedTxn(epoch: epoch, [.unchanged(key, since: kv(key)?.modRevision ?? 0)], [.put(key: key, value: encode(next))]) else {
+        guard try await fencedTxn(epoch: epoch, [.unchanged(key, since: kvs[key]?.modRevision ?? 0),
+                                                 EtcdCompare(key: keys.topic(tp.topic), .createRevision(topicKV.createRevision))],
+                                  [.put(key: key, value: encode(next))]) else {
             throw MetadataError.invalidReplicaAssignment("partition \(tp) changed meanwhile; try again")
         }
         logger.info("reassignment", metadata: [

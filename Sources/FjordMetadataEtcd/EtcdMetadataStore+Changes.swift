@@ -42,6 +42,9 @@ extension EtcdMetadataStore {
                 state.withLock { s in if s.controllerEpoch == epoch { s.controllerEpoch = nil } }
                 throw MetadataError.notController("broker \(nodeID) is no longer the controller")
             }
+            // A compare failed: something changed. Wait until the image shows it, so a caller
+            // deciding again decides from it (and does not retry on the same stale state).
+            _ = await awaitRevision(result.revision, timeout: .seconds(2))
             return false
         }
         _ = await awaitRevision(result.revision)
@@ -77,7 +80,10 @@ extension EtcdMetadataStore {
         let record = TopicRecord(name: name, topicID: id.description, partitionCount: partitions, replicationFactor: replicationFactor,
                                  configs: configs, assignment: assignment, controllerEpoch: epoch)
         guard try await fencedTxn(epoch: epoch, [.absent(keys.topic(name))],
-                                  [.put(key: keys.topic(name), value: encode(record)), .delete(key: keys.topicRequest(name))])
+                                  [.put(key: keys.topic(name), value: encode(record)), .delete(key: keys.topicRequest(name)),
+                                   // Leftovers of an earlier topic of this name (a write racing its deletion).
+                                   .deletePrefix(keys.partitions(of: name)), .deletePrefix(keys.isrRequests + name + "/"),
+                                   .delete(key: keys.topicConfigs(name))])
         else {
             throw MetadataError.topicAlreadyExists("topic '\(name)' already exists")
         }
@@ -114,7 +120,7 @@ extension EtcdMetadataStore {
         }
         guard try await fencedTxn(epoch: epoch, [.unchanged(keys.topic(name), since: current.modRevision)],
                                   [.delete(key: keys.topic(name)), .deletePrefix(keys.partitions(of: name)),
-                                   .delete(key: keys.topicConfigs(name))])
+                                   .delete(key: keys.topicConfigs(name)), .deletePrefix(keys.isrRequests + name + "/")])
         else {
             throw MetadataError.unknownTopic("topic '\(name)' changed while being deleted; try again")
         }
@@ -127,7 +133,8 @@ extension EtcdMetadataStore {
         async throws(MetadataError) -> TopicMetadata
     {
         let epoch = try requireController()
-        guard let current = kv(keys.topic(name)), var record = try? JSONDecoder().decode(TopicRecord.self, from: Data(current.value)) else {
+        let (image, kvs) = snapshot()
+        guard let current = kvs[keys.topic(name)], var record = try? JSONDecoder().decode(TopicRecord.self, from: Data(current.value)) else {
             throw MetadataError.unknownTopic("topic '\(name)' does not exist")
         }
         try change(&record, image)
@@ -160,12 +167,13 @@ extension EtcdMetadataStore {
     /// Any broker: a compare-and-swap of the topic's config key, valid only while the topic is
     /// the same one (its key's create revision).
     public func alterTopicConfigs(topic: String, changes: [String: String?]) async throws(MetadataError) -> TopicMetadata {
-        guard let existing = image.topics[topic], let record = kv(keys.topic(topic)) else {
+        let (image, kvs) = snapshot()
+        guard let existing = image.topics[topic], let record = kvs[keys.topic(topic)] else {
             throw MetadataError.unknownTopic("topic '\(topic)' does not exist")
         }
         var configs = existing.configs
         for (key, value) in changes { configs[key] = value }
-        try await compareAndSwap(keys.topicConfigs(topic), encode(configs),
+        try await compareAndSwap(keys.topicConfigs(topic), encode(configs), readAt: kvs[keys.topicConfigs(topic)]?.modRevision ?? 0,
                                  also: [EtcdCompare(key: keys.topic(topic), .createRevision(record.createRevision))])
         guard let updated = image.topics[topic] else { throw MetadataError.unknownTopic("topic '\(topic)' does not exist") }
         return updated
@@ -173,17 +181,19 @@ extension EtcdMetadataStore {
 
     /// Any broker: a compare-and-swap of the broker config key.
     public func alterBrokerConfigs(changes: [String: String?]) async throws(MetadataError) {
+        let (image, kvs) = snapshot()
         var configs = image.brokerConfigs
         for (key, value) in changes { configs[key] = value }
-        try await compareAndSwap(keys.brokerConfigs, encode(configs))
+        try await compareAndSwap(keys.brokerConfigs, encode(configs), readAt: kvs[keys.brokerConfigs]?.modRevision ?? 0)
     }
 
-    /// Puts `value` if `key` is unchanged since this broker's image read it (and `also` holds);
-    /// returns once the image has it. A concurrent change is refused, not overwritten.
-    private func compareAndSwap(_ key: String, _ value: [UInt8], also: [EtcdCompare] = []) async throws(MetadataError) {
+    /// Puts `value` if `key` is unchanged since revision `readAt` (when the value was computed
+    /// from) and `also` holds; returns once the image has it. A concurrent change is refused,
+    /// not overwritten.
+    private func compareAndSwap(_ key: String, _ value: [UInt8], readAt: Int64, also: [EtcdCompare] = []) async throws(MetadataError) {
         let result: EtcdTxnResult
         do {
-            result = try await client.txn(if: [.unchanged(key, since: kv(key)?.modRevision ?? 0)] + also, then: [.put(key: key, value: value)])
+            result = try await client.txn(if: [.unchanged(key, since: readAt)] + also, then: [.put(key: key, value: value)])
         } catch {
             throw Self.metadataError(error)
         }

@@ -142,7 +142,8 @@ public final class EtcdMetadataStore: MetadataStore {
     private func bootstrap() async throws {
         let proposed = KafkaUUID.random().description
         _ = try await client.txn(if: [.absent(keys.clusterID)], then: [.put(key: keys.clusterID, value: Array(proposed.utf8))])
-        try await register()
+        // A bootstrap retried after a later step failed keeps the registration it already has.
+        if state.withLock({ $0.lease == 0 }) { try await register() }
         let (kvs, revision) = try await client.get(prefix: keys.all)
         publish(replacingWith: kvs, revision: revision)
         let follow = Task<Void, Never> { [weak self] in await self?.follow(from: revision + 1) }
@@ -303,33 +304,41 @@ public final class EtcdMetadataStore: MetadataStore {
         }
     }
 
+    /// The image is at the revision of the last event applied, not the response header's: while
+    /// catching up, etcd sends the current revision with batches that do not reach it yet.
     private func apply(_ events: [EtcdWatchEvent], revision: Int64) {
-        let changed = state.withLock { s -> Bool in
+        guard let last = events.last?.kv.modRevision else { return }
+        rebuild(revision: last) { kvs in
             for event in events {
                 switch event.kind {
-                case .put: s.kvs[event.kv.key] = event.kv
-                case .delete: s.kvs[event.kv.key] = nil
+                case .put: kvs[event.kv.key] = event.kv
+                case .delete: kvs[event.kv.key] = nil
                 }
             }
-            return true
         }
-        if changed { rebuild(revision: Swift.max(revision, events.last?.kv.modRevision ?? 0)) }
     }
 
     private func publish(replacingWith kvs: [EtcdKeyValue], revision: Int64) {
-        state.withLock { s in
-            s.kvs = Dictionary(kvs.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+        rebuild(revision: revision) { current in
+            current = Dictionary(kvs.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
         }
-        rebuild(revision: revision)
     }
 
-    /// Builds the image from the keys, publishes it, wakes changes waiting for this revision
-    /// and lets the controller act on it.
-    private func rebuild(revision: Int64) {
+    /// The image and the keys it was built from, taken together: a change computed from the
+    /// image compares against exactly the revisions it saw.
+    func snapshot() -> (image: MetadataImage, kvs: [String: EtcdKeyValue]) {
+        state.withLock { ($0.image, $0.kvs) }
+    }
+
+    /// Applies `change` to the keys and builds the image from them in one critical section,
+    /// publishes it, wakes changes waiting for this revision and lets the controller act on it.
+    private func rebuild(revision: Int64, _ change: (inout [String: EtcdKeyValue]) -> Void) {
         let (image, callbacks, ready) = state.withLock { s in
+            change(&s.kvs)
             let image = buildImage(s.kvs, revision: revision, previous: s.image)
             s.image = image
-            if let mine = s.controllerEpoch, image.controllerEpoch != mine { s.controllerEpoch = nil }
+            // Only an image at or past this broker's election can say another key holds the role.
+            if let mine = s.controllerEpoch, image.epoch >= mine, image.controllerEpoch != mine { s.controllerEpoch = nil }
             var ready = s.revisionWaiters.filter { $0.revision <= revision }.map(\.continuation)
             s.revisionWaiters.removeAll { $0.revision <= revision }
             for (id, waiter) in s.imageWaiters where waiter.until(image) {
@@ -352,6 +361,7 @@ public final class EtcdMetadataStore: MetadataStore {
                                   controllerID: -1, epoch: revision)
         var partitions: [String: [Int32: PartitionRegistration]] = [:]
         var records: [String: TopicRecord] = [:]
+        var undecodable: Set<String> = []
         var topicConfigs: [String: [String: String]] = [:]
         for (key, kv) in kvs {
             do {
@@ -379,6 +389,7 @@ public final class EtcdMetadataStore: MetadataStore {
                 }
             } catch {
                 logger.error("cannot decode a metadata key; ignored", metadata: ["key": "\(key)", "error": "\(error)"])
+                undecodable.insert(key)
                 if key.hasPrefix(keys.topics), let old = previous.topics[String(key.dropFirst(keys.topics.count))] {
                     image.topics[old.name] = old
                 }
@@ -389,8 +400,10 @@ public final class EtcdMetadataStore: MetadataStore {
             if let configs = topicConfigs[name] { topic.configs = configs }
             let known = partitions[name] ?? [:]
             topic.partitions = (0..<topic.partitionCount).map { index in
-                known[index] ?? records[name]?.initialRegistration(index) ?? previous.partition(name, index)
-                    ?? PartitionRegistration(replicas: [], isr: [], leader: -1)
+                // A key that does not decode keeps its last known state (never the initial one, which
+                // would put followers without the records back in the ISR).
+                known[index] ?? (undecodable.contains(keys.partition(name, index)) ? previous.partition(name, index) : nil)
+                    ?? records[name]?.initialRegistration(index) ?? PartitionRegistration(replicas: [], isr: [], leader: -1)
             }
             image.topics[name] = topic
         }
@@ -401,19 +414,24 @@ public final class EtcdMetadataStore: MetadataStore {
     /// Suspends until the image has reached `revision` (or `timeout`); returns whether it did.
     func awaitRevision(_ revision: Int64, timeout: Duration = .seconds(10)) async -> Bool {
         if image.epoch >= revision { return true }
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            self?.releaseWaiters(upTo: revision)
-        }
+        var timer: Task<Void, Never>? = nil
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLock { s -> Bool in
                 if s.image.epoch >= revision || s.closed { return true }
                 s.revisionWaiters.append((revision, continuation))
                 return false
             }
-            if resumeNow { continuation.resume() }
+            if resumeNow {
+                continuation.resume()
+            } else {
+                // Started after the waiter is stored, so its firing always finds it (or nothing).
+                timer = Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    self?.releaseWaiters(upTo: revision)
+                }
+            }
         }
-        timer.cancel()
+        timer?.cancel()
         return image.epoch >= revision
     }
 
@@ -424,20 +442,24 @@ public final class EtcdMetadataStore: MetadataStore {
             s.nextWaiterID += 1
             return s.nextWaiterID
         }
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            let waiter = self?.state.withLock { $0.imageWaiters.removeValue(forKey: id) }
-            waiter?.continuation.resume()
-        }
+        var timer: Task<Void, Never>? = nil
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLock { s -> Bool in
                 if until(s.image) || s.closed { return true }
                 s.imageWaiters[id] = (until, continuation)
                 return false
             }
-            if resumeNow { continuation.resume() }
+            if resumeNow {
+                continuation.resume()
+            } else {
+                timer = Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    let waiter = self?.state.withLock { $0.imageWaiters.removeValue(forKey: id) }
+                    waiter?.continuation.resume()
+                }
+            }
         }
-        timer.cancel()
+        timer?.cancel()
         return until(image)
     }
 

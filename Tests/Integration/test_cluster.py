@@ -210,7 +210,17 @@ def test_acknowledged_records_wait_for_their_leader_rather_than_fail_over(cluste
     offline = cluster.wait_for(lambda m: cluster.registration("durable", 0, m)["leader"] == -1, "partition 0 offline")
     # No election outside the ISR (unclean.leader.election.enable is false): the ISR keeps its member.
     assert cluster.registration("durable", 0, offline)["isr"] == [victim]
-    cluster.brokers[victim].start()
+    # Restarted against the wrong cluster (another etcd prefix: a new, empty cluster), the broker
+    # refuses its data directory instead of deleting its logs as unknown topics.
+    broker = cluster.brokers[victim]
+    right = list(broker.extra_args)
+    broker.extra_args = ["--node-id", str(victim), "--cluster", cluster.etcd.endpoint + "-other"]
+    with pytest.raises(RuntimeError, match="belongs to cluster"):
+        broker.start()
+    broker.process = None
+    broker.log.close()
+    broker.extra_args = right
+    broker.start()
     cluster.wait_for(lambda m: cluster.registration("durable", 0, m)["leader"] == victim, "its leader back")
     for index in range(3):
         assert sorted(read_partition(cluster.bootstrap(), "durable", index, len(acked[index]))) == sorted(acked[index])
