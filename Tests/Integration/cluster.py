@@ -107,6 +107,7 @@ class Cluster:
         self.root = root
         self.etcd = Etcd(root / "etcd")
         self.settings = {"broker.session.timeout.ms": "3000", "offsets.topic.num.partitions": "6",
+                         "default.replication.factor": "3",
                          "log.retention.check.interval.ms": "1000", **(settings or {})}
         self.brokers: dict[int, Broker] = {}
         self.size = size

@@ -80,6 +80,9 @@ def test_rf3_topics_created_on_any_broker_spread_and_every_broker_agrees(cluster
                    check=True, timeout=30)
 
     m = cluster.wait_for(lambda m: {"orders", "events", "auto"} <= set(m["topics"]), "three topics")
+    # kcat's auto-created topic has default.replication.factor (3 here) replicas too.
+    assert sorted(cluster.registration("auto", 0, m)["replicas"]) == [1, 2, 3]
+    assert all(sorted(cluster.registration("events", i, m)["replicas"]) == [1, 2, 3] for i in range(3))
     leaders = {n: 0 for n in cluster.brokers}
     for index in range(6):
         registration = cluster.registration("orders", index, m)
