@@ -289,7 +289,7 @@ let package = Package(
         .testTarget(
             name: "FjordEtcdTests",
             dependencies: [
-                "FjordEtcd", "FjordMetadataEtcd", "FjordMetadata",
+                "FjordEtcd", "FjordMetadataEtcd", "FjordMetadata", "FjordTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -527,14 +527,7 @@ extension KafkaAPIs {
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.endpointType = request.endpointType
         response.clusterAuthorizedOperations = Int32.min
-        response.brokers = liveBrokers(image).map { registration in
-            var broker = DescribeClusterResponse.DescribeClusterBroker()
-            broker.brokerId = registration.nodeID
-            broker.host = registration.host
-            broker.port = registration.port
-            broker.rack = registration.rack
-            return broker
-        }
+        response.brokers = liveBrokers(image).map(DescribeClusterResponse.DescribeClusterBroker.init)
         return response
     }
 

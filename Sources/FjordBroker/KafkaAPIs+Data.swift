@@ -502,6 +502,21 @@ extension KafkaAPIs {
     }
 }
 
+// A broker as Metadata and DescribeCluster list it: the same four fields under their names.
+extension MetadataResponse.MetadataResponseBroker {
+    init(_ broker: BrokerRegistration) {
+        self.init()
+        (nodeId, host, port, rack) = (broker.nodeID, broker.host, broker.port, broker.rack)
+    }
+}
+
+extension DescribeClusterResponse.DescribeClusterBroker {
+    init(_ broker: BrokerRegistration) {
+        self.init()
+        (brokerId, host, port, rack) = (broker.nodeID, broker.host, broker.port, broker.rack)
+    }
+}
+
 // KIP-951's endpoint entries, the same four fields in each response that carries them.
 extension ProduceResponse.NodeEndpoint {
     init(_ broker: BrokerRegistration) {

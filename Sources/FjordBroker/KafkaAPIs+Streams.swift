@@ -12,16 +12,27 @@ extension KafkaAPIs {
     /// At most this many events per request, whatever the client asks.
     static let maxStreamEventsPerRead: Int32 = 10_000
 
+    struct StreamRefusal: Error {
+        let error: KafkaError
+        let message: String
+    }
+
+    /// The partition a stream request reads, led here, or why not (with a message for the client).
+    func streamPartition(_ topic: String, _ index: Int32) -> Result<Partition, StreamRefusal> {
+        leaderPartition(TopicPartition(topic: topic, partition: index), metadata.image).mapError { error in
+            StreamRefusal(error: error, message: error == .notLeaderOrFollower
+                ? "broker \(replicaManager.nodeID) does not lead \(topic)-\(index)"
+                : "no partition \(topic)-\(index) on this broker")
+        }
+    }
+
     func handleFjordReadStream(_ request: FjordReadStreamRequest) -> FjordReadStreamResponse {
         var response = FjordReadStreamResponse()
         let partition: Partition
-        switch leaderPartition(TopicPartition(topic: request.topic, partition: request.partition), metadata.image) {
+        switch streamPartition(request.topic, request.partition) {
         case .success(let found): partition = found
-        case .failure(let error):
-            response.errorCode = error.code
-            response.errorMessage = error == .notLeaderOrFollower
-                ? "broker \(replicaManager.nodeID) does not lead \(request.topic)-\(request.partition)"
-                : "no partition \(request.topic)-\(request.partition) on this broker"
+        case .failure(let refusal):
+            (response.errorCode, response.errorMessage) = (refusal.error.code, refusal.message)
             return response
         }
         let limit = Int(Swift.min(Swift.max(0, request.maxEvents), Self.maxStreamEventsPerRead))
@@ -70,13 +81,10 @@ extension KafkaAPIs {
     func handleFjordStreamRevisions(_ request: FjordStreamRevisionsRequest) -> FjordStreamRevisionsResponse {
         var response = FjordStreamRevisionsResponse()
         let partition: Partition
-        switch leaderPartition(TopicPartition(topic: request.topic, partition: request.partition), metadata.image) {
+        switch streamPartition(request.topic, request.partition) {
         case .success(let found): partition = found
-        case .failure(let error):
-            response.errorCode = error.code
-            response.errorMessage = error == .notLeaderOrFollower
-                ? "broker \(replicaManager.nodeID) does not lead \(request.topic)-\(request.partition)"
-                : "no partition \(request.topic)-\(request.partition) on this broker"
+        case .failure(let refusal):
+            (response.errorCode, response.errorMessage) = (refusal.error.code, refusal.message)
             return response
         }
         guard request.events.count <= Int(Self.maxStreamEventsPerRead) else {

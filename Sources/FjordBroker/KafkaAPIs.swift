@@ -185,14 +185,7 @@ public final class KafkaAPIs: Sendable {
         let config = self.config
         var image = metadata.image
         var response = MetadataResponse()
-        response.brokers = liveBrokers(image).map { registration in
-            var broker = MetadataResponse.MetadataResponseBroker()
-            broker.nodeId = registration.nodeID
-            broker.host = registration.host
-            broker.port = registration.port
-            broker.rack = registration.rack
-            return broker
-        }
+        response.brokers = liveBrokers(image).map(MetadataResponse.MetadataResponseBroker.init)
         response.clusterId = image.clusterID
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.clusterAuthorizedOperations = Int32.min

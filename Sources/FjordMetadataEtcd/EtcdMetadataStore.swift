@@ -84,7 +84,6 @@ public final class EtcdMetadataStore: MetadataStore {
         var registration: BrokerRegistration
         /// This broker's controller epoch while it is the controller.
         var controllerEpoch: Int64? = nil
-        var revisionWaiters: [(revision: Int64, continuation: CheckedContinuation<Void, Never>)] = []
         var imageWaiters: [Int: (until: @Sendable (MetadataImage) -> Bool, continuation: CheckedContinuation<Void, Never>)] = [:]
         var nextWaiterID = 0
         var tasks: [Task<Void, Never>] = []
@@ -251,13 +250,12 @@ public final class EtcdMetadataStore: MetadataStore {
     /// Stops following and campaigning, and closes the connection (the lease is left to expire
     /// unless `controlledShutdown` revoked it).
     public func close() async {
-        let (tasks, waiters) = state.withLock { s in
+        let tasks = state.withLock { s in
             s.closed = true
-            defer { s.tasks = []; s.revisionWaiters = [] }
-            return (s.tasks, s.revisionWaiters)
+            defer { s.tasks = [] }
+            return s.tasks
         }
         for task in tasks { task.cancel() }
-        for waiter in waiters { waiter.continuation.resume() }
         let imageWaiters = state.withLock { s in
             defer { s.imageWaiters = [:] }
             return Array(s.imageWaiters.values)
@@ -339,8 +337,7 @@ public final class EtcdMetadataStore: MetadataStore {
             s.image = image
             // Only an image at or past this broker's election can say another key holds the role.
             if let mine = s.controllerEpoch, image.epoch >= mine, image.controllerEpoch != mine { s.controllerEpoch = nil }
-            var ready = s.revisionWaiters.filter { $0.revision <= revision }.map(\.continuation)
-            s.revisionWaiters.removeAll { $0.revision <= revision }
+            var ready: [CheckedContinuation<Void, Never>] = []
             for (id, waiter) in s.imageWaiters where waiter.until(image) {
                 ready.append(waiter.continuation)
                 s.imageWaiters[id] = nil
@@ -413,26 +410,7 @@ public final class EtcdMetadataStore: MetadataStore {
 
     /// Suspends until the image has reached `revision` (or `timeout`); returns whether it did.
     func awaitRevision(_ revision: Int64, timeout: Duration = .seconds(10)) async -> Bool {
-        if image.epoch >= revision { return true }
-        var timer: Task<Void, Never>? = nil
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLock { s -> Bool in
-                if s.image.epoch >= revision || s.closed { return true }
-                s.revisionWaiters.append((revision, continuation))
-                return false
-            }
-            if resumeNow {
-                continuation.resume()
-            } else {
-                // Started after the waiter is stored, so its firing always finds it (or nothing).
-                timer = Task { [weak self] in
-                    try? await Task.sleep(for: timeout)
-                    self?.releaseWaiters(upTo: revision)
-                }
-            }
-        }
-        timer?.cancel()
-        return image.epoch >= revision
+        await awaitImage(timeout: timeout) { $0.epoch >= revision }
     }
 
     /// Suspends until an image satisfies `until` (or `timeout`); returns whether one did.
@@ -461,14 +439,5 @@ public final class EtcdMetadataStore: MetadataStore {
         }
         timer?.cancel()
         return until(image)
-    }
-
-    private func releaseWaiters(upTo revision: Int64) {
-        let ready = state.withLock { s in
-            let ready = s.revisionWaiters.filter { $0.revision == revision }
-            s.revisionWaiters.removeAll { $0.revision == revision }
-            return ready
-        }
-        for waiter in ready { waiter.continuation.resume() }
     }
 }

@@ -130,7 +130,8 @@ public final class BrokerProcess: Sendable {
     static let streamSocket = SOCK_STREAM
     #endif
 
-    static func freePort() throws -> Int {
+    /// A loopback TCP port nothing listens on right now.
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, streamSocket, 0)
         guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
@@ -148,7 +149,8 @@ public final class BrokerProcess: Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    static func accepts(port: Int) -> Bool {
+    /// Whether something accepts connections on this loopback port.
+    public static func accepts(port: Int) -> Bool {
         let fd = socket(AF_INET, streamSocket, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
