@@ -18,6 +18,9 @@ public final class KafkaAPIs: Sendable {
     let clock: @Sendable () -> Int64
     let fetchSessions = FetchSessionCache()
     let groupCoordinator: GroupCoordinator
+    /// Whether this broker is one of a cluster's (its metadata on etcd) rather than the single
+    /// node; fixed at start (`fjord.cluster`).
+    let clustered: Bool
     /// Leadership changes of `__consumer_offsets` partitions, handed to the coordinator in order.
     let coordinatorLeadership: AsyncStream<(Int32, Bool)>.Continuation
     /// One image applied at a time, never an older after a newer (`metadataChanged`).
@@ -43,6 +46,7 @@ public final class KafkaAPIs: Sendable {
         self.logger = logger
         self.clock = clock
         self.state = Mutex(State(config: config))
+        self.clustered = config.cluster != nil
         self.groupCoordinator = GroupCoordinator(
             settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
@@ -53,7 +57,8 @@ public final class KafkaAPIs: Sendable {
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
         let (leadership, continuation) = AsyncStream.makeStream(of: (Int32, Bool).self)
         self.coordinatorLeadership = continuation
-        replicaManager.observeAppends { [weak self] partition in self?.leaderAppended(partition) }
+        // Only a cluster has ISRs to change; the single node's appends carry no observer.
+        if clustered { replicaManager.observeAppends { [weak self] partition in self?.leaderAppended(partition) } }
         Task { [groupCoordinator] in
             for await (index, isLeader) in leadership {
                 await groupCoordinator.partitionLeadershipChanged(index, isLeader: isLeader)
@@ -65,7 +70,7 @@ public final class KafkaAPIs: Sendable {
     /// so the ISR is shrunk to this leader (once per partition epoch; acks=all produces wait
     /// for it themselves in `handleProduce`).
     func leaderAppended(_ partition: Partition) {
-        guard clustered, !partition.isrIsLeaderOnly else { return }
+        guard !partition.isrIsLeaderOnly else { return }
         let tp = partition.topicPartition
         guard let registration = metadata.image.partition(tp.topic, tp.partition), registration.leader == replicaManager.nodeID,
             registration.isr != [replicaManager.nodeID]
@@ -353,9 +358,6 @@ public final class KafkaAPIs: Sendable {
             }
         }
     }
-
-    /// Whether this broker is one of a cluster's (its metadata on etcd) rather than the single node.
-    var clustered: Bool { config.cluster != nil }
 
     /// The brokers clients are told about: every live broker of the cluster, or this one.
     func liveBrokers(_ image: MetadataImage) -> [BrokerRegistration] {
