@@ -251,9 +251,10 @@ let package = Package(
         .testTarget(
             name: "FjordBrokerTests",
             dependencies: [
-                "FjordBroker", "FjordProtocol", "FjordStorage",
+                "FjordBroker", "FjordMetadata", "FjordProtocol", "FjordStorage",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings
         ),

@@ -19,6 +19,8 @@ public final class Broker: Sendable {
     public let replicaManager: ReplicaManager
     let metadata: any MetadataStore
     let logger: Logger
+    /// In a cluster: the leader's periodic ISR shrink check, cancelled at shutdown.
+    let isrExpiration: Task<Void, Never>?
 
     /// Milliseconds since the epoch.
     public static let systemClock: @Sendable () -> Int64 = {
@@ -26,7 +28,8 @@ public final class Broker: Sendable {
     }
 
     init(config: BrokerConfig, apis: KafkaAPIs, logManager: LogManager, replicaManager: ReplicaManager,
-         metadata: any MetadataStore, logger: Logger) {
+         metadata: any MetadataStore, logger: Logger, isrExpiration: Task<Void, Never>? = nil) {
+        self.isrExpiration = isrExpiration
         self.config = config
         self.apis = apis
         self.logManager = logManager
@@ -46,9 +49,10 @@ public final class Broker: Sendable {
     /// Starts a broker of a cluster whose metadata lives in `store` (etcd, already registered
     /// and following): the data directory is opened and recovered, partitions of topics the
     /// cluster deleted are removed, and from then on every image the store publishes decides
-    /// which partitions this broker hosts and which of them it leads.
-    public static func start(config: BrokerConfig, cluster store: any MetadataStore, logger: Logger,
-                             clock: @escaping @Sendable () -> Int64 = systemClock) async throws -> Broker {
+    /// which partitions this broker hosts and which of them it leads. Partitions it follows
+    /// replicate from their leaders through `leaderEndpoints`.
+    public static func start(config: BrokerConfig, cluster store: any MetadataStore, leaderEndpoints: @escaping LeaderEndpointFactory,
+                             logger: Logger, clock: @escaping @Sendable () -> Int64 = systemClock) async throws -> Broker {
         let directory = FilePath(config.logDirs[0])
         let now = clock()
         let image = store.image
@@ -74,7 +78,8 @@ public final class Broker: Sendable {
             }
         }
         let replicaManager = ReplicaManager(logManager: logManager, nodeID: config.nodeID)
-        let apis = KafkaAPIs(config: config, metadata: store, replicaManager: replicaManager, logger: logger, clock: clock)
+        let apis = KafkaAPIs(config: config, metadata: store, replicaManager: replicaManager, logger: logger, clock: clock,
+                             leaderEndpoints: leaderEndpoints)
         for topic in image.topics.values.sorted(by: { $0.name < $1.name }) {
             try apis.applyPartitionRegistrations(of: topic)
         }
@@ -88,7 +93,9 @@ public final class Broker: Sendable {
             "brokers": "\(store.image.brokers.map(\.nodeID).sorted())", "controller": "\(store.image.controllerID)",
             "partitions": "\(replicaManager.allPartitions.count)",
         ])
-        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager, metadata: store, logger: logger)
+        let isrExpiration = Task { [apis] in await apis.expireLaggingReplicas() }
+        return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager, metadata: store, logger: logger,
+                      isrExpiration: isrExpiration)
     }
 
     /// The data directory's `meta.properties` (Kafka's name and keys) ties it to one cluster and
@@ -212,6 +219,8 @@ public final class Broker: Sendable {
     /// Closes every log (flush, trim indexes, snapshot producer state) and writes the
     /// clean-shutdown marker.
     public func shutdown() async throws {
+        isrExpiration?.cancel()
+        await apis.replicaFetchers?.shutdown()
         apis.coordinatorLeadership.finish()
         await apis.groupCoordinator.stop()
         try logManager.shutdown(nowMs: Self.systemClock())

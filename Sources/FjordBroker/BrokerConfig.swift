@@ -68,6 +68,18 @@ public struct BrokerConfig: Sendable, Equatable {
     /// `controlled.shutdown.max.wait.ms` (Fjord's key): how long SIGTERM waits for the
     /// controller to move this broker's leaderships away before stopping anyway.
     public var controlledShutdownMaxWaitMs: Int64 = 10_000
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with the leader's log end
+    /// for this long leaves the ISR.
+    public var replicaLagTimeMaxMs: Int64 = 30_000
+    /// `replica.fetch.wait.max.ms`, `replica.fetch.max.bytes`, `replica.fetch.response.max.bytes`,
+    /// `replica.fetch.backoff.ms`: the followers' Fetch requests, as Kafka's.
+    public var replicaFetchWaitMaxMs: Int32 = 500
+    public var replicaFetchMaxBytes: Int32 = 1024 * 1024
+    public var replicaFetchResponseMaxBytes: Int32 = 10 * 1024 * 1024
+    public var replicaFetchBackoffMs: Int64 = 1000
+    /// `offsets.commit.timeout.ms`: how long a group coordinator's write (an offset commit, a
+    /// group's assignment) waits for the ISR of its `__consumer_offsets` partition.
+    public var offsetsCommitTimeoutMs: Int64 = 5000
     public var numPartitions: Int32 = 1
     public var defaultReplicationFactor: Int16 = 1
     public var autoCreateTopicsEnable = true
@@ -144,6 +156,13 @@ public struct BrokerConfig: Sendable, Equatable {
             case "offsets.topic.replication.factor": config.offsetsTopicReplicationFactor = Int16(try int(key, value, min: 1, max: 32767))
             case "unclean.leader.election.enable": config.uncleanLeaderElectionEnable = try bool(key, value)
             case "controlled.shutdown.max.wait.ms": config.controlledShutdownMaxWaitMs = Int64(try int(key, value, min: 0, max: 3_600_000))
+            case "replica.lag.time.max.ms": config.replicaLagTimeMaxMs = Int64(try int(key, value, min: 100, max: 3_600_000))
+            case "replica.fetch.wait.max.ms": config.replicaFetchWaitMaxMs = Int32(try int(key, value, min: 0, max: 60_000))
+            case "replica.fetch.max.bytes": config.replicaFetchMaxBytes = Int32(try int(key, value, min: 1024, max: Int(Int32.max)))
+            case "replica.fetch.response.max.bytes":
+                config.replicaFetchResponseMaxBytes = Int32(try int(key, value, min: 1024, max: Int(Int32.max)))
+            case "replica.fetch.backoff.ms": config.replicaFetchBackoffMs = Int64(try int(key, value, min: 0, max: 60_000))
+            case "offsets.commit.timeout.ms": config.offsetsCommitTimeoutMs = Int64(try int(key, value, min: 1, max: 3_600_000))
             case "log.dirs", "log.dir":
                 config.logDirs = value.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
                 guard !config.logDirs.isEmpty else { throw ConfigError("\(key): expected at least one directory") }

@@ -96,10 +96,13 @@ extension GroupCoordinator {
         var results: [KafkaError] = []
         var records: [(key: ByteBuffer, value: ByteBuffer?)] = []
         var accepted: [(TopicPartition, CommittedOffset)] = []
+        // The cluster's topics, not this broker's replicas: a coordinator commits offsets of
+        // partitions it does not host.
+        let topics = metadataImage().topics
         for (tp, offset) in offsets {
             if offset.metadata.utf8.count > settings.maxMetadataBytes {
                 results.append(.offsetMetadataTooLarge)
-            } else if replicaManager.partition(tp) == nil {
+            } else if tp.partition < 0 || tp.partition >= topics[tp.topic]?.partitionCount ?? 0 {
                 results.append(.unknownTopicOrPartition)
             } else {
                 do {

@@ -97,15 +97,47 @@ actor GroupCoordinator {
     }
 
     /// In a cluster: this broker became leader of `__consumer_offsets` partition `index`, so its
-    /// groups are replayed from the log, as at start. Groups of a partition this broker stopped
-    /// leading stay in memory but can no longer be written (appends need leadership), and
-    /// clients move to the new leader, which FindCoordinator names.
+    /// groups are replayed from the log, as at start; or it stopped leading it, so its groups
+    /// are unloaded (Kafka's `onResignation`): members waiting in a join or sync are answered
+    /// NOT_COORDINATOR and move to the new leader, which FindCoordinator names, and a later
+    /// leadership replays the log afresh rather than over stale state.
     func partitionLeadershipChanged(_ index: Int32, isLeader: Bool) {
-        guard isLeader, let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)) else { return }
+        guard isLeader else {
+            unloadGroups(partition: index)
+            return
+        }
+        guard let partition = replicaManager.partition(TopicPartition(topic: Self.topic, partition: index)) else { return }
+        unloadGroups(partition: index)
         let summary = CoordinatorLoader(logger: logger).load(partition.log) { replay($0) }
         logger.info("loaded consumer groups of a partition", metadata: [
             "partition": "\(index)", "skipped": "\(summary.skippedRecords + summary.skippedBatches)",
         ])
+    }
+
+    /// Forgets every group `__consumer_offsets` partition `index` holds, answering the members
+    /// that wait in a join or sync with NOT_COORDINATOR.
+    private func unloadGroups(partition index: Int32) {
+        let count = metadataImage().topics[Self.topic]?.partitionCount ?? settings.partitions
+        var unloaded = 0
+        for (id, group) in groups where Self.partition(for: id, partitions: count) == index {
+            for (memberID, member) in group.members {
+                member.joinWaiter?.resume(returning: joinError(.notCoordinator, memberID: memberID))
+                if let waiter = member.syncWaiter {
+                    var response = SyncGroupResponse()
+                    response.errorCode = KafkaError.notCoordinator.code
+                    waiter.resume(returning: response)
+                }
+                group.members[memberID]?.joinWaiter = nil
+                group.members[memberID]?.syncWaiter = nil
+            }
+            groups[id] = nil
+            unloaded += 1
+        }
+        for id in consumerGroups.keys where Self.partition(for: id, partitions: count) == index {
+            consumerGroups[id] = nil
+            unloaded += 1
+        }
+        if unloaded > 0 { logger.info("unloaded consumer groups of a partition", metadata: ["partition": "\(index)", "groups": "\(unloaded)"]) }
     }
 
     /// Applies one record: a value replaces the state it names, a tombstone deletes it.

@@ -8,14 +8,17 @@ extension KafkaAPIs {
     // MARK: Produce
 
     /// Produce: validates and appends each partition's batches (no re-encoding), then answers
-    /// per partition. acks=0 returns nil (no response is sent). With `log.flush.on.ack`, acks≠0
-    /// waits for a group-commit fsync before answering.
+    /// per partition. acks=0 returns nil (no response is sent). acks=all is refused with
+    /// NOT_ENOUGH_REPLICAS when the ISR is smaller than `min.insync.replicas`, and otherwise
+    /// answered once the high watermark passes the records (every ISR member has them: Kafka's
+    /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
+    /// group-commit fsync before answering.
     func handleProduce(_ request: ProduceRequest, version: Int16) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
         var durabilityWaits: [(LocalLog, Offset)] = []
-        var isrShrinks: [TopicPartition: PartitionRegistration] = [:]
+        var replicationWaits: [(partition: Partition, through: Offset, minInSync: Int)] = []
         for topic in request.topicData {
             var topicResponse = ProduceResponse.TopicProduceResponse()
             topicResponse.name = topic.name
@@ -55,10 +58,10 @@ extension KafkaAPIs {
                     partitionResponse.errorMessage = "no records"
                     continue
                 }
-                let registration = clustered ? image.partition(topic.name, data.index) : nil
-                if request.acks == -1, let registration, let minISR = minInSyncReplicas(topic.name, image), registration.isr.count < minISR {
+                let minInSync = minInSyncReplicas(topic.name, image) ?? 1
+                if request.acks == -1, case let isr = partition.inSyncReplicas, isr.count < minInSync {
                     partitionResponse.errorCode = KafkaError.notEnoughReplicas.code
-                    partitionResponse.errorMessage = "the ISR \(registration.isr) has fewer than min.insync.replicas=\(minISR) members"
+                    partitionResponse.errorMessage = "the ISR \(isr) has fewer than min.insync.replicas=\(minInSync) members"
                     continue
                 }
                 do throws(StorageError) {
@@ -69,9 +72,9 @@ extension KafkaAPIs {
                     if request.acks != 0 && partition.log.config.flushOnAck && !info.isDuplicate {
                         durabilityWaits.append((partition.log, info.lastOffset + 1))
                     }
-                    if request.acks == -1, let registration, registration.isr != [replicaManager.nodeID] {
-                        // Followers do not replicate yet, so after this append they are out of sync.
-                        isrShrinks[partition.topicPartition] = registration
+                    // A retried duplicate waits too: the first attempt may not be replicated yet.
+                    if request.acks == -1 && !partition.isrIsLeaderOnly {
+                        replicationWaits.append((partition, info.lastOffset + 1, minInSync))
                     }
                 } catch {
                     let code = Self.kafkaError(error)
@@ -98,25 +101,28 @@ extension KafkaAPIs {
             response.responses.append(topicResponse)
         }
         guard request.acks != 0 else { return nil }
-        if !isrShrinks.isEmpty {
-            let shrinking = shrinkISRs(isrShrinks, timeoutMs: Int64(Swift.max(request.timeoutMs, 1)))
-            // acks=all is answered when every ISR member has the records: here, once the ISR is
-            // this leader alone. Until then (etcd unreachable, say) the produce fails rather than
-            // acknowledging what a failover to a follower would lose.
-            for (tp, shrunk) in await shrinking.value {
-                // Alone in the ISR now: below min.insync.replicas the append is not enough (Kafka's
-                // NOT_ENOUGH_REPLICAS_AFTER_APPEND; the records stay, the producer is told).
-                let result = shrunk == .noError && (minInSyncReplicas(tp.topic, metadata.image) ?? 1) > 1
-                    ? KafkaError.notEnoughReplicasAfterAppend : shrunk
-                guard result != .noError else { continue }
-                for t in response.responses.indices where response.responses[t].name == tp.topic {
-                    for p in response.responses[t].partitionResponses.indices
-                    where response.responses[t].partitionResponses[p].index == tp.partition
-                        && response.responses[t].partitionResponses[p].errorCode == 0
-                    {
-                        response.responses[t].partitionResponses[p].errorCode = result.code
-                        response.responses[t].partitionResponses[p].errorMessage = result == .notEnoughReplicasAfterAppend
-                            ? "the ISR is the leader alone, below min.insync.replicas" : "the ISR could not shrink to the leader in time"
+        if !replicationWaits.isEmpty {
+            let timeoutMs = Int64(request.timeoutMs)
+            let results = await withTaskGroup(of: (TopicPartition, KafkaError).self) { group in
+                for wait in replicationWaits {
+                    group.addTask { [replicaManager, clock] in
+                        (wait.partition.topicPartition, await replicaManager.awaitReplication(
+                            wait.partition, through: wait.through, minInSync: wait.minInSync, timeoutMs: timeoutMs, clock: clock))
+                    }
+                }
+                var results: [TopicPartition: KafkaError] = [:]
+                for await (tp, error) in group where error != .noError { results[tp] = error }
+                return results
+            }
+            for t in response.responses.indices {
+                for p in response.responses[t].partitionResponses.indices {
+                    let tp = TopicPartition(topic: response.responses[t].name, partition: response.responses[t].partitionResponses[p].index)
+                    guard let error = results[tp], response.responses[t].partitionResponses[p].errorCode == 0 else { continue }
+                    response.responses[t].partitionResponses[p].errorCode = error.code
+                    response.responses[t].partitionResponses[p].errorMessage = switch error {
+                    case .notEnoughReplicasAfterAppend: "written, but the ISR shrank below min.insync.replicas before it was replicated"
+                    case .requestTimedOut: "the in-sync replicas did not replicate the records within timeout_ms"
+                    default: "leadership moved before the records were replicated"
                     }
                 }
             }
@@ -145,38 +151,6 @@ extension KafkaAPIs {
             ?? config.raw["min.insync.replicas"]
         guard let text, let value = Int(text), value > 1 else { return nil }
         return value
-    }
-
-    /// Asks the controller to shrink each partition's ISR to this leader (Kafka's AlterPartition
-    /// after followers fall behind: here they always do, until replication). The task's result
-    /// is, per partition, NO_ERROR once the image shows the change (or a newer one),
-    /// NOT_LEADER_OR_FOLLOWER when leadership moved meanwhile, REQUEST_TIMED_OUT otherwise.
-    func shrinkISRs(_ partitions: [TopicPartition: PartitionRegistration], timeoutMs: Int64) -> Task<[TopicPartition: KafkaError], Never> {
-        let metadata = self.metadata
-        let nodeID = replicaManager.nodeID
-        let logger = self.logger
-        return Task {
-            await withTaskGroup(of: (TopicPartition, KafkaError).self) { group in
-                for (tp, registration) in partitions {
-                    group.addTask {
-                        do {
-                            try await metadata.alterPartition(topic: tp.topic, partition: tp.partition, leaderEpoch: registration.leaderEpoch,
-                                                              partitionEpoch: registration.partitionEpoch, isr: [nodeID],
-                                                              timeout: .milliseconds(timeoutMs))
-                        } catch {
-                            logger.warning("cannot shrink the ISR", metadata: ["partition": "\(tp)", "error": "\(error)"])
-                            return (tp, .requestTimedOut)
-                        }
-                        let now = metadata.image.partition(tp.topic, tp.partition)
-                        if now?.leader != nodeID { return (tp, .notLeaderOrFollower) }
-                        return (tp, now?.isr == [nodeID] ? .noError : .requestTimedOut)
-                    }
-                }
-                var results: [TopicPartition: KafkaError] = [:]
-                for await (tp, error) in group { results[tp] = error }
-                return results
-            }
-        }
     }
 
     /// KIP-951 (Produce v10+): a partition answered NOT_LEADER_OR_FOLLOWER names its current
@@ -353,7 +327,10 @@ extension KafkaAPIs {
         var result = FetchResult()
         let image = metadata.image
         var remaining = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
-        let upperBound: ReadUpperBound = request.isolationLevel == 1 ? .lastStableOffset : .highWatermark
+        // A follower (replica id ≥ 0) reads up to the log end; consumers only what is committed.
+        let replicaID = version >= 15 ? request.replicaState.replicaId : request.replicaId
+        let upperBound: ReadUpperBound = replicaID >= 0 ? .logEndOffset : request.isolationLevel == 1 ? .lastStableOffset : .highWatermark
+        let now = clock()
         var first = true
         for (key, fetch) in partitions {
             var data = FetchResponse.PartitionData()
@@ -375,6 +352,11 @@ extension KafkaAPIs {
                 continue
             }
             if let error = Self.checkLeaderEpoch(fetch.currentLeaderEpoch, partition) {
+                data.errorCode = error.code
+                result.hasError = true
+                continue
+            }
+            if replicaID >= 0, let error = followerFetched(partition, replicaID: replicaID, fetchOffset: fetch.fetchOffset, nowMs: now) {
                 data.errorCode = error.code
                 result.hasError = true
                 continue
@@ -407,6 +389,21 @@ extension KafkaAPIs {
             }
         }
         return result
+    }
+
+    /// A follower's fetch at `fetchOffset` tells the leader how far it replicated: the high
+    /// watermark may advance (waking acks=all produces and consumers), and a follower that
+    /// caught up is proposed for the ISR. A broker that is not one of the partition's replicas
+    /// is refused with NOT_LEADER_OR_FOLLOWER, as Kafka does, and so is an offset past the log
+    /// end (the follower must truncate first; the read answers OFFSET_OUT_OF_RANGE).
+    private func followerFetched(_ partition: Partition, replicaID: Int32, fetchOffset: Int64, nowMs: Int64) -> KafkaError? {
+        guard fetchOffset <= partition.log.logEndOffset.rawValue else { return nil }
+        guard let outcome = partition.followerFetched(replicaID: replicaID, fetchOffset: fetchOffset, nowMs: nowMs) else {
+            return .notLeaderOrFollower
+        }
+        if outcome.highWatermarkMoved { replicaManager.purgatory.wake(partition.topicPartition) }
+        if let expansion = outcome.expansion { alterISR(partition, expansion) }
+        return nil
     }
 
     // MARK: ListOffsets

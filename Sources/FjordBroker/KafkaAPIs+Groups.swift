@@ -83,10 +83,29 @@ extension KafkaAPIs {
     /// FindCoordinator again), as Kafka answers.
     func notCoordinator(_ group: String) -> Bool {
         guard clustered else { return false }
-        let image = metadata.image
-        let index = GroupCoordinator.partition(for: group, partitions: image.topics[GroupCoordinator.topic]?.partitionCount ?? 1)
-        guard let partition = replicaManager.partition(TopicPartition(topic: GroupCoordinator.topic, partition: index)) else { return true }
-        return !partition.isLeader
+        return coordinatorPartition(group)?.isLeader != true
+    }
+
+    /// The hosted `__consumer_offsets` partition that holds `group`'s records, if any.
+    func coordinatorPartition(_ group: String) -> Partition? {
+        let count = metadata.image.topics[GroupCoordinator.topic]?.partitionCount ?? config.offsetsTopicPartitions
+        return replicaManager.partition(TopicPartition(topic: GroupCoordinator.topic, partition: GroupCoordinator.partition(for: group, partitions: count)))
+    }
+
+    /// Waits until what the coordinator wrote for `group` so far is replicated to its
+    /// partition's ISR (Kafka's coordinator appends with acks=all), so a commit or assignment
+    /// is never acknowledged and then lost with its coordinator. The error to answer instead:
+    /// NOT_COORDINATOR when leadership moved, COORDINATOR_NOT_AVAILABLE when the ISR did not
+    /// replicate within `offsets.commit.timeout.ms`, as Kafka maps them.
+    func awaitCoordinatorReplication(_ group: String) async -> KafkaError {
+        guard clustered, let partition = coordinatorPartition(group), !partition.isrIsLeaderOnly else { return .noError }
+        let error = await replicaManager.awaitReplication(partition, through: partition.log.logEndOffset, minInSync: 1,
+                                                          timeoutMs: config.offsetsCommitTimeoutMs, clock: clock)
+        switch error {
+        case .noError: return .noError
+        case .notLeaderOrFollower: return .notCoordinator
+        default: return .coordinatorNotAvailable
+        }
     }
 
     func handleJoinGroup(_ request: JoinGroupRequest, version: Int16, frame: RequestFrame, clientHost: String) async -> JoinGroupResponse {
@@ -119,6 +138,10 @@ extension KafkaAPIs {
             return refused
         }
         var response = await groupCoordinator.sync(request)
+        if response.errorCode == 0, case let error = await awaitCoordinatorReplication(request.groupId), error != .noError {
+            response.errorCode = error.code
+            response.assignment = ByteBuffer()
+        }
         if version < 5 {
             response.protocolType = nil
             response.protocolName = nil
@@ -177,6 +200,7 @@ extension KafkaAPIs {
             : await groupCoordinator.commit(
                 groupID: request.groupId, generation: request.generationIdOrMemberEpoch, memberID: request.memberId,
                 instanceID: request.groupInstanceId, offsets: offsets)
+        let replicated = groupError == nil && results.contains(.noError) ? await awaitCoordinatorReplication(request.groupId) : .noError
         var index = 0
         for topic in request.topics {
             var topicResponse = OffsetCommitResponse.OffsetCommitResponseTopic()
@@ -184,7 +208,8 @@ extension KafkaAPIs {
             for partition in topic.partitions {
                 var result = OffsetCommitResponse.OffsetCommitResponsePartition()
                 result.partitionIndex = partition.partitionIndex
-                result.errorCode = (groupError ?? results[index]).code
+                let error = groupError ?? results[index]
+                result.errorCode = (error == .noError ? replicated : error).code
                 topicResponse.partitions.append(result)
                 index += 1
             }

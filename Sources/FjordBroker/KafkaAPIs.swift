@@ -31,16 +31,17 @@ public final class KafkaAPIs: Sendable {
         var config: BrokerConfig
         var producerIDs: ClosedRange<Int64>? = nil
         var nextProducerID: Int64 = 0
-        /// ISR shrinks asked for and not answered yet, by partition and partition epoch.
-        var pendingShrinks: Set<String> = []
         /// The config inputs (topic overrides, dynamic broker configs) last applied to each
         /// topic's logs, in a cluster.
         var appliedConfigs: [String: [String: String]] = [:]
         var appliedBrokerConfigs: [String: String] = [:]
     }
 
+    /// The followers' fetchers, in a cluster whose broker was given a way to reach leaders.
+    let replicaFetchers: ReplicaFetcherManager?
+
     public init(config: BrokerConfig, metadata: any MetadataStore, replicaManager: ReplicaManager, logger: Logger,
-                clock: @escaping @Sendable () -> Int64) {
+                clock: @escaping @Sendable () -> Int64, leaderEndpoints: LeaderEndpointFactory? = nil) {
         self.metadata = metadata
         self.replicaManager = replicaManager
         self.logger = logger
@@ -57,8 +58,15 @@ public final class KafkaAPIs: Sendable {
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
         let (leadership, continuation) = AsyncStream.makeStream(of: (Int32, Bool).self)
         self.coordinatorLeadership = continuation
-        // Only a cluster has ISRs to change; the single node's appends carry no observer.
-        if clustered { replicaManager.observeAppends { [weak self] partition in self?.leaderAppended(partition) } }
+        if clustered, let leaderEndpoints {
+            let settings = ReplicaFetcherManager.Settings(
+                maxWaitMs: config.replicaFetchWaitMaxMs, minBytes: 1, responseMaxBytes: config.replicaFetchResponseMaxBytes,
+                partitionMaxBytes: config.replicaFetchMaxBytes, backoffMs: config.replicaFetchBackoffMs)
+            self.replicaFetchers = ReplicaFetcherManager(nodeID: config.nodeID, settings: settings, connect: leaderEndpoints,
+                                                         broker: { [metadata] in metadata.image.broker($0) }, logger: logger, clock: clock)
+        } else {
+            self.replicaFetchers = nil
+        }
         Task { [groupCoordinator] in
             for await (index, isLeader) in leadership {
                 await groupCoordinator.partitionLeadershipChanged(index, isLeader: isLeader)
@@ -66,21 +74,43 @@ public final class KafkaAPIs: Sendable {
         }
     }
 
-    /// After an append as leader in a cluster: followers that do not replicate are out of sync,
-    /// so the ISR is shrunk to this leader (once per partition epoch; acks=all produces wait
-    /// for it themselves in `handleProduce`).
-    func leaderAppended(_ partition: Partition) {
-        guard !partition.isrIsLeaderOnly else { return }
+    // MARK: ISR changes
+
+    /// Asks the controller for an ISR change this leader decided on (Kafka's AlterPartition),
+    /// conditional on the epochs it was decided at; the partition may propose again once the
+    /// image shows the answer or the request timed out.
+    func alterISR(_ partition: Partition, _ change: Partition.ISRChange, removed: [Int32] = []) {
         let tp = partition.topicPartition
-        guard let registration = metadata.image.partition(tp.topic, tp.partition), registration.leader == replicaManager.nodeID,
-            registration.isr != [replicaManager.nodeID]
-        else { return }
-        let key = "\(tp)@\(registration.partitionEpoch)"
-        guard state.withLock({ $0.pendingShrinks.insert(key).inserted }) else { return }
-        let shrinking = shrinkISRs([tp: registration], timeoutMs: 30_000)
-        Task { [weak self] in
-            _ = await shrinking.value
-            _ = self?.state.withLock { $0.pendingShrinks.remove(key) }
+        let before = partition.inSyncReplicas
+        logger.info(removed.isEmpty ? "ISR expand" : "ISR shrink", metadata: [
+            "partition": "\(tp)", "from": "\(before)", "to": "\(change.isr)", "leader_epoch": "\(change.leaderEpoch)",
+            "partition_epoch": "\(change.partitionEpoch)",
+        ])
+        let timeoutMs = Int64(config.replicaLagTimeMaxMs)
+        Task { [metadata, logger] in
+            do {
+                try await metadata.alterPartition(topic: tp.topic, partition: tp.partition, leaderEpoch: change.leaderEpoch,
+                                                  partitionEpoch: change.partitionEpoch, isr: change.isr,
+                                                  timeout: .milliseconds(Swift.max(timeoutMs, 1000)))
+            } catch {
+                logger.warning("AlterPartition was not applied", metadata: ["partition": "\(tp)", "isr": "\(change.isr)", "error": "\(error)"])
+            }
+            partition.isrChangeFinished(change)
+        }
+    }
+
+    /// Every `replica.lag.time.max.ms / 2`, the partitions this broker leads drop the followers
+    /// that have not caught up within `replica.lag.time.max.ms` (Kafka's `isr-expiration` task).
+    /// Runs until the task is cancelled.
+    func expireLaggingReplicas() async {
+        while !Task.isCancelled {
+            let lagMaxMs = Int64(config.replicaLagTimeMaxMs)
+            try? await Task.sleep(for: .milliseconds(Swift.max(lagMaxMs / 2, 50)))
+            let now = clock()
+            for partition in replicaManager.allPartitions where partition.isLeader {
+                guard let (change, removed) = partition.shrinkOutOfSyncReplicas(nowMs: now, lagMaxMs: lagMaxMs) else { continue }
+                alterISR(partition, change, removed: removed)
+            }
         }
     }
 
@@ -342,6 +372,7 @@ public final class KafkaAPIs: Sendable {
                 !registration.replicas.contains(config.nodeID)
             else { continue }
             do {
+                replicaFetchers?.unfollow(tp)
                 try replicaManager.removePartition(tp, nowMs: clock())
                 logger.info("removed a replica moved to other brokers", metadata: ["partition": "\(tp)", "replicas": "\(registration.replicas)"])
             } catch {
@@ -350,6 +381,9 @@ public final class KafkaAPIs: Sendable {
         }
         let hostedTopics = Set(replicaManager.allPartitions.map(\.topicPartition.topic))
         for name in hostedTopics where image.topics[name] == nil {
+            for partition in replicaManager.allPartitions where partition.topicPartition.topic == name {
+                replicaFetchers?.unfollow(partition.topicPartition)
+            }
             do {
                 try replicaManager.deletePartitions(topic: name, nowMs: clock())
                 logger.info("deleted partitions of a deleted topic", metadata: ["topic": "\(name)"])
@@ -396,6 +430,11 @@ public final class KafkaAPIs: Sendable {
                 coordinatorLeadership.yield((Int32(index), partition.isLeader))
             }
             if change == .role {
+                if partition.isLeader {
+                    replicaFetchers?.unfollow(partition.topicPartition)
+                } else {
+                    replicaFetchers?.follow(partition, leader: registration.leader, epoch: LeaderEpoch(registration.leaderEpoch))
+                }
                 logger.info(partition.isLeader ? "became leader" : "became follower", metadata: [
                     "partition": "\(partition.topicPartition)", "leader_epoch": "\(registration.leaderEpoch)",
                     "isr": "\(registration.isr)",

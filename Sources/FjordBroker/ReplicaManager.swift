@@ -4,80 +4,6 @@ public import FjordStorage
 public import NIOCore
 import Synchronization
 
-/// One partition this broker hosts (Kafka's `Partition`): its log, its leader epoch, and
-/// whether this broker is its leader or a follower.
-///
-/// On a single node the ISR is the leader alone, so the high watermark follows the log end
-/// offset after every append (HW ≤ min LEO over the ISR). Replication will move HW with the
-/// followers' fetch positions instead (`maybeIncrementLeaderHW`). In a cluster the controller's
-/// registration decides the role; a follower serves no produce and no consumer fetch
-/// (NOT_LEADER_OR_FOLLOWER), and until replication lands it does not copy the leader's data.
-public final class Partition: Sendable {
-    public let topicPartition: TopicPartition
-    public let topicID: KafkaUUID
-    public let log: LocalLog
-    private let role: Mutex<Role>
-
-    struct Role {
-        var epoch: LeaderEpoch
-        var isLeader: Bool
-        /// Whether the ISR is this broker alone: only then does the high watermark follow the log
-        /// end (HW ≤ min LEO over the ISR, and followers do not replicate yet).
-        var isrIsLeaderOnly: Bool
-    }
-
-    init(topicPartition: TopicPartition, topicID: KafkaUUID, log: LocalLog, leaderEpoch: LeaderEpoch, isLeader: Bool = true,
-         isrIsLeaderOnly: Bool = true) {
-        self.topicPartition = topicPartition
-        self.topicID = topicID
-        self.log = log
-        self.role = Mutex(Role(epoch: leaderEpoch, isLeader: isLeader, isrIsLeaderOnly: isrIsLeaderOnly))
-    }
-
-    public var leaderEpoch: LeaderEpoch { role.withLock { $0.epoch } }
-    /// Whether this broker leads the partition (and may append and serve reads).
-    public var isLeader: Bool { role.withLock { $0.isLeader } }
-    /// Whether this broker leads the partition with an ISR of itself alone.
-    public var isrIsLeaderOnly: Bool { role.withLock { $0.isLeader && $0.isrIsLeaderOnly } }
-
-    /// Takes leadership at `epoch`, the controller's decision (Kafka's `Partition.makeLeader`).
-    /// Epochs only grow: an older epoch leaves the partition as it is. Returns whether the
-    /// role or epoch changed.
-    @discardableResult
-    func makeLeader(epoch newEpoch: LeaderEpoch, isrIsLeaderOnly: Bool = true) -> Bool {
-        role.withLock { current in
-            guard newEpoch > current.epoch || (newEpoch == current.epoch && !current.isLeader) else {
-                if newEpoch == current.epoch && current.isLeader && current.isrIsLeaderOnly != isrIsLeaderOnly {
-                    current.isrIsLeaderOnly = isrIsLeaderOnly
-                    return true
-                }
-                return false
-            }
-            current = Role(epoch: newEpoch, isLeader: true, isrIsLeaderOnly: isrIsLeaderOnly)
-            return true
-        }
-    }
-
-    /// Becomes a follower at `epoch` (Kafka's `Partition.makeFollower`): appends and reads are
-    /// refused from now on. Returns whether the role or epoch changed.
-    @discardableResult
-    func makeFollower(epoch newEpoch: LeaderEpoch) -> Bool {
-        role.withLock { current in
-            guard newEpoch > current.epoch || (newEpoch == current.epoch && current.isLeader) else { return false }
-            current = Role(epoch: Swift.max(newEpoch, current.epoch), isLeader: false, isrIsLeaderOnly: false)
-            return true
-        }
-    }
-
-    /// Advances the high watermark to the log end when the ISR is this broker alone; it never
-    /// moves backwards. While the ISR still names followers (which do not replicate yet) it
-    /// stays, so a consumer never reads what a failover to such a follower would lose.
-    func maybeIncrementHighWatermark() {
-        guard isrIsLeaderOnly else { return }
-        log.highWatermark = log.highWatermark.advanced(to: log.logEndOffset)
-    }
-}
-
 /// The partitions this broker hosts (Kafka's `ReplicaManager`): appends, reads, and the
 /// purgatory that wakes long-polling fetches when data arrives.
 public final class ReplicaManager: Sendable {
@@ -89,8 +15,6 @@ public final class ReplicaManager: Sendable {
     /// (Fetch v13+, KIP-516) without scanning the metadata image.
     private let topicNames: Mutex<[KafkaUUID: String]>
 
-    /// Told of every leader append that added records (the broker asks for ISR changes there).
-    private let appendObserver = Mutex<(@Sendable (Partition) -> Void)?>(nil)
     private let applying = Mutex(())
 
     public init(logManager: LogManager, nodeID: Int32) {
@@ -98,10 +22,6 @@ public final class ReplicaManager: Sendable {
         self.nodeID = nodeID
         self.partitions = Mutex([:])
         self.topicNames = Mutex([:])
-    }
-
-    func observeAppends(_ observer: @escaping @Sendable (Partition) -> Void) {
-        appendObserver.withLock { $0 = observer }
     }
 
     public func partition(_ tp: TopicPartition) -> Partition? {
@@ -125,7 +45,7 @@ public final class ReplicaManager: Sendable {
             let tp = TopicPartition(topic: topic.name, partition: index)
             if partition(tp) != nil { continue }
             let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
-            let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: log.latestLeaderEpoch ?? 0)
+            let created = Partition(topicPartition: tp, topicID: topicID, log: log, localID: nodeID, leaderEpoch: log.latestLeaderEpoch ?? 0)
             created.maybeIncrementHighWatermark()
             partitions.withLock { $0[tp] = created }
         }
@@ -156,23 +76,18 @@ public final class ReplicaManager: Sendable {
         let tp = TopicPartition(topic: topic.name, partition: index)
         let topicID = topic.topicID
         topicNames.withLock { $0[topicID] = topic.name }
-        let epoch = LeaderEpoch(registration.leaderEpoch)
-        let isLeader = registration.leader == nodeID
-        let alone = registration.isr == [nodeID]
-        if let existing = partition(tp) {
-            let before = (existing.isLeader, existing.leaderEpoch)
-            let changed = isLeader ? existing.makeLeader(epoch: epoch, isrIsLeaderOnly: alone) : existing.makeFollower(epoch: epoch)
-            if changed, isLeader { existing.maybeIncrementHighWatermark() }
-            if changed { purgatory.wake(tp) }
-            let roleChanged = before != (existing.isLeader, existing.leaderEpoch)
-            return (existing, roleChanged ? .role : changed ? .isr : .none)
+        let partition: Partition
+        if let existing = self.partition(tp) {
+            partition = existing
+        } else {
+            let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
+            partition = Partition(topicPartition: tp, topicID: topicID, log: log, localID: nodeID)
+            partitions.withLock { $0[tp] = partition }
         }
-        let log = try logManager.getOrCreateLog(tp, topicID: topicID, config: config, nowMs: nowMs)
-        let created = Partition(topicPartition: tp, topicID: topicID, log: log, leaderEpoch: epoch, isLeader: isLeader,
-                                isrIsLeaderOnly: alone)
-        if isLeader { created.maybeIncrementHighWatermark() }
-        partitions.withLock { $0[tp] = created }
-        return (created, .role)
+        let change = try partition.apply(registration, nowMs: nowMs)
+        // Waiting fetches and acks=all produces see the new role or high watermark.
+        if change != .none { purgatory.wake(tp) }
+        return (partition, change)
     }
 
     /// Stops hosting one partition and deletes its log (a reassignment moved it elsewhere).
@@ -202,15 +117,36 @@ public final class ReplicaManager: Sendable {
         }
     }
 
-    /// Appends a produce's records as leader and advances the high watermark.
+    /// Appends a produce's records as leader and advances the high watermark (at once when the
+    /// ISR is this broker alone, else as followers fetch).
     public func appendRecords(_ records: ByteBuffer, to partition: Partition, nowMs: Int64) throws(StorageError) -> LogAppendInfo {
         let info = try partition.log.append(records, leaderEpoch: partition.leaderEpoch, origin: .client, nowMs: nowMs)
         if !info.isDuplicate {
             partition.maybeIncrementHighWatermark()
             purgatory.wake(partition.topicPartition)
-            appendObserver.withLock { $0 }?(partition)
         }
         return info
+    }
+
+    /// Suspends until the high watermark reaches `offset` (every ISR member has the records
+    /// below it), leadership changes, or `timeoutMs` passes (Kafka's `DelayedProduce`). Returns
+    /// the error to answer: none, NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, or — when the
+    /// records are committed by an ISR smaller than `minInSync` — NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+    func awaitReplication(_ partition: Partition, through offset: Offset, minInSync: Int, timeoutMs: Int64,
+                          clock: @Sendable () -> Int64) async -> KafkaError {
+        let leadership = partition.leadership
+        let deadline = clock() + Swift.max(timeoutMs, 1)
+        while true {
+            guard partition.leadership == leadership, leadership.isLeader else { return .notLeaderOrFollower }
+            if partition.log.highWatermark.offset >= offset {
+                return partition.inSyncReplicas.count < minInSync ? .notEnoughReplicasAfterAppend : .noError
+            }
+            let remaining = deadline - clock()
+            guard remaining > 0, !Task.isCancelled else { return .requestTimedOut }
+            await purgatory.wait(for: [partition.topicPartition], timeoutMs: remaining) {
+                partition.leadership != leadership || partition.log.highWatermark.offset >= offset
+            }
+        }
     }
 }
 
@@ -226,8 +162,11 @@ final class FetchPurgatory: Sendable {
 
     private let waiters = Mutex<(next: Int, byID: [Int: Waiter])>((0, [:]))
 
-    /// Suspends until an append to one of `partitions`, or `timeoutMs`.
-    func wait(for partitions: Set<TopicPartition>, timeoutMs: Int64) async {
+    /// Suspends until an append to one of `partitions` (or another wake of them), or `timeoutMs`.
+    /// `satisfied` is checked once the waiter is registered: a condition that became true
+    /// between the caller's check and the registration resumes it at once instead of missing
+    /// the wake that made it true.
+    func wait(for partitions: Set<TopicPartition>, timeoutMs: Int64, unless satisfied: @Sendable () -> Bool = { false }) async {
         guard timeoutMs > 0, !partitions.isEmpty else { return }
         let id = waiters.withLock { state -> Int in
             state.next += 1
@@ -238,7 +177,7 @@ final class FetchPurgatory: Sendable {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 // Registered before the timeout exists, so a wake or the timeout always finds it.
                 waiters.withLock { $0.byID[id] = Waiter(partitions: partitions, continuation: continuation) }
-                if Task.isCancelled { self.resume(id) }
+                if Task.isCancelled || satisfied() { self.resume(id) }
                 Task {
                     try? await Task.sleep(for: .milliseconds(timeoutMs))
                     self.resume(id)

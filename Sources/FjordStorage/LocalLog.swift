@@ -530,6 +530,19 @@ public final class LocalLog: Sendable {
         return found.map { (Offset($0.offset), $0.timestamp, LeaderEpoch($0.leaderEpoch)) }
     }
 
+    /// Records that `epoch` starts at the log end (Kafka's `maybeAssignEpochStartOffset`, when
+    /// this replica becomes leader): OffsetsForLeaderEpoch can then answer where the previous
+    /// epoch ended before the new leader has appended anything. The checkpoint is on disk when
+    /// this returns. Older or equal epochs change nothing.
+    public func assignLeaderEpoch(_ epoch: LeaderEpoch) throws(StorageError) {
+        try locked { (s) throws(StorageError) in
+            if s.leaderEpochCache.assign(epoch: epoch.rawValue, startOffset: s.logEndOffset) {
+                try s.writeEpochCheckpoint()
+            }
+        }
+        try syncCheckpoints()
+    }
+
     /// OffsetForLeaderEpoch: the end offset of `epoch` in this log.
     public func endOffset(forLeaderEpoch epoch: LeaderEpoch) -> (leaderEpoch: LeaderEpoch, endOffset: Offset) {
         locked { s in

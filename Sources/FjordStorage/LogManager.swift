@@ -24,6 +24,7 @@ public struct LoadedLog: Sendable {
 ///   recovery-point-offset-checkpoint     topic partition offset: fsynced up to here
 ///   log-start-offset-checkpoint          topic partition offset: the log start offsets
 ///   cleaner-offset-checkpoint            topic partition offset: compacted logs' cleaner checkpoints
+///   replication-offset-checkpoint        topic partition offset: the high watermarks
 ///   <topic>-<partition>/                 one LocalLog (see LocalLog, LogSegment)
 ///   <topic>-<partition>.<uuid>-delete/   a deleted partition awaiting removal
 /// ```
@@ -38,6 +39,9 @@ public final class LogManager: Sendable {
     public static let recoveryPointCheckpoint = "recovery-point-offset-checkpoint"
     public static let logStartOffsetCheckpoint = "log-start-offset-checkpoint"
     public static let cleanerOffsetCheckpoint = "cleaner-offset-checkpoint"
+    /// Kafka's name: the high watermarks, so a restarted replica exposes nothing it had not
+    /// seen committed and a restarted leader does not start from zero.
+    public static let replicationOffsetCheckpoint = "replication-offset-checkpoint"
 
     public let directory: FilePath
     /// `log.cleaner.dedupe.buffer.size`: the most memory one cleaning pass's key map may take.
@@ -64,6 +68,7 @@ public final class LogManager: Sendable {
         let recoveryPoints = (try? readCheckpoint(directory.appending(recoveryPointCheckpoint))) ?? [:]
         let startOffsets = (try? readCheckpoint(directory.appending(logStartOffsetCheckpoint))) ?? [:]
         let cleanerOffsets = (try? readCheckpoint(directory.appending(cleanerOffsetCheckpoint))) ?? [:]
+        let highWatermarks = (try? readCheckpoint(directory.appending(replicationOffsetCheckpoint))) ?? [:]
         var opened: [TopicPartition: LocalLog] = [:]
         var loaded: [LoadedLog] = []
         var deletes: [(path: FilePath, atMs: Int64)] = []
@@ -80,6 +85,8 @@ public final class LogManager: Sendable {
                 recoveryPoint: recoveryPoints[tp] ?? 0, logStartOffset: startOffsets[tp] ?? 0,
                 cleanShutdown: cleanShutdown, nowMs: nowMs)
             if let cleaned = cleanerOffsets[tp] { log.setCleanerCheckpoint(Offset(cleaned)) }
+            // Clamped to the recovered log: a truncated tail lowers it.
+            if let highWatermark = highWatermarks[tp] { log.highWatermark = HighWatermark(Offset(highWatermark)) }
             opened[tp] = log
             loaded.append(LoadedLog(topicPartition: tp, topicID: readPartitionMetadata(path), report: report))
         }
@@ -198,9 +205,13 @@ public final class LogManager: Sendable {
         return report
     }
 
-    /// Writes the recovery-point, log-start-offset and cleaner-offset checkpoints.
+    /// Writes the recovery-point, log-start-offset, cleaner-offset and replication-offset
+    /// (high watermark) checkpoints.
     public func checkpoint() throws(StorageError) {
         let all = allLogs
+        try CheckpointFile.writeAtomically(
+            CheckpointFile.format(all.map { "\($0.topicPartition.topic) \($0.topicPartition.partition) \($0.highWatermark.offset.rawValue)" }),
+            to: directory.appending(Self.replicationOffsetCheckpoint))
         try CheckpointFile.writeAtomically(
             CheckpointFile.format(all.map { "\($0.topicPartition.topic) \($0.topicPartition.partition) \($0.recoveryPoint)" }),
             to: directory.appending(Self.recoveryPointCheckpoint))

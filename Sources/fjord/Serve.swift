@@ -123,7 +123,9 @@ struct BrokerService: Service {
                 uncleanLeaderElection: config.uncleanLeaderElectionEnable), logger: logger)
             store = joined
             do {
-                broker = try await Broker.start(config: config, cluster: joined, logger: logger)
+                broker = try await Broker.start(config: config, cluster: joined,
+                                                leaderEndpoints: ClientLeaderEndpoint.factory(clientID: "fjord-replica-\(config.nodeID)"),
+                                                logger: logger)
             } catch {
                 await joined.close()
                 throw error

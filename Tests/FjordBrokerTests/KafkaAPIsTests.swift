@@ -1,4 +1,5 @@
 @testable import FjordBroker
+import FjordMetadata
 import FjordProtocol
 import FjordStorage
 import NIOCore
@@ -109,8 +110,9 @@ struct KafkaAPIsTests {
             // The controller moved leadership on (epoch 4); a consumer still at epoch 2 is fenced
             // and, from v16, told where the leader is.
             let hosted = try #require(core.apis.replicaManager.partition(TopicPartition(topic: "ids", partition: 0)))
-            #expect(hosted.makeLeader(epoch: 4))
-            #expect(!hosted.makeLeader(epoch: 3), "leader epochs never go back")
+            #expect(try hosted.apply(PartitionRegistration(replicas: [1], isr: [1], leader: 1, leaderEpoch: 4, partitionEpoch: 1), nowMs: 0) == .role)
+            #expect(try hosted.apply(PartitionRegistration(replicas: [1], isr: [1], leader: 1, leaderEpoch: 3, partitionEpoch: 2), nowMs: 0) == .none,
+                    "leader epochs never go back")
             let fenced = try await fetch(core, topicID: topicID, currentLeaderEpoch: 2, version: 16)
             let answer = try #require(fenced.body.responses.first?.partitions.first)
             #expect(answer.errorCode == KafkaError.fencedLeaderEpoch.code)

@@ -6,6 +6,7 @@ through etcd's JSON gateway (`/v3/kv/range`), which etcd 3.4 serves on its clien
 
 import base64
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -119,8 +120,10 @@ class Cluster:
     def start(self) -> "Cluster":
         self.etcd.start()
         for node in range(1, self.size + 1):
+            # FJORD_TEST_LOG_LEVEL=debug shows the brokers' debug logs in a failing test's output.
+            level = os.environ.get("FJORD_TEST_LOG_LEVEL", "info")
             broker = Broker(self.root / f"broker-{node}" / "data", self.settings,
-                            extra_args=["--node-id", str(node), "--cluster", self.etcd.endpoint])
+                            extra_args=["--node-id", str(node), "--cluster", self.etcd.endpoint, "--log-level", level])
             self.brokers[node] = broker
             broker.start()
         self.wait_for(lambda m: len(m["brokers"]) == self.size and m["controller"] > 0, "every broker registered")
@@ -181,5 +184,5 @@ class Cluster:
         parts = []
         for node, broker in self.brokers.items():
             parts.append(f"--- broker {node} ({broker.bootstrap}) log (tail) ---")
-            parts += broker.log_text().splitlines()[-30:]
+            parts += broker.log_text().splitlines()[-int(os.environ.get("FJORD_TEST_LOG_LINES", "30")):]
         return "\n".join(parts)

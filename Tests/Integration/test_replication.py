@@ -1,0 +1,287 @@
+"""Replication: leader→follower fetch, ISR, high watermark and leader epochs, under faults.
+
+Each test runs a real etcd and three `fjord serve --cluster` processes on loopback ports, kills or
+freezes brokers with real signals, and then checks every acknowledged record with a small
+Jepsen-style history checker (`check_history`):
+- every acknowledged write is read back, exactly once, at the offset it was acknowledged at;
+- nothing is read that no producer ever wrote;
+- offsets are monotonic per partition and each producer's records keep their order;
+- after the faults, the replicas' logs are byte-identical (each partition's segments concatenated).
+"""
+
+import signal
+import socket
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster import Cluster
+
+TOPIC = "replicated"
+
+
+@pytest.fixture
+def cluster():
+    tmp = tempfile.TemporaryDirectory(prefix="fjord-replication-")
+    # A short lag time: a killed follower leaves the ISR within seconds, not Kafka's 30 s.
+    c = Cluster(Path(tmp.name), settings={"replica.lag.time.max.ms": "4000", "replica.fetch.backoff.ms": "200",
+                                          "min.insync.replicas": "2"}).start()
+    yield c
+    print(c.logs())
+    c.stop()
+    tmp.cleanup()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, configs: dict | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=3, config=configs or {})])[name].result(30)
+
+
+class History:
+    """What producers were asked to write and what the brokers acknowledged (partition, offset)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.written: set[bytes] = set()
+        self.acked: dict[bytes, tuple[int, int]] = {}
+        self.errors: list[str] = []
+
+    def write(self, value: bytes) -> None:
+        with self.lock:
+            self.written.add(value)
+
+    def on_delivery(self, err, msg) -> None:
+        with self.lock:
+            if err is None:
+                self.acked[msg.value()] = (msg.partition(), msg.offset())
+            else:
+                self.errors.append(str(err))
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 60.0) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of every partition, from offset 0 to the high watermark, as (offset, value)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "checker", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "fetch.max.bytes": 8 << 20})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    read: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
+    ended: set[int] = set()
+    deadline = time.time() + timeout
+    while len(ended) < partitions and time.time() < deadline:
+        for m in consumer.consume(num_messages=10000, timeout=0.5):
+            if m.error() is None:
+                read[m.partition()].append((m.offset(), m.value()))
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                ended.add(m.partition())
+    consumer.close()
+    assert len(ended) == partitions, f"only partitions {sorted(ended)} read to their end within {timeout}s"
+    return read
+
+
+def check_history(history: History, read: dict[int, list[tuple[int, bytes]]]) -> None:
+    """The checker: no acknowledged write lost or duplicated or moved, nothing invented, order kept."""
+    where: dict[bytes, tuple[int, int]] = {}
+    for partition, records in read.items():
+        offsets = [offset for offset, _ in records]
+        assert offsets == sorted(set(offsets)), f"partition {partition}: offsets not strictly increasing"
+        for offset, value in records:
+            assert value in history.written, f"partition {partition} offset {offset}: {value!r} was never written"
+            assert value not in where, f"{value!r} read twice: at {where[value]} and {(partition, offset)}"
+            where[value] = (partition, offset)
+        # One producer per partition numbers its records: they come back in that order.
+        numbers = [int(value.split(b"-")[1]) for _, value in records]
+        assert numbers == sorted(numbers), f"partition {partition}: records out of order"
+    lost = [value for value in history.acked if value not in where]
+    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
+    moved = [(v, history.acked[v], where[v]) for v in history.acked if history.acked[v] != where[v]]
+    assert not moved, f"{len(moved)} acknowledged records read at another offset, e.g. {moved[:5]}"
+
+
+def list_offsets_error(port: int, topic: str, partition: int, current_leader_epoch: int) -> int:
+    """ListOffsets v4 (latest) with a current leader epoch (KIP-320): the partition's error code."""
+    name = topic.encode()
+    body = struct.pack(">ib", -1, 0) + struct.pack(">i", 1) + struct.pack(">h", len(name)) + name
+    body += struct.pack(">i", 1) + struct.pack(">iiq", partition, current_leader_epoch, -1)
+    frame = struct.pack(">hhi", 2, 4, 7) + struct.pack(">h", 7) + b"checker" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", read_exactly(conn, 4))[0]
+        response = read_exactly(conn, size)
+    # correlation id, throttle, topics[1], name, partitions[1], index, error code
+    at = 4 + 4 + 4
+    (length,) = struct.unpack_from(">h", response, at)
+    at += 2 + length + 4 + 4
+    (error,) = struct.unpack_from(">h", response, at)
+    return error
+
+
+def read_exactly(conn, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+def replica_bytes(cluster: Cluster, node: int, topic: str, partition: int) -> bytes:
+    directory = cluster.brokers[node].data_dir / f"{topic}-{partition}"
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("*.log")))
+
+
+def wait_in_sync(cluster: Cluster, topic: str, partitions: int, timeout: float = 60.0) -> dict:
+    return cluster.wait_for(
+        lambda m: all(len(cluster.registration(topic, p, m)["isr"]) == 3 and cluster.registration(topic, p, m)["leader"] > 0
+                      for p in range(partitions)),
+        "every replica back in the ISR", timeout=timeout)
+
+
+def assert_replicas_identical(cluster: Cluster, topic: str, partitions: int, timeout: float = 30.0) -> None:
+    """Once the followers caught up, every replica of a partition holds the same bytes."""
+    for partition in range(partitions):
+        deadline = time.time() + timeout
+        while True:
+            copies = {node: replica_bytes(cluster, node, topic, partition) for node in cluster.brokers}
+            if len(set(copies.values())) == 1:
+                break
+            assert time.time() < deadline, (
+                f"{topic}-{partition}: replicas differ: " + ", ".join(f"broker {n}: {len(b)} bytes" for n, b in copies.items()))
+            time.sleep(0.5)
+        assert len(copies[1]) > 0
+
+
+def test_leaders_sigkilled_twice_under_idempotent_acks_all_load_lose_nothing(cluster):
+    partitions, total = 6, 200_000
+    create_topic(cluster.bootstrap(), TOPIC, partitions)
+    history = History()
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": 120_000, "request.timeout.ms": 10_000})
+    done = threading.Event()
+    paced = threading.Event()  # set once the kills are over: the rest goes at full speed
+
+    def produce():
+        started = time.time()
+        for i in range(total):
+            partition = i % partitions
+            value = f"p{partition}-{i // partitions:07d}".encode()
+            history.write(value)
+            while True:
+                try:
+                    producer.produce(TOPIC, value=value, partition=partition, on_delivery=history.on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            # About 2,000 records/s while brokers die, so the load spans every kill.
+            if not paced.is_set() and i % 200 == 0:
+                ahead = i / 2000 - (time.time() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush(180)
+        done.set()
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    time.sleep(2)
+    kills = 0
+    try:
+        for round_ in range(2):
+            for partition in range(partitions):
+                m = wait_in_sync(cluster, TOPIC, partitions)
+                victim = cluster.registration(TOPIC, partition, m)["leader"]
+                cluster.brokers[victim].kill()
+                kills += 1
+                cluster.wait_for(lambda m: cluster.registration(TOPIC, partition, m)["leader"] not in (victim, -1),
+                                 f"a new leader of {TOPIC}-{partition}", timeout=20)
+                time.sleep(0.5)
+                cluster.brokers[victim].start()
+    finally:
+        paced.set()
+    writer.join(300)
+    assert done.is_set(), "the producer did not finish"
+    assert kills == 12
+    assert len(history.acked) >= total * 0.99, f"only {len(history.acked)} of {total} acknowledged: {history.errors[:5]}"
+
+    wait_in_sync(cluster, TOPIC, partitions)
+    read = read_all(cluster.bootstrap(), TOPIC, partitions)
+    check_history(history, read)
+    assert_replicas_identical(cluster, TOPIC, partitions)
+    # The broker log names the ISR changes the kills caused.
+    logs = "".join(b.log_text() for b in cluster.brokers.values())
+    assert "ISR shrink" in logs and "ISR expand" in logs
+
+
+def test_two_of_three_replicas_down_refuses_acks_all_until_one_returns(cluster):
+    create_topic(cluster.bootstrap(), "quorum", 1)
+    m = cluster.metadata()
+    leader = cluster.registration("quorum", 0, m)["leader"]
+    followers = [n for n in cluster.brokers if n != leader]
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": False,
+                         "retries": 0, "message.timeout.ms": 5000})
+    results: list = []
+    producer.produce("quorum", value=b"before", on_delivery=lambda err, msg: results.append(err))
+    assert producer.flush(30) == 0 and results == [None]
+
+    for node in followers:
+        cluster.brokers[node].kill()
+    cluster.wait_for(lambda m: cluster.registration("quorum", 0, m)["isr"] == [leader], "the ISR shrunk to the leader", timeout=30)
+    refused: list = []
+    producer.produce("quorum", value=b"refused", on_delivery=lambda err, msg: refused.append(err))
+    producer.flush(30)
+    assert len(refused) == 1 and refused[0] is not None
+    assert refused[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, refused[0]
+
+    cluster.brokers[followers[0]].start()
+    cluster.wait_for(lambda m: len(cluster.registration("quorum", 0, m)["isr"]) == 2, "a follower back in the ISR", timeout=60)
+    after: list = []
+    producer.produce("quorum", value=b"after", on_delivery=lambda err, msg: after.append(err))
+    assert producer.flush(30) == 0 and after == [None]
+    values = [v for _, v in read_all(cluster.bootstrap(), "quorum", 1)[0]]
+    assert values == [b"before", b"after"]
+
+
+def test_a_frozen_leader_is_fenced_truncates_and_rejoins(cluster):
+    create_topic(cluster.bootstrap(), "frozen", 1)
+    m = cluster.metadata()
+    before = cluster.registration("frozen", 0, m)
+    old = before["leader"]
+    history = History()
+    # A frozen broker keeps its connections open: the client's request timeout is what moves
+    # the in-flight batches to the new leader (as against a frozen Kafka broker).
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True,
+                         "request.timeout.ms": 5000, "message.timeout.ms": 120_000})
+    for i in range(500):
+        value = f"p0-{i:07d}".encode()
+        history.write(value)
+        producer.produce("frozen", value=value, on_delivery=history.on_delivery)
+    assert producer.flush(30) == 0
+
+    # Frozen longer than its lease: another ISR member leads at a higher epoch.
+    cluster.brokers[old].process.send_signal(signal.SIGSTOP)
+    after = cluster.wait_for(lambda m: cluster.registration("frozen", 0, m)["leader"] not in (old, -1), "a new leader", timeout=20)
+    elected = cluster.registration("frozen", 0, after)
+    assert elected["leaderEpoch"] > before["leaderEpoch"]
+    for i in range(500, 1000):
+        value = f"p0-{i:07d}".encode()
+        history.write(value)
+        producer.produce("frozen", value=value, on_delivery=history.on_delivery)
+    assert producer.flush(120) == 0
+
+    # A client still holding the old epoch is fenced by the new leader (KIP-320), one ahead of
+    # it is told the leader has not caught up.
+    new_port = cluster.brokers[elected["leader"]].port
+    assert list_offsets_error(new_port, "frozen", 0, before["leaderEpoch"]) == 74  # FENCED_LEADER_EPOCH
+    assert list_offsets_error(new_port, "frozen", 0, elected["leaderEpoch"] + 1) == 75  # UNKNOWN_LEADER_EPOCH
+    assert list_offsets_error(new_port, "frozen", 0, elected["leaderEpoch"]) == 0
+
+    # Resumed: the old leader learns it was replaced, follows, and catches up into the ISR.
+    cluster.brokers[old].process.send_signal(signal.SIGCONT)
+    wait_in_sync(cluster, "frozen", 1)
+    assert len(history.acked) == 1000
+    check_history(history, read_all(cluster.bootstrap(), "frozen", 1))
+    assert_replicas_identical(cluster, "frozen", 1)
