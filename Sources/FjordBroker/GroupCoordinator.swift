@@ -79,7 +79,9 @@ actor GroupCoordinator {
         for record in records {
             builder.append(timestamp: now, key: record.key, value: record.value)
         }
-        _ = try replicaManager.appendRecords(try builder.build().bytes, to: partition, nowMs: now)
+        guard try replicaManager.appendRecords(try builder.build().bytes, to: partition, nowMs: now) != nil else {
+            throw StorageError.logClosed("\(tp): leadership moved")
+        }
     }
 
     /// Replays every `__consumer_offsets` partition (at start, before serving). A record that

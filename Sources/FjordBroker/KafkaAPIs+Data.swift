@@ -65,7 +65,10 @@ extension KafkaAPIs {
                     continue
                 }
                 do throws(StorageError) {
-                    let info = try replicaManager.appendRecords(records, to: partition, nowMs: now)
+                    guard let info = try replicaManager.appendRecords(records, to: partition, nowMs: now) else {
+                        partitionResponse.errorCode = KafkaError.notLeaderOrFollower.code
+                        continue
+                    }
                     partitionResponse.baseOffset = info.firstOffset.rawValue
                     partitionResponse.logAppendTimeMs = info.logAppendTime
                     partitionResponse.logStartOffset = partition.log.logStartOffset.rawValue

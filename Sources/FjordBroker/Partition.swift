@@ -1,6 +1,7 @@
 import FjordMetadata
 public import FjordProtocol
 public import FjordStorage
+public import NIOCore
 import Synchronization
 
 /// One partition this broker hosts (Kafka's `Partition`): its log, its leader epoch, whether
@@ -163,6 +164,18 @@ public final class Partition: Sendable {
             guard following else { return false }
             try body()
             return true
+        }
+    }
+
+    /// Appends a producer's (or the coordinator's) records as leader, at the current leader
+    /// epoch, under the replication lock: an append can never land after this broker became a
+    /// follower (it would be a record the leader does not have, at offsets the follower then
+    /// fetches past). Nil, with nothing written, when this broker does not lead the partition.
+    func appendAsLeader(_ records: ByteBuffer, nowMs: Int64) throws(StorageError) -> LogAppendInfo? {
+        try replicationLock.withLock { (_) throws(StorageError) -> LogAppendInfo? in
+            let epoch: LeaderEpoch? = state.withLock { $0.isLeader ? $0.epoch : nil }
+            guard let epoch else { return nil }
+            return try log.append(records, leaderEpoch: epoch, origin: .client, nowMs: nowMs)
         }
     }
 

@@ -118,9 +118,10 @@ public final class ReplicaManager: Sendable {
     }
 
     /// Appends a produce's records as leader and advances the high watermark (at once when the
-    /// ISR is this broker alone, else as followers fetch).
-    public func appendRecords(_ records: ByteBuffer, to partition: Partition, nowMs: Int64) throws(StorageError) -> LogAppendInfo {
-        let info = try partition.log.append(records, leaderEpoch: partition.leaderEpoch, origin: .client, nowMs: nowMs)
+    /// ISR is this broker alone, else as followers fetch). Nil when leadership moved away since
+    /// the caller looked (nothing is written: NOT_LEADER_OR_FOLLOWER).
+    public func appendRecords(_ records: ByteBuffer, to partition: Partition, nowMs: Int64) throws(StorageError) -> LogAppendInfo? {
+        guard let info = try partition.appendAsLeader(records, nowMs: nowMs) else { return nil }
         if !info.isDuplicate {
             partition.maybeIncrementHighWatermark()
             purgatory.wake(partition.topicPartition)

@@ -31,6 +31,17 @@ struct Topics: AsyncParsableCommand {
         var topics: [String] = []
         @Flag(help: "Print JSON.")
         var json = false
+        @Flag(help: "Only partitions whose ISR lacks some of their replicas (Kafka's --under-replicated-partitions).")
+        var underReplicated = false
+        @Flag(help: "Only partitions without a leader (Kafka's --unavailable-partitions).")
+        var unavailable = false
+
+        /// The partitions the filters keep.
+        func shown(_ partition: PartitionDescription) -> Bool {
+            if underReplicated && Set(partition.isr) == Set(partition.replicas) { return false }
+            if unavailable && partition.leader >= 0 { return false }
+            return true
+        }
 
         func run() async throws {
             try await reportingErrors("topics describe") {
@@ -41,7 +52,10 @@ struct Topics: AsyncParsableCommand {
         func describe(_ admin: KafkaAdmin) async throws {
                 let described = try await admin.describeTopics(topics.isEmpty ? nil : topics).filter { !$0.isInternal || !topics.isEmpty }
                 var documents: [String] = []
-                for topic in described.sorted(by: { $0.name < $1.name }) {
+                for var topic in described.sorted(by: { $0.name < $1.name }) {
+                    let filtered = underReplicated || unavailable
+                    topic.partitions = topic.partitions.filter(shown)
+                    if filtered && topic.partitions.isEmpty { continue }
                     // Offline partitions (no leader, in a cluster) have no offsets to tell: -1.
                     let indexes = topic.partitions.filter { $0.leader >= 0 }.map(\.partition)
                     let starts = try await admin.listOffsets(topic.name, partitions: indexes, spec: .earliest).mapValues(\.rawValue)

@@ -73,14 +73,16 @@ struct EtcdClientTests {
     func leases() async throws {
         try await withEtcd { _, etcd in
             let keeper = EtcdLeaseKeeper(client: etcd, logger: logger)
-            let kept = try await etcd.grantLease(ttlSeconds: 2)
-            let dropped = try await etcd.grantLease(ttlSeconds: 2)
+            // A 4 s TTL: the suite runs this beside busy tests on two cores, and a keepalive
+            // stream starved past a shorter TTL lost the lease (etcd expires it, rightly).
+            let kept = try await etcd.grantLease(ttlSeconds: 4)
+            let dropped = try await etcd.grantLease(ttlSeconds: 4)
             try await etcd.put("/l/kept", [1], lease: kept)
             try await etcd.put("/l/dropped", [1], lease: dropped)
             let (lostStream, lost) = AsyncStream.makeStream(of: Int64.self)
-            keeper.keepAlive(kept, ttlSeconds: 2) { lost.yield($0) }
+            keeper.keepAlive(kept, ttlSeconds: 4) { lost.yield($0) }
             // Both leases' TTL passes: only the kept one's key is left.
-            try await Task.sleep(for: .seconds(4))
+            try await Task.sleep(for: .seconds(7))
             #expect(try await etcd.get("/l/kept") != nil)
             #expect(try await etcd.get("/l/dropped") == nil)
             // Revoked behind the keeper's back: the next keepalive answer says so.
