@@ -28,16 +28,26 @@ from cluster import Cluster
 TOPIC = "replicated"
 
 
-@pytest.fixture
-def cluster():
+def started_cluster(**settings):
     tmp = tempfile.TemporaryDirectory(prefix="fjord-replication-")
     # A short lag time: a killed follower leaves the ISR within seconds, not Kafka's 30 s.
     c = Cluster(Path(tmp.name), settings={"replica.lag.time.max.ms": "4000", "replica.fetch.backoff.ms": "200",
-                                          "min.insync.replicas": "2"}).start()
+                                          "min.insync.replicas": "2", **settings}).start()
     yield c
     print(c.logs())
     c.stop()
     tmp.cleanup()
+
+
+@pytest.fixture
+def cluster():
+    yield from started_cluster()
+
+
+@pytest.fixture
+def long_lease_cluster():
+    """Brokers that may be frozen for seconds without losing their lease."""
+    yield from started_cluster(**{"broker.session.timeout.ms": "8000"})
 
 
 def create_topic(bootstrap: str, name: str, partitions: int, configs: dict | None = None) -> None:
@@ -363,3 +373,60 @@ def test_a_group_of_three_keeps_consuming_across_its_coordinators_sigkill(cluste
     # At-least-once: what was read twice is what was read after the last commit of a member
     # that moved, never more than the records themselves.
     assert len(seen) < 2 * total
+
+
+def test_an_old_leaders_unreplicated_suffix_is_truncated_when_it_returns(long_lease_cluster):
+    """KIP-101: records only the old leader has (acks=1, followers frozen) are cut when it
+    comes back as a follower of the new leader's epoch, so every replica holds the new leader's
+    records at those offsets."""
+    cluster = long_lease_cluster
+    create_topic(cluster.bootstrap(), "diverge", 1, configs={"min.insync.replicas": "1"})
+    m = cluster.metadata()
+    before = cluster.registration("diverge", 0, m)
+    old = before["leader"]
+    followers = [n for n in before["replicas"] if n != old]
+    committed = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True})
+    for i in range(100):
+        committed.produce("diverge", value=f"p0-{i:07d}".encode())
+    assert committed.flush(30) == 0
+    wait_in_sync(cluster, "diverge", 1)
+
+    # The followers stop fetching (frozen well inside their lease), the leader appends alone.
+    alone = Producer({"bootstrap.servers": cluster.brokers[old].bootstrap, "acks": 1, "linger.ms": 0})
+    alone.list_topics("diverge", timeout=10)
+    for node in followers:
+        cluster.brokers[node].process.send_signal(signal.SIGSTOP)
+    # Their long-polling fetches still wait on the leader: well past replica.fetch.wait.max.ms
+    # (500 ms) they have been answered into the frozen sockets, and no fetch is left to carry
+    # the suffix (on a loaded machine the leader may read a last fetch late: 2.5 s of margin).
+    time.sleep(2.5)
+    for i in range(20):
+        alone.produce("diverge", value=f"only-on-the-old-leader-{i}".encode())
+    assert alone.flush(10) == 0
+    cluster.brokers[old].process.send_signal(signal.SIGSTOP)
+    for node in followers:
+        cluster.brokers[node].process.send_signal(signal.SIGCONT)
+
+    # A follower (in the ISR, without the suffix) leads at a higher epoch and takes new writes
+    # at the offsets the old leader used.
+    after = cluster.wait_for(lambda m: cluster.registration("diverge", 0, m)["leader"] in followers, "a new leader", timeout=30)
+    assert cluster.registration("diverge", 0, after)["leaderEpoch"] > before["leaderEpoch"]
+    history = History()
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(exclude=(old,)), "acks": "all", "enable.idempotence": True,
+                         "request.timeout.ms": 5000})
+    for i in range(100, 200):
+        value = f"p0-{i:07d}".encode()
+        history.write(value)
+        producer.produce("diverge", value=value, on_delivery=history.on_delivery)
+    assert producer.flush(60) == 0 and len(history.acked) == 100
+
+    values = [v for _, v in read_all(cluster.bootstrap(exclude=(old,)), "diverge", 1)[0]]
+    assert not any(v.startswith(b"only-on-the-old-leader") for v in values), "a frozen follower had fetched the suffix"
+    assert values == [f"p0-{i:07d}".encode() for i in range(200)]
+
+    cluster.brokers[old].process.send_signal(signal.SIGCONT)
+    wait_in_sync(cluster, "diverge", 1)
+    assert "truncated a follower to its leader" in cluster.brokers[old].log_text()
+    assert_replicas_identical(cluster, "diverge", 1)
+    values = [v for _, v in read_all(cluster.bootstrap(), "diverge", 1)[0]]
+    assert values == [f"p0-{i:07d}".encode() for i in range(200)]
