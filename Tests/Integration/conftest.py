@@ -24,6 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_exactly(conn: socket.socket, count: int) -> bytes:
+    """`count` bytes from a socket (a response frame's size prefix, then its body)."""
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
 class Broker:
     """A `fjord serve` child process on a loopback port."""
 

@@ -15,6 +15,8 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from conftest import read_exactly
+
 
 def create(bootstrap, topic, partitions=1):
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -75,15 +77,6 @@ def fetch_out_of_range(port: int, topic: str, version: int) -> tuple[int, int]:
         at += 4  # preferred read replica
     (records_length,) = struct.unpack_from(">i", response, at)
     return error, records_length
-
-
-def read_exactly(conn, count):
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data
 
 
 def test_fetch_errors_carry_an_empty_record_set(broker):

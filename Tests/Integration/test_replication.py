@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Cluster
+from conftest import read_exactly
 
 TOPIC = "replicated"
 
@@ -130,15 +131,6 @@ def list_offsets_error(port: int, topic: str, partition: int, current_leader_epo
     at += 2 + length + 4 + 4
     (error,) = struct.unpack_from(">h", response, at)
     return error
-
-
-def read_exactly(conn, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data
 
 
 def replica_bytes(cluster: Cluster, node: int, topic: str, partition: int) -> bytes:
