@@ -87,7 +87,8 @@ def replicated(fjord: str, records: int) -> tuple[dict, dict]:
                          "the topics' ISRs")
         throughput = produce(bootstrap, "rf3", SIZE, -1, records)
         half = max(100, int(throughput["messages"] / throughput["seconds"] / 2))
-        latency = latencies(bootstrap, "rf3-latency", half, min(records, half * 20))
+        # Ten seconds at that rate, past librdkafka's and the brokers' warm-up.
+        latency = latencies(bootstrap, "rf3-latency", half, half * 10)
         return throughput, latency
     finally:
         cluster.stop()
@@ -97,7 +98,7 @@ def replicated(fjord: str, records: int) -> tuple[dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fjord", default=os.environ.get("FJORD_BIN", str(ROOT / ".build" / "release" / "fjord")))
-    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     fjord = os.path.abspath(args.fjord)
