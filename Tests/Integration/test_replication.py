@@ -422,3 +422,34 @@ def test_an_old_leaders_unreplicated_suffix_is_truncated_when_it_returns(long_le
     assert_replicas_identical(cluster, "diverge", 1)
     values = [v for _, v in read_all(cluster.bootstrap(), "diverge", 1)[0]]
     assert values == [f"p0-{i:07d}".encode() for i in range(200)]
+
+
+def test_a_follower_that_stops_fetching_leaves_the_isr_by_lag_and_rejoins(long_lease_cluster):
+    """The leader's own shrink (replica.lag.time.max.ms, 4 s here), not the controller's: the
+    frozen follower's lease (8 s) outlives the lag time, so only the leader can see it fall behind."""
+    cluster = long_lease_cluster
+    create_topic(cluster.bootstrap(), "lagging", 1)
+    m = cluster.metadata()
+    leader = cluster.registration("lagging", 0, m)["leader"]
+    # Not the controller: a frozen controller would apply the shrink only after its own lease.
+    follower = next(n for n in cluster.registration("lagging", 0, m)["replicas"] if n not in (leader, m["controller"]))
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True})
+    producer.produce("lagging", value=b"first")
+    assert producer.flush(30) == 0
+
+    cluster.brokers[follower].process.send_signal(signal.SIGSTOP)
+    frozen_at = time.time()
+    shrunk = cluster.wait_for(lambda m: follower not in cluster.registration("lagging", 0, m)["isr"], "the ISR shrink", timeout=7)
+    assert time.time() - frozen_at < 7.5, "shrunk only after the follower's lease ended"
+    assert cluster.registration("lagging", 0, shrunk)["leader"] == leader
+    assert follower in [b["nodeID"] for b in shrunk["brokers"]], "the follower's lease was still alive"
+    # acks=all goes on with the two replicas left (min.insync.replicas=2).
+    for i in range(100):
+        producer.produce("lagging", value=f"during-{i}".encode())
+    assert producer.flush(30) == 0
+
+    cluster.brokers[follower].process.send_signal(signal.SIGCONT)
+    wait_in_sync(cluster, "lagging", 1, timeout=30)
+    log = cluster.brokers[leader].log_text()
+    assert "ISR shrink" in log and "ISR expand" in log
+    assert_replicas_identical(cluster, "lagging", 1)
