@@ -19,8 +19,9 @@ public final class Broker: Sendable {
     public let replicaManager: ReplicaManager
     let metadata: any MetadataStore
     let logger: Logger
-    /// In a cluster: the leader's periodic ISR shrink check, cancelled at shutdown.
-    let isrExpiration: Task<Void, Never>?
+    /// Periodic work cancelled at shutdown: the metrics sample and, in a cluster, the leader's
+    /// ISR shrink check.
+    let backgroundTasks: [Task<Void, Never>]
 
     /// Milliseconds since the epoch.
     public static let systemClock: @Sendable () -> Int64 = {
@@ -28,8 +29,8 @@ public final class Broker: Sendable {
     }
 
     init(config: BrokerConfig, apis: KafkaAPIs, logManager: LogManager, replicaManager: ReplicaManager,
-         metadata: any MetadataStore, logger: Logger, isrExpiration: Task<Void, Never>? = nil) {
-        self.isrExpiration = isrExpiration
+         metadata: any MetadataStore, logger: Logger, backgroundTasks: [Task<Void, Never>] = []) {
+        self.backgroundTasks = backgroundTasks + [Task { [apis] in await apis.sampleMetrics() }]
         self.config = config
         self.apis = apis
         self.logManager = logManager
@@ -95,7 +96,7 @@ public final class Broker: Sendable {
         ])
         let isrExpiration = Task { [apis] in await apis.expireLaggingReplicas() }
         return Broker(config: config, apis: apis, logManager: logManager, replicaManager: replicaManager, metadata: store, logger: logger,
-                      isrExpiration: isrExpiration)
+                      backgroundTasks: [isrExpiration])
     }
 
     /// The data directory's `meta.properties` (Kafka's name and keys) ties it to one cluster and
@@ -219,7 +220,7 @@ public final class Broker: Sendable {
     /// Closes every log (flush, trim indexes, snapshot producer state) and writes the
     /// clean-shutdown marker.
     public func shutdown() async throws {
-        isrExpiration?.cancel()
+        for task in backgroundTasks { task.cancel() }
         await apis.replicaFetchers?.shutdown()
         apis.coordinatorLeadership.finish()
         await apis.groupCoordinator.stop()

@@ -80,6 +80,9 @@ public struct BrokerConfig: Sendable, Equatable {
     /// `offsets.commit.timeout.ms`: how long a group coordinator's write (an offset commit, a
     /// group's assignment) waits for the ISR of its `__consumer_offsets` partition.
     public var offsetsCommitTimeoutMs: Int64 = 5000
+    /// `metrics.listener=http://HOST:PORT` (Fjord's key): where `/metrics` (Prometheus text),
+    /// `/health` and `/ready` are served; nil serves none.
+    public var metricsListener: Listener? = nil
     public var numPartitions: Int32 = 1
     public var defaultReplicationFactor: Int16 = 1
     public var autoCreateTopicsEnable = true
@@ -163,6 +166,7 @@ public struct BrokerConfig: Sendable, Equatable {
                 config.replicaFetchResponseMaxBytes = Int32(try int(key, value, min: 1024, max: Int(Int32.max)))
             case "replica.fetch.backoff.ms": config.replicaFetchBackoffMs = Int64(try int(key, value, min: 0, max: 60_000))
             case "offsets.commit.timeout.ms": config.offsetsCommitTimeoutMs = Int64(try int(key, value, min: 1, max: 3_600_000))
+            case "metrics.listener": config.metricsListener = try httpListener(key, value)
             case "log.dirs", "log.dir":
                 config.logDirs = value.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
                 guard !config.logDirs.isEmpty else { throw ConfigError("\(key): expected at least one directory") }
@@ -313,6 +317,17 @@ public struct BrokerConfig: Sendable, Equatable {
         }
         guard !out.isEmpty else { throw ConfigError("\(key): expected at least one listener") }
         return out
+    }
+
+    /// `http://HOST:PORT` (port 0: any free port).
+    static func httpListener(_ key: String, _ value: String) throws(ConfigError) -> Listener {
+        let text = value.trimmingCharacters()
+        guard text.hasPrefix("http://") else { throw ConfigError("\(key)=\(value): expected http://HOST:PORT") }
+        let address = text.dropFirst("http://".count)
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port),
+            colon != address.startIndex
+        else { throw ConfigError("\(key)=\(value): expected http://HOST:PORT") }
+        return Listener(name: "http", host: String(address[..<colon]), port: port)
     }
 }
 

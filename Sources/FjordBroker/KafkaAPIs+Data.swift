@@ -69,6 +69,10 @@ extension KafkaAPIs {
                         partitionResponse.errorCode = KafkaError.notLeaderOrFollower.code
                         continue
                     }
+                    if !info.isDuplicate {
+                        metrics.produced(topic: topic.name, bytes: records.readableBytes,
+                                         records: Int(info.lastOffset.rawValue - info.firstOffset.rawValue + 1))
+                    }
                     partitionResponse.baseOffset = info.firstOffset.rawValue
                     partitionResponse.logAppendTimeMs = info.logAppendTime
                     partitionResponse.logStartOffset = partition.log.logStartOffset.rawValue
@@ -243,6 +247,10 @@ extension KafkaAPIs {
             default: break
             }
             result.body.sessionId = sessionID
+            let follower = (version >= 15 ? request.replicaState.replicaId : request.replicaId) >= 0
+            for (key, _, data) in result.entries {
+                if let region = data.recordsRegion { metrics.fetched(topic: key.topic, bytes: region.length, byFollower: follower) }
+            }
             if version >= 16 { addLeaderHints(to: &result) }
             // Group partitions by topic in request order; incremental sessions send only changes.
             var topics: [FetchResponse.FetchableTopicResponse] = []

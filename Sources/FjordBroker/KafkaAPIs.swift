@@ -17,6 +17,8 @@ public final class KafkaAPIs: Sendable {
     let logger: Logger
     let clock: @Sendable () -> Int64
     let fetchSessions = FetchSessionCache()
+    /// Request, topic and replication metrics (no-ops unless the process bootstrapped a backend).
+    public let metrics = BrokerMetrics()
     let groupCoordinator: GroupCoordinator
     /// Whether this broker is one of a cluster's (its metadata on etcd) rather than the single
     /// node; fixed at start (`fjord.cluster`).
@@ -82,6 +84,7 @@ public final class KafkaAPIs: Sendable {
     func alterISR(_ partition: Partition, _ change: Partition.ISRChange, removed: [Int32] = []) {
         let tp = partition.topicPartition
         let before = partition.inSyncReplicas
+        metrics.isrChanged(expanded: removed.isEmpty)
         logger.info(removed.isEmpty ? "ISR expand" : "ISR shrink", metadata: [
             "partition": "\(tp)", "from": "\(before)", "to": "\(change.isr)", "leader_epoch": "\(change.leaderEpoch)",
             "partition_epoch": "\(change.partitionEpoch)",
@@ -96,6 +99,14 @@ public final class KafkaAPIs: Sendable {
                 logger.warning("AlterPartition was not applied", metadata: ["partition": "\(tp)", "isr": "\(change.isr)", "error": "\(error)"])
             }
             partition.isrChangeFinished(change)
+        }
+    }
+
+    /// Samples the replica manager's gauges every 2 s (and once at once) until cancelled.
+    func sampleMetrics() async {
+        while !Task.isCancelled {
+            metrics.sample(replicaManager.allPartitions)
+            try? await Task.sleep(for: .seconds(2))
         }
     }
 
@@ -163,7 +174,11 @@ public final class KafkaAPIs: Sendable {
             }
             return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
-        return await handler.handle(self, RequestContext(frame: request, clientHost: clientHost))
+        let started = ContinuousClock.now
+        let reply = await handler.handle(self, RequestContext(frame: request, clientHost: clientHost))
+        let elapsed = started.duration(to: .now).components
+        metrics.handled(request.apiKey, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        return reply
     }
 
     /// Encodes a response with the request's correlation id.

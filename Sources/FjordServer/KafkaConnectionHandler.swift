@@ -1,3 +1,4 @@
+import CoreMetrics
 import FjordBroker
 import FjordStorage
 import Logging
@@ -36,6 +37,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// The request being handled; cancelled when the connection closes, so a long poll or a
     /// waiting JoinGroup of a gone client does not linger.
     private var inFlight: Task<Void, Never>? = nil
+
+    /// Open client connections (Kafka's `connection-count`).
+    private static let connections = Meter(label: "kafka_server_socketservermetrics_connection_count")
 
     init(apis: KafkaAPIs, logger: Logger, maxQueuedBytes: Int) {
         self.apis = apis
@@ -140,7 +144,13 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         processNext(context: context)
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        Self.connections.increment()
+        context.fireChannelActive()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        Self.connections.decrement()
         inFlight?.cancel()
         inFlight = nil
         queue.removeAll()

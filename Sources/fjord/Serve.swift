@@ -7,6 +7,8 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -58,7 +60,11 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("fjord serve: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let service = BrokerService(config: brokerConfig, logger: logger)
+        let registry = PrometheusCollectorRegistry()
+        if brokerConfig.metricsListener != nil {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        }
+        let service = BrokerService(config: brokerConfig, logger: logger, registry: registry)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: service)],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -111,6 +117,10 @@ struct BrokerService: Service {
     let config: BrokerConfig
     let logger: Logger
 
+    /// The Prometheus registry `/metrics` renders; the process's swift-metrics backend when
+    /// `metrics.listener` is set (bootstrapped once, before the broker starts).
+    let registry: PrometheusCollectorRegistry
+
     func run() async throws {
         var store: EtcdMetadataStore? = nil
         let broker: Broker
@@ -142,6 +152,18 @@ struct BrokerService: Service {
             try? await group.shutdownGracefully()
             throw error
         }
+        var metricsServer: MetricsServer? = nil
+        if let listener = config.metricsListener {
+            do {
+                metricsServer = try await MetricsServer.start(host: listener.host, port: listener.port, group: group, logger: logger,
+                                                              render: { registry.emitToBuffer() }, ready: { true })
+            } catch {
+                await server.stop()
+                try? await broker.shutdown()
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
         logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
         try? await gracefulShutdown()
         logger.info("shutting down")
@@ -150,6 +172,7 @@ struct BrokerService: Service {
             await store.controlledShutdown(maxWait: .milliseconds(config.controlledShutdownMaxWaitMs))
         }
         await server.stop()
+        await metricsServer?.stop()
         // Give requests already being handled a moment to complete.
         try? await Task.sleep(for: .milliseconds(200))
         try await broker.shutdown()

@@ -28,10 +28,19 @@ struct BrokerConfigTests {
         #expect(config.unknownKeys == ["mystery.key"])
     }
 
+    @Test("metrics.listener takes http://HOST:PORT; without it no endpoint is served")
+    func metricsListener() throws {
+        #expect(try BrokerConfig.parse().metricsListener == nil)
+        let listener = try #require(try BrokerConfig.parse(overrides: ["metrics.listener": "http://0.0.0.0:9404"]).metricsListener)
+        #expect(listener.host == "0.0.0.0" && listener.port == 9404)
+    }
+
     @Test("bad values name the key")
     func refusals() {
         for (key, value) in [("num.partitions", "0"), ("listeners", "nowhere"), ("log.segment.bytes", "big"),
-                             ("auto.create.topics.enable", "yes"), ("log.cleanup.policy", "shred")] {
+                             ("auto.create.topics.enable", "yes"), ("log.cleanup.policy", "shred"),
+                             ("metrics.listener", "127.0.0.1:9404"), ("metrics.listener", "http://host:99999"),
+                             ("metrics.listener", "http://:9404")] {
             #expect {
                 _ = try BrokerConfig.parse(overrides: [key: value])
             } throws: { error in

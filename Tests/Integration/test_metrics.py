@@ -1,0 +1,61 @@
+"""The operator's endpoint (`metrics.listener`): `/metrics` parses as Prometheus text with the
+prometheus_client parser and its counters move with traffic; `/health` and `/ready` answer."""
+
+import urllib.error
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_move_with_traffic_and_health_answers(broker_factory):
+    port = free_port()
+    broker = broker_factory({"metrics.listener": f"http://127.0.0.1:{port}"})
+    for path in ("/health", "/ready"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            assert response.status == 200
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=10)
+        raise AssertionError("an unknown path was answered")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404
+
+    before = scrape(port)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(100):
+        producer.produce("observed", value=b"x" * 100)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "observer", "enable.auto.commit": False})
+    consumer.assign([TopicPartition("observed", 0, 0)])
+    read = 0
+    while read < 100:
+        read += sum(1 for m in consumer.consume(num_messages=100, timeout=1) if m.error() is None)
+    consumer.close()
+
+    after = scrape(port)
+    assert value(after, "kafka_server_brokertopicmetrics_messagesin_total", topic="observed") == 100
+    assert value(after, "kafka_server_brokertopicmetrics_bytesin_total", topic="observed") >= 100 * 100
+    assert value(after, "kafka_server_brokertopicmetrics_bytesout_total", topic="observed") >= 100 * 100
+    produces = value(after, "kafka_network_requestmetrics_requests_total", request="Produce")
+    assert produces >= 1 and produces > value(before, "kafka_network_requestmetrics_requests_total", request="Produce")
+    # The request-time histogram counts every request it timed.
+    assert value(after, "kafka_network_requestmetrics_totaltime_seconds_count", request="Produce") == produces
+    assert value(after, "kafka_server_socketservermetrics_connection_count") >= 1
+    assert ("kafka_server_replicamanager_underreplicatedpartitions", ()) in after
