@@ -59,3 +59,20 @@ def test_metrics_move_with_traffic_and_health_answers(broker_factory):
     assert value(after, "kafka_network_requestmetrics_totaltime_seconds_count", request="Produce") == produces
     assert value(after, "kafka_server_socketservermetrics_connection_count") >= 1
     assert ("kafka_server_replicamanager_underreplicatedpartitions", ()) in after
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_broker_exports(broker_factory):
+    import json
+    import re
+    from pathlib import Path
+
+    port = free_port()
+    broker = broker_factory({"metrics.listener": f"http://127.0.0.1:{port}"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    producer.produce("dashboard", value=b"x")
+    assert producer.flush(30) == 0
+    exported = {name for name, _ in scrape(port)}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "fjord-broker.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"kafka_[a-z_]+", target["expr"])}
+    assert queried and not queried - exported, f"the dashboard queries what the broker does not export: {sorted(queried - exported)}"
