@@ -1,7 +1,7 @@
 import FjordMetadata
 public import FjordProtocol
 public import FjordStorage
-public import NIOCore
+import NIOCore
 import Synchronization
 
 /// One partition this broker hosts (Kafka's `Partition`): its log, its leader epoch, whether
