@@ -25,6 +25,7 @@ public final class BrokerMetrics: Sendable {
 
     private let topics = Mutex<[String: TopicCounters]>([:])
     private let requests = Mutex<[APIKey: RequestHandles]>([:])
+    private let lags = Mutex<[String: Gauge]>([:])
     /// Record bytes answered to followers (Kafka's `ReplicationBytesOutPerSec`, all topics).
     let replicationBytesOut = Counter(label: "kafka_server_brokertopicmetrics_replicationbytesout_total")
     let isrShrinks = Counter(label: "kafka_server_replicamanager_isrshrinks_total")
@@ -64,6 +65,23 @@ public final class BrokerMetrics: Sendable {
             replicationBytesOut.increment(by: Int64(bytes))
         } else {
             topic(name).bytesOut.increment(by: Int64(bytes))
+        }
+    }
+
+    /// Each group's lag per partition it committed (`kafka_consumergroup_lag`, kafka_exporter's
+    /// name): records between its committed offset and the high watermark.
+    func consumerLag(_ entries: [(group: String, partition: TopicPartition, lag: Int64)]) {
+        for entry in entries {
+            let key = "\(entry.group)\u{0}\(entry.partition.topic)\u{0}\(entry.partition.partition)"
+            let gauge = lags.withLock { cache in
+                if let found = cache[key] { return found }
+                let created = Gauge(label: "kafka_consumergroup_lag", dimensions: [
+                    ("consumergroup", entry.group), ("topic", entry.partition.topic), ("partition", String(entry.partition.partition)),
+                ])
+                cache[key] = created
+                return created
+            }
+            gauge.record(entry.lag)
         }
     }
 

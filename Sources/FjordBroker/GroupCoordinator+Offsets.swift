@@ -127,6 +127,11 @@ extension GroupCoordinator {
         return (nil, results)
     }
 
+    /// Every group's committed offset per partition, for the consumer-lag metric.
+    func allCommittedOffsets() -> [(group: String, partition: TopicPartition, offset: Int64)] {
+        groups.values.flatMap { group in group.offsets.map { (group.id, $0.key, $0.value.offset) } }
+    }
+
     func committed(groupID: String, partitions: [TopicPartition]?) -> [(TopicPartition, CommittedOffset?)] {
         let group = groups[groupID]
         if let partitions { return partitions.map { ($0, group?.offsets[$0]) } }

@@ -106,6 +106,14 @@ public final class KafkaAPIs: Sendable {
     func sampleMetrics() async {
         while !Task.isCancelled {
             metrics.sample(replicaManager.allPartitions)
+            // Consumer lag as this coordinator sees it: the partition's high watermark (when a
+            // replica is here) minus the group's committed offset.
+            var lags: [(group: String, partition: TopicPartition, lag: Int64)] = []
+            for entry in await groupCoordinator.allCommittedOffsets() {
+                guard let hosted = replicaManager.partition(entry.partition) else { continue }
+                lags.append((entry.group, entry.partition, Swift.max(0, hosted.log.highWatermark.offset.rawValue - entry.offset)))
+            }
+            metrics.consumerLag(lags)
             try? await Task.sleep(for: .seconds(2))
         }
     }

@@ -1,8 +1,12 @@
 """The operator's endpoint (`metrics.listener`): `/metrics` parses as Prometheus text with the
 prometheus_client parser and its counters move with traffic; `/health` and `/ready` answer."""
 
+import json
+import re
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,17 +66,42 @@ def test_metrics_move_with_traffic_and_health_answers(broker_factory):
 
 
 def test_the_grafana_dashboard_queries_only_metrics_the_broker_exports(broker_factory):
-    import json
-    import re
-    from pathlib import Path
-
     port = free_port()
     broker = broker_factory({"metrics.listener": f"http://127.0.0.1:{port}"})
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     producer.produce("dashboard", value=b"x")
     assert producer.flush(30) == 0
-    exported = {name for name, _ in scrape(port)}
+    # A committed offset, so the sampled consumer-lag gauge exists too.
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dashboard", "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("dashboard", 0, 0)], asynchronous=False)
+    consumer.close()
     dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "fjord-broker.json").read_text())
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"kafka_[a-z_]+", target["expr"])}
-    assert queried and not queried - exported, f"the dashboard queries what the broker does not export: {sorted(queried - exported)}"
+    deadline = time.time() + 10
+    while True:
+        missing = queried - {name for name, _ in scrape(port)}
+        if not missing or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert queried and not missing, f"the dashboard queries what the broker does not export: {sorted(missing)}"
+
+
+def test_consumer_lag_per_group_and_partition(broker_factory):
+    port = free_port()
+    broker = broker_factory({"metrics.listener": f"http://127.0.0.1:{port}"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        producer.produce("lagged", value=b"x")
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "behind", "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("lagged", 0, 40)], asynchronous=False)
+    consumer.close()
+    deadline = time.time() + 10
+    lag = None
+    while time.time() < deadline:
+        lag = value(scrape(port), "kafka_consumergroup_lag", consumergroup="behind", topic="lagged", partition="0")
+        if lag == 60:
+            break
+        time.sleep(0.5)
+    assert lag == 60
