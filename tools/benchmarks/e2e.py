@@ -8,6 +8,7 @@ Usage: tools/bench e2e [--fjord PATH] [--records N] [--json]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,33 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def broker_process(fjord, settings=None):
+    """A release `fjord serve` on a free port and a temporary data directory, for one benchmark;
+    yields its bootstrap address and stops it (SIGTERM) and deletes its data afterwards."""
+    data = tempfile.mkdtemp(prefix="fjord-bench-")
+    port = free_port()
+    args = [fjord, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://127.0.0.1:{port}", "--log-level", "warning"]
+    for key, value in (settings or {}).items():
+        args += ["--set", f"{key}={value}"]
+    broker = subprocess.Popen(args)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"fjord did not listen on {port}")
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def iperf3_bandwidth(seconds):
@@ -102,19 +130,7 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    data = tempfile.mkdtemp(prefix="fjord-bench-")
-    port = free_port()
-    broker = subprocess.Popen([args.fjord, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://127.0.0.1:{port}",
-                               "--log-level", "warning"])
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with broker_process(args.fjord) as bootstrap:
         loopback = iperf3_bandwidth(3)
         results = {"loopback_mb_per_s": loopback / 1e6, "runs": []}
         for size in (100, 1024):
@@ -138,10 +154,6 @@ def main():
                 print(f"{r['record_size']:>6} {r['acks']:>5} {r['produce']['mb_per_s']:>13.1f} {r['produce_ratio_to_loopback']:>7.3f} "
                       f"{r['produce']['latency_avg_ms']:>8.2f} {r['produce']['latency_max_ms']:>8.2f} {r['consume']['mb_per_s']:>11.1f} "
                       f"{r['consume_ratio_to_loopback']:>7.3f}")
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,42 +10,28 @@ Usage: tools/bench metrics [--fjord PATH] [--records N] [--json]
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
 
-from e2e import free_port, produce  # noqa: E402
-from replication import wait_listening  # noqa: E402
+from e2e import broker_process, free_port, produce  # noqa: E402
 
 
 def run(fjord: str, records: int, metrics: bool) -> float:
-    data = tempfile.mkdtemp(prefix="fjord-bench-metrics-")
-    port, metrics_port = free_port(), free_port()
-    args = [fjord, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://127.0.0.1:{port}", "--log-level", "warning"]
-    if metrics:
-        args += ["--set", f"metrics.listener=http://127.0.0.1:{metrics_port}"]
-    broker = subprocess.Popen(args)
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        wait_listening(port)
+    metrics_port = free_port()
+    settings = {"metrics.listener": f"http://127.0.0.1:{metrics_port}"} if metrics else {}
+    with broker_process(fjord, settings) as bootstrap:
         subprocess.run([fjord, "topics", "create", "m", "-b", bootstrap, "--partitions", "1"], capture_output=True, check=True, timeout=60)
         result = produce(bootstrap, "m", 1024, 1, records)
         if metrics:  # the backend really recorded the run
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
                 assert b'kafka_server_brokertopicmetrics_messagesin_total{topic="m"}' in response.read()
         return result["mb_per_s"]
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def main() -> None:

@@ -11,48 +11,24 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
 sys.path.insert(0, str(ROOT / "Tests" / "Integration"))
 
-from e2e import free_port, peer, produce  # noqa: E402
+from e2e import broker_process, peer, produce  # noqa: E402
 
 SIZE = 1024
 
 
 def single_broker(fjord: str, records: int) -> dict:
-    data = tempfile.mkdtemp(prefix="fjord-bench-rf1-")
-    port = free_port()
-    broker = subprocess.Popen([fjord, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://127.0.0.1:{port}",
-                               "--log-level", "warning"])
-    bootstrap = f"127.0.0.1:{port}"
-    try:
-        wait_listening(port)
+    with broker_process(fjord) as bootstrap:
         subprocess.run([fjord, "topics", "create", "rf1", "-b", bootstrap, "--partitions", "1"], capture_output=True, check=True, timeout=60)
         return produce(bootstrap, "rf1", SIZE, 1, records)
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def latencies(bootstrap: str, topic: str, rate: int, records: int) -> dict:
