@@ -253,13 +253,10 @@ final class ReplicaFetcher: Sendable {
             query.partition = tp.partition
             query.currentLeaderEpoch = entry.epoch.rawValue
             query.leaderEpoch = latest.rawValue
-            if let last = request.topics.last, last.topic == tp.topic {
-                request.topics[request.topics.count - 1].partitions.append(query)
-            } else {
+            Self.append(query, topic: tp.topic, to: &request.topics, name: \.topic, partitions: \.partitions) {
                 var topic = OffsetForLeaderEpochRequest.OffsetForLeaderTopic()
                 topic.topic = tp.topic
-                topic.partitions = [query]
-                request.topics.append(topic)
+                return topic
             }
         }
         // A log without epochs (empty, or never written with one) keeps what is below its high
@@ -343,13 +340,10 @@ final class ReplicaFetcher: Sendable {
             fetch.logStartOffset = entry.partition.log.logStartOffset.rawValue
             fetch.partitionMaxBytes = settings.partitionMaxBytes
             fetchOffsets[tp] = fetch.fetchOffset
-            if let last = request.topics.last, last.topic == tp.topic {
-                request.topics[request.topics.count - 1].partitions.append(fetch)
-            } else {
+            Self.append(fetch, topic: tp.topic, to: &request.topics, name: \.topic, partitions: \.partitions) {
                 var topic = FetchRequest.FetchTopic()
                 topic.topic = tp.topic
-                topic.partitions = [fetch]
-                request.topics.append(topic)
+                return topic
             }
         }
         let response = try await endpoint.fetch(request, version: Self.fetchVersion)
@@ -412,6 +406,20 @@ final class ReplicaFetcher: Sendable {
             // image brings the new leader or epoch; until then, back off.
             logger.debug("replica fetch refused", metadata: ["partition": "\(tp)", "error": "\(error)"])
             delay(tp, epoch: entry.epoch)
+        }
+    }
+
+    /// Adds a partition's entry under its topic: a request names each topic once, with its
+    /// partitions in the order added (the caller adds them sorted by topic).
+    private static func append<Topic, Entry>(_ entry: Entry, topic name: String, to topics: inout [Topic],
+                                             name topicName: KeyPath<Topic, String>, partitions: WritableKeyPath<Topic, [Entry]>,
+                                             new: () -> Topic) {
+        if let last = topics.last, last[keyPath: topicName] == name {
+            topics[topics.count - 1][keyPath: partitions].append(entry)
+        } else {
+            var topic = new()
+            topic[keyPath: partitions] = [entry]
+            topics.append(topic)
         }
     }
 
