@@ -684,8 +684,8 @@ extension KafkaAPIs {
     }
 
     /// AlterPartitionReassignments (KIP-455): starts or cancels (null replicas) partition moves
-    /// on the controller. A target replica joins the ISR only once it has caught up, so until
-    /// replication lands a move that adds replicas to a written partition stays in progress.
+    /// on the controller. An added replica copies the partition from its leader and joins the
+    /// ISR once caught up; the controller completes the move when every target is in the ISR.
     func handleAlterPartitionReassignments(_ request: AlterPartitionReassignmentsRequest) async -> AlterPartitionReassignmentsResponse {
         var response = AlterPartitionReassignmentsResponse()
         response.errorMessage = nil
