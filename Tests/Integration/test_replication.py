@@ -14,6 +14,7 @@ at least once and without a gap.
 import signal
 import socket
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Cluster
-from conftest import read_exactly
+from conftest import FJORD_BIN, read_exactly
 
 TOPIC = "replicated"
 
@@ -447,9 +448,17 @@ def test_a_follower_that_stops_fetching_leaves_the_isr_by_lag_and_rejoins(long_l
     for i in range(100):
         producer.produce("lagging", value=f"during-{i}".encode())
     assert producer.flush(30) == 0
+    # The operator's view names the partition (and only while it is under-replicated).
+    survivors = cluster.bootstrap(exclude=(follower,))
+    described = subprocess.run([FJORD_BIN, "topics", "describe", "--under-replicated", "-b", survivors],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Topic: lagging" in described and "Partition: 0" in described, described
 
     cluster.brokers[follower].process.send_signal(signal.SIGCONT)
     wait_in_sync(cluster, "lagging", 1, timeout=30)
+    described = subprocess.run([FJORD_BIN, "topics", "describe", "--under-replicated", "-b", survivors],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "lagging" not in described, described
     log = cluster.brokers[leader].log_text()
     assert "ISR shrink" in log and "ISR expand" in log
     assert_replicas_identical(cluster, "lagging", 1)
