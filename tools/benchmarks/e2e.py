@@ -57,6 +57,18 @@ def broker_process(fjord, settings=None):
         shutil.rmtree(data, ignore_errors=True)
 
 
+def bench_arguments(doc, records=1_000_000):
+    """The flags every end-to-end benchmark takes (--fjord, --records, --json), parsed; `fjord`
+    is made absolute."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fjord", default=os.environ.get("FJORD_BIN", os.path.join(ROOT, ".build", "release", "fjord")))
+    ap.add_argument("--records", type=int, default=records)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    args.fjord = os.path.abspath(args.fjord)
+    return args
+
+
 def iperf3_bandwidth(seconds):
     """Loopback TCP bandwidth in bytes/s, measured by iperf3."""
     for attempt in range(3):

@@ -7,9 +7,7 @@ times in one run so the machine's drift hits both; reported as the ratio of the 
 Usage: tools/bench metrics [--fjord PATH] [--records N] [--json]
 """
 
-import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
 
-from e2e import broker_process, free_port, produce  # noqa: E402
+from e2e import bench_arguments, broker_process, free_port, produce  # noqa: E402
 
 
 def run(fjord: str, records: int, metrics: bool) -> float:
@@ -35,12 +33,8 @@ def run(fjord: str, records: int, metrics: bool) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fjord", default=os.environ.get("FJORD_BIN", str(ROOT / ".build" / "release" / "fjord")))
-    ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    fjord = os.path.abspath(args.fjord)
+    args = bench_arguments(__doc__)
+    fjord = args.fjord
     without, with_metrics = [], []
     for _ in range(3):
         without.append(run(fjord, args.records, metrics=False))

@@ -7,7 +7,6 @@ p99, from rdkafka_performance's per-message latency file) at half the replicated
 Usage: tools/bench replication [--fjord PATH] [--records N] [--json]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
 sys.path.insert(0, str(ROOT / "Tests" / "Integration"))
 
-from e2e import broker_process, peer, produce  # noqa: E402
+from e2e import bench_arguments, broker_process, peer, produce  # noqa: E402
 
 SIZE = 1024
 
@@ -72,12 +71,8 @@ def replicated(fjord: str, records: int) -> tuple[dict, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fjord", default=os.environ.get("FJORD_BIN", str(ROOT / ".build" / "release" / "fjord")))
-    ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    fjord = os.path.abspath(args.fjord)
+    args = bench_arguments(__doc__)
+    fjord = args.fjord
 
     rf1 = single_broker(fjord, args.records)
     rf3, latency = replicated(fjord, args.records)
