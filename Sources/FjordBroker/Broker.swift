@@ -136,8 +136,7 @@ public final class Broker: Sendable {
         } else {
             image = MetadataImage(clusterID: KafkaUUID.random().description, controllerID: config.nodeID)
         }
-        let advertised = config.advertised
-        image.brokers = [BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port))]
+        image.brokers = [config.registration]
         image.controllerID = config.nodeID
 
         let now = clock()

@@ -7,11 +7,27 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A listener: Kafka's `NAME://host:port`.
+/// Kafka's security protocols: how a listener's connections are carried (TLS or not) and
+/// whether they authenticate with SASL first.
+public enum SecurityProtocol: String, Sendable, Equatable, CaseIterable {
+    case plaintext = "PLAINTEXT"
+    case ssl = "SSL"
+    case saslPlaintext = "SASL_PLAINTEXT"
+    case saslSSL = "SASL_SSL"
+
+    /// Whether connections run over TLS.
+    public var usesTLS: Bool { self == .ssl || self == .saslSSL }
+    /// Whether a client must authenticate with SASL before any other request.
+    public var usesSASL: Bool { self == .saslPlaintext || self == .saslSSL }
+}
+
+/// A listener: Kafka's `NAME://host:port`, with the security protocol its name maps to in
+/// `listener.security.protocol.map`.
 public struct Listener: Sendable, Equatable, CustomStringConvertible {
     public var name: String
     public var host: String
     public var port: Int
+    public var securityProtocol: SecurityProtocol = .plaintext
 
     public var description: String { "\(name)://\(host):\(port)" }
 
@@ -34,11 +50,45 @@ public struct Listener: Sendable, Equatable, CustomStringConvertible {
         self.port = port
     }
 
-    public init(name: String, host: String, port: Int) {
+    public init(name: String, host: String, port: Int, securityProtocol: SecurityProtocol = .plaintext) {
         self.name = name
         self.host = host
         self.port = port
+        self.securityProtocol = securityProtocol
     }
+}
+
+/// `ssl.client.auth`: whether a TLS listener asks clients for a certificate.
+public enum SSLClientAuth: String, Sendable, Equatable {
+    case none, requested, required
+}
+
+/// One TLS listener's settings, from Kafka's `ssl.*` keys (a `listener.name.<name>.ssl.*`
+/// key overrides the plain one for that listener). The keystore is PEM (KIP-651: one file with
+/// the private key and the certificate chain, or the two inline) or PKCS12; the truststore,
+/// which client certificates are checked against, PEM or PKCS12.
+public struct SSLSettings: Sendable, Equatable {
+    public enum StoreType: String, Sendable, Equatable { case pem = "PEM", pkcs12 = "PKCS12" }
+    public var keystoreType: StoreType = .pem
+    public var keystoreLocation: String? = nil
+    public var keystorePassword: String? = nil
+    /// `ssl.key.password`: the passphrase of an encrypted PEM private key.
+    public var keyPassword: String? = nil
+    /// `ssl.keystore.key` and `ssl.keystore.certificate.chain`: the PEM text inline.
+    public var keystoreKey: String? = nil
+    public var keystoreCertificateChain: String? = nil
+    public var truststoreType: StoreType = .pem
+    public var truststoreLocation: String? = nil
+    public var truststorePassword: String? = nil
+    /// `ssl.truststore.certificates`: trusted certificates as inline PEM.
+    public var truststoreCertificates: String? = nil
+    public var clientAuth: SSLClientAuth = .none
+    /// `ssl.enabled.protocols`: the TLS versions accepted (Kafka's default TLSv1.2,TLSv1.3).
+    public var enabledProtocols: [String] = ["TLSv1.2", "TLSv1.3"]
+    /// `ssl.cipher.suites`: OpenSSL cipher names for TLS 1.2; empty keeps the library's default.
+    public var cipherSuites: [String] = []
+
+    public init() {}
 }
 
 /// The broker's configuration with Kafka's `server.properties` key names.
@@ -51,6 +101,15 @@ public struct BrokerConfig: Sendable, Equatable {
     public var nodeID: Int32 = 1
     public var listeners: [Listener] = [Listener(name: "PLAINTEXT", host: "127.0.0.1", port: 9092)]
     public var advertisedListeners: [Listener]? = nil
+    /// `listener.security.protocol.map`: listener name → security protocol (Kafka's default
+    /// maps each protocol's own name to itself).
+    public var listenerSecurityProtocolMap: [String: SecurityProtocol] =
+        Dictionary(uniqueKeysWithValues: SecurityProtocol.allCases.map { ($0.rawValue, $0) })
+    /// `inter.broker.listener.name`: the listener other brokers' followers connect to (default:
+    /// the first listener).
+    public var interBrokerListenerName: String? = nil
+    /// The TLS settings of each SSL and SASL_SSL listener, by listener name.
+    public var ssl: [String: SSLSettings] = [:]
     /// `broker.rack`: the rack this broker is in, told to clients in Metadata and DescribeCluster.
     public var rack: String? = nil
     public var logDirs: [String] = ["./fjord-data"]
@@ -120,12 +179,29 @@ public struct BrokerConfig: Sendable, Equatable {
     public init() {}
 
     /// The listener clients are told to connect to (the first advertised, else the first listener).
-    public var advertised: Listener {
-        let chosen = advertisedListeners?.first ?? listeners[0]
-        if chosen.host == "0.0.0.0" || chosen.host == "::" {
-            return Listener(name: chosen.name, host: "127.0.0.1", port: chosen.port)
-        }
-        return chosen
+    public var advertised: Listener { advertised(listeners[0].name) ?? Self.reachable(advertisedListeners?.first ?? listeners[0]) }
+
+    /// The address advertised for listener `name`: its `advertised.listeners` entry, else the
+    /// listener itself (a wildcard host advertised as loopback); nil for an unknown name.
+    public func advertised(_ name: String) -> Listener? {
+        guard let chosen = advertisedListeners?.first(where: { $0.name == name }) ?? listeners.first(where: { $0.name == name })
+        else { return nil }
+        return Self.reachable(chosen)
+    }
+
+    /// Every listener's advertised address, in `listeners` order.
+    public var advertisedEndpoints: [Listener] { listeners.compactMap { advertised($0.name) } }
+
+    /// The listener followers connect to: `inter.broker.listener.name`, else the first.
+    public var interBrokerListener: Listener {
+        interBrokerListenerName.flatMap { advertised($0) } ?? advertised
+    }
+
+    private static func reachable(_ listener: Listener) -> Listener {
+        guard listener.host == "0.0.0.0" || listener.host == "::" else { return listener }
+        var copy = listener
+        copy.host = "127.0.0.1"
+        return copy
     }
 
     /// Keys Kafka brokers accept that Fjord reads elsewhere or that have no effect on one node;
@@ -134,7 +210,7 @@ public struct BrokerConfig: Sendable, Equatable {
         "num.network.threads", "num.io.threads", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
         "num.recovery.threads.per.data.dir", "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr", "process.roles", "controller.quorum.voters",
-        "controller.listener.names", "inter.broker.listener.name", "listener.security.protocol.map", "zookeeper.connect",
+        "controller.listener.names", "zookeeper.connect",
         "min.insync.replicas",
         "compression.type", "cluster.id",
     ]
@@ -153,6 +229,8 @@ public struct BrokerConfig: Sendable, Equatable {
             case "node.id", "broker.id": config.nodeID = Int32(try int(key, value, min: 0, max: Int(Int32.max)))
             case "listeners": config.listeners = try listeners(key, value)
             case "advertised.listeners": config.advertisedListeners = try listeners(key, value)
+            case "listener.security.protocol.map": config.listenerSecurityProtocolMap = try securityProtocolMap(key, value)
+            case "inter.broker.listener.name": config.interBrokerListenerName = value.isEmpty ? nil : value
             case "broker.rack": config.rack = value.isEmpty ? nil : value
             case "fjord.cluster": config.cluster = value.isEmpty ? nil : value
             case "broker.session.timeout.ms": config.brokerSessionTimeoutMs = Int64(try int(key, value, min: 2000, max: 3_600_000))
@@ -215,9 +293,10 @@ public struct BrokerConfig: Sendable, Equatable {
             case "log.preallocate": logKeys["preallocate"] = value; sources["preallocate"] = key
             case "message.max.bytes": logKeys["max.message.bytes"] = value; sources["max.message.bytes"] = key
             default:
-                if !acceptedKeys.contains(key) { config.unknownKeys.append(key) }
+                if !acceptedKeys.contains(key) && !Self.isSSLKey(key) { config.unknownKeys.append(key) }
             }
         }
+        try config.resolveListeners(values)
         // Kafka's precedence: ms over minutes over hours.
         if logKeys["retention.ms"] == nil {
             if let minutes = logKeys["retention.ms.minutes"] {

@@ -285,7 +285,7 @@ extension KafkaAPIs {
         values["node.id"] = ("\(config.nodeID)", .staticBrokerConfig)
         values["broker.id"] = ("\(config.nodeID)", .staticBrokerConfig)
         values["listeners"] = (config.listeners.map(\.description).joined(separator: ","), .staticBrokerConfig)
-        values["advertised.listeners"] = ("\(config.advertised)", .staticBrokerConfig)
+        values["advertised.listeners"] = (config.advertisedEndpoints.map(\.description).joined(separator: ","), .staticBrokerConfig)
         values["log.dirs"] = (config.logDirs.joined(separator: ","), .staticBrokerConfig)
         values["num.partitions"] = ("\(config.numPartitions)", .defaultConfig)
         values["default.replication.factor"] = ("\(config.defaultReplicationFactor)", .defaultConfig)
@@ -519,7 +519,7 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleDescribeCluster(_ request: DescribeClusterRequest) -> DescribeClusterResponse {
+    func handleDescribeCluster(_ request: DescribeClusterRequest, listener: String) -> DescribeClusterResponse {
         var response = DescribeClusterResponse()
         let config = self.config
         let image = metadata.image
@@ -527,7 +527,7 @@ extension KafkaAPIs {
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.endpointType = request.endpointType
         response.clusterAuthorizedOperations = Int32.min
-        response.brokers = liveBrokers(image).map(DescribeClusterResponse.DescribeClusterBroker.init)
+        response.brokers = liveBrokers(image, listener: listener).map(DescribeClusterResponse.DescribeClusterBroker.init)
         return response
     }
 

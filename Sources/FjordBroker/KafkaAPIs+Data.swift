@@ -13,7 +13,7 @@ extension KafkaAPIs {
     /// answered once the high watermark passes the records (every ISR member has them: Kafka's
     /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
     /// group-commit fsync before answering.
-    func handleProduce(_ request: ProduceRequest, version: Int16) async -> ProduceResponse? {
+    func handleProduce(_ request: ProduceRequest, version: Int16, listener: String) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
@@ -134,7 +134,7 @@ extension KafkaAPIs {
                 }
             }
         }
-        if version >= 10 { addLeaderHints(to: &response) }
+        if version >= 10 { addLeaderHints(to: &response, listener: listener) }
         for (log, offset) in durabilityWaits {
             do {
                 try await log.flushed(through: offset, runFlush: replicaManager.logManager.flushRunner)
@@ -162,13 +162,14 @@ extension KafkaAPIs {
 
     /// KIP-951 (Produce v10+): a partition answered NOT_LEADER_OR_FOLLOWER names its current
     /// leader and epoch, and the response carries the leader's endpoint.
-    private func addLeaderHints(to response: inout ProduceResponse) {
+    private func addLeaderHints(to response: inout ProduceResponse, listener: String) {
         var endpoints: [Int32: BrokerRegistration] = [:]
         for t in response.responses.indices {
             for p in response.responses[t].partitionResponses.indices
             where response.responses[t].partitionResponses[p].errorCode == KafkaError.notLeaderOrFollower.code {
                 guard let hint = currentLeader(of: TopicPartition(topic: response.responses[t].name,
-                                                                  partition: response.responses[t].partitionResponses[p].index))
+                                                                  partition: response.responses[t].partitionResponses[p].index),
+                                              listener: listener)
                 else { continue }
                 response.responses[t].partitionResponses[p].currentLeader.leaderId = hint.endpoint.nodeID
                 response.responses[t].partitionResponses[p].currentLeader.leaderEpoch = hint.leaderEpoch.rawValue
@@ -180,18 +181,16 @@ extension KafkaAPIs {
 
     /// Where a partition's leader is now (KIP-951's hint), or nil when unknown. On a single node
     /// this broker leads every partition it hosts, at the partition's leader epoch.
-    func currentLeader(of tp: TopicPartition) -> (endpoint: BrokerRegistration, leaderEpoch: LeaderEpoch)? {
+    func currentLeader(of tp: TopicPartition, listener: String) -> (endpoint: BrokerRegistration, leaderEpoch: LeaderEpoch)? {
         if clustered {
             let image = metadata.image
             guard let registration = image.partition(tp.topic, tp.partition), let leader = image.broker(registration.leader) else {
                 return nil
             }
-            return (leader, LeaderEpoch(registration.leaderEpoch))
+            return (leader.on(listener: listener), LeaderEpoch(registration.leaderEpoch))
         }
         guard let partition = replicaManager.partition(tp) else { return nil }
-        let advertised = config.advertised
-        return (BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack),
-                partition.leaderEpoch)
+        return (config.registration.on(listener: listener), partition.leaderEpoch)
     }
 
     // MARK: Fetch
@@ -200,7 +199,7 @@ extension KafkaAPIs {
     /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
     /// to `max.wait.ms` until `min.bytes` arrive. From v7, incremental fetch sessions (KIP-227)
     /// through `FetchSessionCache`.
-    func handleFetch(_ request: FetchRequest, request frame: RequestFrame) async -> BrokerReply {
+    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String) async -> BrokerReply {
         let version = frame.apiVersion
         var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
         let image = metadata.image
@@ -251,7 +250,7 @@ extension KafkaAPIs {
             for (key, _, data) in result.entries {
                 if let region = data.recordsRegion { metrics.fetched(topic: key.topic, bytes: region.length, byFollower: follower) }
             }
-            if version >= 16 { addLeaderHints(to: &result) }
+            if version >= 16 { addLeaderHints(to: &result, listener: listener) }
             // Group partitions by topic in request order; incremental sessions send only changes.
             var topics: [FetchResponse.FetchableTopicResponse] = []
             for (key, topicID, data) in result.entries {
@@ -309,13 +308,14 @@ extension KafkaAPIs {
     /// KIP-951 (Fetch v16+): a partition answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH
     /// names its current leader and epoch, and the response carries that leader's endpoint, so
     /// the consumer moves there without a Metadata round trip.
-    private func addLeaderHints(to result: inout FetchResult) {
+    private func addLeaderHints(to result: inout FetchResult, listener: String) {
         var endpoints: [Int32: BrokerRegistration] = [:]
         for index in result.entries.indices {
             let code = result.entries[index].2.errorCode
             guard code == KafkaError.notLeaderOrFollower.code || code == KafkaError.fencedLeaderEpoch.code,
                 let hint = currentLeader(of: TopicPartition(topic: result.entries[index].0.topic,
-                                                            partition: result.entries[index].0.partition))
+                                                            partition: result.entries[index].0.partition),
+                                    listener: listener)
             else { continue }
             result.entries[index].2.currentLeader.leaderId = hint.endpoint.nodeID
             result.entries[index].2.currentLeader.leaderEpoch = hint.leaderEpoch.rawValue

@@ -2,11 +2,13 @@ public import FjordProtocol
 import NIOCore
 
 /// One request as a handler sees it: the parsed frame (header, version, correlation id) and
-/// the client's address.
+/// the connection it came on.
 struct RequestContext: Sendable {
     let frame: RequestFrame
-    let clientHost: String
+    let connection: ClientConnection
     var version: Int16 { frame.apiVersion }
+    var clientHost: String { connection.clientHost }
+    var listener: String { connection.listenerName }
 }
 
 /// How the broker serves one API: the versions it advertises in ApiVersions and the handler of
@@ -54,8 +56,8 @@ extension KafkaAPIs {
         var t = APIHandlerTable()
         // Cluster and topics
         t.serve(ApiVersionsRequest.self, 0...4) { apis, _, c in apis.encode(apis.apiVersionsResponse(error: .noError), c) }
-        t.serve(MetadataRequest.self, 0...12) { apis, r, c in apis.encode(await apis.handleMetadata(r, version: c.version), c) }
-        t.serve(DescribeClusterRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeCluster(r), c) }
+        t.serve(MetadataRequest.self, 0...12) { apis, r, c in apis.encode(await apis.handleMetadata(r, version: c.version, listener: c.listener), c) }
+        t.serve(DescribeClusterRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeCluster(r, listener: c.listener), c) }
         t.serve(CreateTopicsRequest.self, 2...7) { apis, r, c in apis.encode(await apis.handleCreateTopics(r, version: c.version), c) }
         t.serve(DeleteTopicsRequest.self, 1...6) { apis, r, c in apis.encode(await apis.handleDeleteTopics(r, version: c.version), c) }
         t.serve(CreatePartitionsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleCreatePartitions(r), c) }
@@ -70,17 +72,17 @@ extension KafkaAPIs {
         t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeLogDirs(r), c) }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
-            guard let response = await apis.handleProduce(r, version: c.version) else { return .noResponse }
+            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener) else { return .noResponse }
             return apis.encode(response, c)
         }
-        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame) }
+        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame, listener: c.listener) }
         t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
         t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r), c) }
         t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r), c) }
         t.serve(InitProducerIdRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleInitProducerId(r), c) }
         t.serve(DescribeProducersRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleDescribeProducers(r), c) }
         // Classic groups and offsets
-        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleFindCoordinator(r, version: c.version), c) }
+        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleFindCoordinator(r, version: c.version, listener: c.listener), c) }
         t.serve(JoinGroupRequest.self, 0...9) { apis, r, c in
             apis.encode(await apis.handleJoinGroup(r, version: c.version, frame: c.frame, clientHost: c.clientHost), c)
         }

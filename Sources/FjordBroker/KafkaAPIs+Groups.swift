@@ -5,9 +5,9 @@ import Logging
 import NIOCore
 
 extension KafkaAPIs {
-    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16) async -> FindCoordinatorResponse {
+    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16, listener: String) async -> FindCoordinatorResponse {
         var response = FindCoordinatorResponse()
-        let advertised = config.advertised
+        let advertised = config.registration.on(listener: listener)
         let keys = version >= 4 ? request.coordinatorKeys : [request.key]
         if clustered && request.keyType == 0 && metadata.image.topics[GroupCoordinator.topic] == nil {
             await createOffsetsTopic()
@@ -30,7 +30,8 @@ extension KafkaAPIs {
             } else if clustered {
                 // The group's coordinator is the leader of its __consumer_offsets partition.
                 let index = GroupCoordinator.partition(for: key, partitions: image.topics[GroupCoordinator.topic]?.partitionCount ?? 1)
-                if let registration = image.partition(GroupCoordinator.topic, index), let leader = image.broker(registration.leader) {
+                if let registration = image.partition(GroupCoordinator.topic, index),
+                    let leader = image.broker(registration.leader)?.on(listener: listener) {
                     coordinator.nodeId = leader.nodeID
                     coordinator.host = leader.host
                     coordinator.port = leader.port
@@ -44,7 +45,7 @@ extension KafkaAPIs {
             } else {
                 coordinator.nodeId = config.nodeID
                 coordinator.host = advertised.host
-                coordinator.port = Int32(advertised.port)
+                coordinator.port = advertised.port
             }
             coordinators.append(coordinator)
         }

@@ -163,8 +163,14 @@ public final class KafkaAPIs: Sendable {
 
     // MARK: Dispatch
 
-    /// Handles one request frame (the bytes after the size prefix).
-    public func handle(_ frame: ByteBuffer, clientHost: String = "") async -> BrokerReply {
+    /// Handles one request frame (the bytes after the size prefix) of a connection on the
+    /// first listener (tests and in-process callers).
+    public func handle(_ frame: ByteBuffer) async -> BrokerReply {
+        await handle(frame, connection: ClientConnection(listener: config.listeners[0], clientHost: ""))
+    }
+
+    /// Handles one request frame (the bytes after the size prefix) of `connection`.
+    public func handle(_ frame: ByteBuffer, connection: ClientConnection) async -> BrokerReply {
         let request: RequestFrame
         do {
             request = try RequestFrame(parsing: frame)
@@ -183,7 +189,7 @@ public final class KafkaAPIs: Sendable {
             return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
         let started = ContinuousClock.now
-        let reply = await handler.handle(self, RequestContext(frame: request, clientHost: clientHost))
+        let reply = await handler.handle(self, RequestContext(frame: request, connection: connection))
         let elapsed = started.duration(to: .now).components
         metrics.handled(request.apiKey, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         return reply
@@ -239,11 +245,11 @@ public final class KafkaAPIs: Sendable {
 
     // MARK: Metadata
 
-    func handleMetadata(_ request: MetadataRequest, version: Int16) async -> MetadataResponse {
+    func handleMetadata(_ request: MetadataRequest, version: Int16, listener: String) async -> MetadataResponse {
         let config = self.config
         var image = metadata.image
         var response = MetadataResponse()
-        response.brokers = liveBrokers(image).map(MetadataResponse.MetadataResponseBroker.init)
+        response.brokers = liveBrokers(image, listener: listener).map(MetadataResponse.MetadataResponseBroker.init)
         response.clusterId = image.clusterID
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.clusterAuthorizedOperations = Int32.min
@@ -416,11 +422,11 @@ public final class KafkaAPIs: Sendable {
         }
     }
 
-    /// The brokers clients are told about: every live broker of the cluster, or this one.
-    func liveBrokers(_ image: MetadataImage) -> [BrokerRegistration] {
-        if clustered { return image.brokers.sorted { $0.nodeID < $1.nodeID } }
-        let advertised = config.advertised
-        return [BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack)]
+    /// The brokers clients on `listener` are told about: every live broker of the cluster, or
+    /// this one, each with its endpoint on that listener.
+    func liveBrokers(_ image: MetadataImage, listener: String) -> [BrokerRegistration] {
+        if clustered { return image.brokers.sorted { $0.nodeID < $1.nodeID }.map { $0.on(listener: listener) } }
+        return [config.registration.on(listener: listener)]
     }
 
     /// The hosted partition a produce or a consumer's read addresses, or the error to answer:

@@ -60,21 +60,50 @@ public struct PartitionRegistration: Sendable, Equatable, Codable {
     }
 }
 
+/// One of a broker's listeners as it advertises it (Kafka's `BrokerEndpoint`).
+public struct BrokerEndpoint: Sendable, Equatable, Codable {
+    public var listener: String
+    public var host: String
+    public var port: Int32
+
+    public init(listener: String, host: String, port: Int32) {
+        self.listener = listener
+        self.host = host
+        self.port = port
+    }
+}
+
 /// A broker's advertised endpoint.
 public struct BrokerRegistration: Sendable, Equatable, Codable {
     public var nodeID: Int32
+    /// The endpoint of the broker's first listener (what clients that know no listener names,
+    /// and registrations written before listeners were recorded, use).
     public var host: String
     public var port: Int32
     public var rack: String?
+    /// Every listener's endpoint (nil in registrations written before they were recorded).
+    public var endpoints: [BrokerEndpoint]?
     /// The broker asked to stop (SIGTERM): the controller moves its leaderships away and
     /// elects no new ones on it (Kafka's controlled shutdown).
     public var inControlledShutdown: Bool?
 
-    public init(nodeID: Int32, host: String, port: Int32, rack: String? = nil) {
+    public init(nodeID: Int32, host: String, port: Int32, rack: String? = nil, endpoints: [BrokerEndpoint]? = nil) {
         self.nodeID = nodeID
         self.host = host
         self.port = port
         self.rack = rack
+        self.endpoints = endpoints
+    }
+
+    /// The registration as a client on listener `name` must be told it: that listener's host
+    /// and port (Kafka answers each connection with the endpoints of the listener it came in
+    /// on). A broker without that listener keeps its first endpoint.
+    public func on(listener name: String) -> BrokerRegistration {
+        guard let endpoint = endpoints?.first(where: { $0.listener == name }) else { return self }
+        var copy = self
+        copy.host = endpoint.host
+        copy.port = endpoint.port
+        return copy
     }
 }
 

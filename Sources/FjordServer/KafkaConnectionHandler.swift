@@ -20,14 +20,17 @@ import NIOCore
 /// Flushing: responses written during a read loop are flushed once in `channelReadComplete`;
 /// a response that completes outside a read loop (the usual case: handlers run on tasks) is
 /// flushed at once. Record bytes go out as `FileRegion`s leased from storage (`sendfile`); the
-/// handler never handles descriptors.
+/// handler never handles descriptors. Behind TLS, which must encrypt every byte in user space,
+/// the slices are read into buffers instead (`sendsFileRegions` false).
 final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = IOData
 
     private let apis: KafkaAPIs
+    private let connection: ClientConnection
     private let logger: Logger
     private let maxQueuedBytes: Int
+    private let sendsFileRegions: Bool
     private var queue: [ByteBuffer] = []
     private var queuedBytes = 0
     private var busy = false
@@ -41,10 +44,12 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Open client connections (Kafka's `connection-count`).
     private static let connections = Meter(label: "kafka_server_socketservermetrics_connection_count")
 
-    init(apis: KafkaAPIs, logger: Logger, maxQueuedBytes: Int) {
+    init(apis: KafkaAPIs, connection: ClientConnection, logger: Logger, maxQueuedBytes: Int, sendsFileRegions: Bool) {
         self.apis = apis
+        self.connection = connection
         self.logger = logger
         self.maxQueuedBytes = maxQueuedBytes
+        self.sendsFileRegions = sendsFileRegions
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -90,12 +95,12 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         let frame = queue.removeFirst()
         queuedBytes -= frame.readableBytes
         let apis = self.apis
+        let connection = self.connection
         let channel = context.channel
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let host = channel.remoteAddress?.ipAddress ?? ""
         let eventLoop = context.eventLoop
         inFlight = Task {
-            let reply = await apis.handle(frame, clientHost: host.isEmpty ? "" : "/\(host)")
+            let reply = await apis.handle(frame, connection: connection)
             // A closed connection (or a stopped server) has nobody to answer.
             guard !Task.isCancelled, channel.isActive else { return }
             eventLoop.execute {
@@ -123,6 +128,15 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 switch part {
                 case .bytes(let bytes):
                     context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
+                case .file(let slice) where !sendsFileRegions:
+                    do {
+                        let bytes = try slice.readBytes(allocator: context.channel.allocator)
+                        context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
+                    } catch {
+                        logger.error("cannot read records; closing connection", metadata: ["error": "\(error)"])
+                        context.close(promise: nil)
+                        return
+                    }
                 case .file(let slice):
                     let lease: FileRegionLease
                     do {

@@ -13,8 +13,10 @@ import NIOCore
 struct ClientLeaderEndpoint: LeaderEndpoint {
     let connection: BrokerConnection
 
-    static func factory(clientID: String) -> LeaderEndpointFactory {
-        { broker in
+    /// Connects to a leader's `listener` (`inter.broker.listener.name`).
+    static func factory(clientID: String, listener: String) -> LeaderEndpointFactory {
+        { registration in
+            let broker = registration.on(listener: listener)
             let connection = try await BrokerConnection.connect(host: broker.host, port: Int(broker.port), clientID: clientID,
                                                                 requestTimeout: .seconds(30))
             return ClientLeaderEndpoint(connection: connection)

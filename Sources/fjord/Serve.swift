@@ -103,6 +103,11 @@ struct Serve: AsyncParsableCommand {
             guard parsed.advertised.port != 0 else {
                 throw ConfigError("a cluster broker needs a fixed listener port (other brokers and clients are told it)")
             }
+            let inter = parsed.interBrokerListener
+            guard inter.securityProtocol == .plaintext else {
+                throw ConfigError("inter.broker.listener.name: \(inter.name) is \(inter.securityProtocol.rawValue); followers "
+                    + "replicate over a PLAINTEXT listener for now (add one, e.g. on a private address, and name it)")
+            }
         }
         for key in parsed.unknownKeys.sorted() {
             logger.warning("unknown config key ignored", metadata: ["key": "\(key)"])
@@ -126,15 +131,15 @@ struct BrokerService: Service {
         let broker: Broker
         if let cluster = config.cluster {
             let address = try EtcdClusterAddress(parsing: cluster)
-            let advertised = config.advertised
-            let registration = BrokerRegistration(nodeID: config.nodeID, host: advertised.host, port: Int32(advertised.port), rack: config.rack)
+            let registration = config.registration
             let joined = try await EtcdMetadataStore.join(address, settings: .init(
                 registration: registration, sessionTimeoutMs: config.brokerSessionTimeoutMs,
                 uncleanLeaderElection: config.uncleanLeaderElectionEnable), logger: logger)
             store = joined
             do {
                 broker = try await Broker.start(config: config, cluster: joined,
-                                                leaderEndpoints: ClientLeaderEndpoint.factory(clientID: "fjord-replica-\(config.nodeID)"),
+                                                leaderEndpoints: ClientLeaderEndpoint.factory(clientID: "fjord-replica-\(config.nodeID)",
+                                                                                              listener: config.interBrokerListener.name),
                                                 logger: logger)
             } catch {
                 await joined.close()
@@ -165,6 +170,11 @@ struct BrokerService: Service {
             }
         }
         logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
+        // SIGHUP reloads the TLS listeners' certificates (a renewed certificate without a restart).
+        let reloads = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) { server.reloadCertificates() }
+        }
+        defer { reloads.cancel() }
         try? await gracefulShutdown()
         logger.info("shutting down")
         if let store {

@@ -71,7 +71,7 @@ final class BrokerCore: Sendable {
         entry.records = try builder.build().bytes
         data.partitionData = [entry]
         produce.topicData = [data]
-        return await apis.handleProduce(produce, version: version)
+        return await apis.handleProduce(produce, version: version, listener: "PLAINTEXT")
     }
 
     func shutdown() async throws {

@@ -46,7 +46,7 @@ struct KafkaAPIsTests {
 
             var metadata = MetadataRequest()
             metadata.topics = nil
-            let described = await core.apis.handleMetadata(metadata, version: 12)
+            let described = await core.apis.handleMetadata(metadata, version: 12, listener: "PLAINTEXT")
             let orders = try #require(described.topics.first { $0.name == "orders" })
             #expect(orders.partitions.count == 2)
         }

@@ -40,7 +40,9 @@ struct KafkaConnectionHandlerTests {
         let channel = try await NIOAsyncTestingChannel { channel in
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrame)))
             try channel.pipeline.syncOperations.addHandler(
-                KafkaConnectionHandler(apis: apis, logger: quiet, maxQueuedBytes: maxQueuedBytes))
+                KafkaConnectionHandler(apis: apis, connection: ClientConnection(listener: Listener(name: "PLAINTEXT", host: "127.0.0.1", port: 9),
+                                                                                clientHost: "127.0.0.1"),
+                                       logger: quiet, maxQueuedBytes: maxQueuedBytes, sendsFileRegions: true))
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9))
         return channel
