@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "FjordCompression", targets: ["FjordCompression"]),
         .library(name: "FjordStorage", targets: ["FjordStorage"]),
         .library(name: "FjordMetadata", targets: ["FjordMetadata"]),
+        .library(name: "FjordSecurity", targets: ["FjordSecurity"]),
         .library(name: "FjordEtcd", targets: ["FjordEtcd"]),
         .library(name: "FjordMetadataEtcd", targets: ["FjordMetadataEtcd"]),
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
@@ -47,7 +48,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         // TLS listeners (FjordServer) and SCRAM's hashes and PBKDF2 (FjordSecurity).
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
-        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -105,6 +106,15 @@ let package = Package(
             dependencies: [
                 "FjordEtcd", "FjordMetadata", "FjordProtocol",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // SASL's server and client exchanges (SCRAM, PLAIN): pure values over swift-crypto.
+        .target(
+            name: "FjordSecurity",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),
@@ -256,6 +266,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordSecurityTests",
+            dependencies: ["FjordSecurity"],
             swiftSettings: strictSettings
         ),
         .testTarget(
