@@ -124,6 +124,7 @@ let package = Package(
                 "FjordProtocol",
                 "FjordStorage",
                 "FjordMetadata",
+                "FjordSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -150,6 +151,7 @@ let package = Package(
             dependencies: [
                 "FjordProtocol",
                 "FjordCompression",
+                "FjordSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -205,6 +207,7 @@ let package = Package(
                 "FjordClient",
                 "FjordEventSourcing",
                 "FjordProtocol",
+                "FjordSecurity",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -24,6 +24,14 @@ extension BrokerConfig {
         "ssl.engine.factory.class",
     ]
 
+    /// The SASL mechanisms Fjord serves.
+    public static let supportedSASLMechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+    static func isSASLKey(_ key: String) -> Bool {
+        if key == "sasl.enabled.mechanisms" || key == "sasl.mechanism.inter.broker.protocol" { return true }
+        return key.hasPrefix("listener.name.") && key.hasSuffix(".sasl.enabled.mechanisms")
+    }
+
     static func isSSLKey(_ key: String) -> Bool {
         if sslKeys.contains(key) { return true }
         guard key.hasPrefix("listener.name.") else { return false }
@@ -59,6 +67,7 @@ extension BrokerConfig {
             }
             listeners[index].securityProtocol = proto
             if proto.usesTLS { ssl[name] = try Self.sslSettings(for: name, values) }
+            if proto.usesSASL { saslEnabledMechanisms[name] = try Self.saslMechanisms(for: name, values) }
         }
         if let advertised = advertisedListeners {
             for index in advertised.indices {
@@ -72,6 +81,20 @@ extension BrokerConfig {
         if let inter = interBrokerListenerName, !listeners.contains(where: { $0.name == inter }) {
             throw ConfigError("inter.broker.listener.name: \(inter) is not one of listeners (\(listeners.map(\.name).joined(separator: ",")))")
         }
+    }
+
+    /// A SASL listener's mechanisms: `listener.name.<name>.sasl.enabled.mechanisms` over
+    /// `sasl.enabled.mechanisms`; a mechanism Fjord does not serve (GSSAPI, OAUTHBEARER)
+    /// refuses to start rather than leave clients failing at login.
+    static func saslMechanisms(for listener: String, _ values: [String: String]) throws(ConfigError) -> [String] {
+        let prefixed = "listener.name.\(listener.lowercased()).sasl.enabled.mechanisms"
+        let (key, text) = values[prefixed].map { (prefixed, $0) } ?? ("sasl.enabled.mechanisms", values["sasl.enabled.mechanisms"] ?? "")
+        guard !text.trimmingCharacters().isEmpty else { return ["SCRAM-SHA-256", "SCRAM-SHA-512"] }
+        let mechanisms = text.split(separator: ",").map { $0.trimmingCharacters().uppercased() }.filter { !$0.isEmpty }
+        for mechanism in mechanisms where !supportedSASLMechanisms.contains(mechanism) {
+            throw ConfigError("\(key)=\(text): \(mechanism) is not supported (Fjord serves \(supportedSASLMechanisms.joined(separator: ", ")))")
+        }
+        return mechanisms
     }
 
     /// A TLS listener's settings: `listener.name.<name>.ssl.X` over `ssl.X`.

@@ -1,4 +1,5 @@
 public import FjordStorage
+import FjordMetadata
 
 /// Why a configuration was refused: the message names the key and what was expected.
 public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -110,6 +111,23 @@ public struct BrokerConfig: Sendable, Equatable {
     public var interBrokerListenerName: String? = nil
     /// The TLS settings of each SSL and SASL_SSL listener, by listener name.
     public var ssl: [String: SSLSettings] = [:]
+    /// The SASL mechanisms each SASL_PLAINTEXT and SASL_SSL listener offers, by listener name
+    /// (`listener.name.<name>.sasl.enabled.mechanisms` over `sasl.enabled.mechanisms`; Fjord's
+    /// default is SCRAM-SHA-256,SCRAM-SHA-512: PLAIN sends the password and must be chosen).
+    public var saslEnabledMechanisms: [String: [String]] = [:]
+    /// `connections.max.reauth.ms` (KIP-368): a SASL session's lifetime, after which the client
+    /// must re-authenticate on the same connection or be disconnected; 0 never expires.
+    public var connectionsMaxReauthMs: Int64 = 0
+    /// `connection.failed.authentication.delay.ms`: how long a failed login waits before its
+    /// answer (and the connection's close), slowing password guessing.
+    public var connectionFailedAuthenticationDelayMs: Int64 = 100
+    /// `authorizer.class.name`: when set, every request is checked against the ACLs by
+    /// `StandardAuthorizer` (Kafka's class names for it are accepted; any other refuses to start).
+    public var authorizerEnabled = false
+    /// `super.users`: principals (`User:admin;User:broker`) allowed everything.
+    public var superUsers: Set<String> = []
+    /// `allow.everyone.if.no.acl.found`: a resource without any ACL is open to everyone.
+    public var allowEveryoneIfNoAclFound = false
     /// `broker.rack`: the rack this broker is in, told to clients in Metadata and DescribeCluster.
     public var rack: String? = nil
     public var logDirs: [String] = ["./fjord-data"]
@@ -231,6 +249,18 @@ public struct BrokerConfig: Sendable, Equatable {
             case "advertised.listeners": config.advertisedListeners = try listeners(key, value)
             case "listener.security.protocol.map": config.listenerSecurityProtocolMap = try securityProtocolMap(key, value)
             case "inter.broker.listener.name": config.interBrokerListenerName = value.isEmpty ? nil : value
+            case "connections.max.reauth.ms": config.connectionsMaxReauthMs = Int64(try int(key, value, min: 0, max: 1_000_000_000_000))
+            case "connection.failed.authentication.delay.ms":
+                config.connectionFailedAuthenticationDelayMs = Int64(try int(key, value, min: 0, max: 60_000))
+            case "authorizer.class.name":
+                let known = ["org.apache.kafka.metadata.authorizer.StandardAuthorizer", "kafka.security.authorizer.AclAuthorizer",
+                             "kafka.security.auth.SimpleAclAuthorizer", "fjord.StandardAuthorizer"]
+                guard value.isEmpty || known.contains(value) else {
+                    throw ConfigError("\(key)=\(value): Fjord's authorizer is org.apache.kafka.metadata.authorizer.StandardAuthorizer")
+                }
+                config.authorizerEnabled = !value.isEmpty
+            case "super.users": config.superUsers = StandardAuthorizer.superUsers(value)
+            case "allow.everyone.if.no.acl.found": config.allowEveryoneIfNoAclFound = try bool(key, value)
             case "broker.rack": config.rack = value.isEmpty ? nil : value
             case "fjord.cluster": config.cluster = value.isEmpty ? nil : value
             case "broker.session.timeout.ms": config.brokerSessionTimeoutMs = Int64(try int(key, value, min: 2000, max: 3_600_000))
@@ -293,7 +323,7 @@ public struct BrokerConfig: Sendable, Equatable {
             case "log.preallocate": logKeys["preallocate"] = value; sources["preallocate"] = key
             case "message.max.bytes": logKeys["max.message.bytes"] = value; sources["max.message.bytes"] = key
             default:
-                if !acceptedKeys.contains(key) && !Self.isSSLKey(key) { config.unknownKeys.append(key) }
+                if !acceptedKeys.contains(key) && !Self.isSSLKey(key) && !Self.isSASLKey(key) { config.unknownKeys.append(key) }
             }
         }
         try config.resolveListeners(values)

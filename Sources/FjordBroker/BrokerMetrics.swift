@@ -1,5 +1,5 @@
-public import CoreMetrics
-public import FjordProtocol
+import CoreMetrics
+import FjordProtocol
 import Synchronization
 
 /// The broker's metrics, through swift-metrics (whatever backend the process bootstrapped;

@@ -22,6 +22,9 @@ public enum BrokerReply: Sendable {
     case noResponse
     /// The frame could not be understood well enough to answer; close this connection only.
     case closeConnection(reason: String)
+    /// Answer, then close the connection (a failed SASL login: Kafka tells the client why,
+    /// then disconnects it).
+    case responseThenClose([ResponsePart], reason: String)
 }
 
 extension Array where Element == ResponsePart {

@@ -25,7 +25,7 @@ enum ConfigSource: Int8 {
 extension KafkaAPIs {
     // MARK: Topics
 
-    func handleCreateTopics(_ request: CreateTopicsRequest, version: Int16) async -> CreateTopicsResponse {
+    func handleCreateTopics(_ request: CreateTopicsRequest, version: Int16, access: Access = .unrestricted) async -> CreateTopicsResponse {
         var response = CreateTopicsResponse()
         let config = self.config
         var seen = Set<String>()
@@ -38,6 +38,11 @@ extension KafkaAPIs {
             guard seen.insert(topic.name).inserted else {
                 result.errorCode = KafkaError.invalidRequest.code
                 result.errorMessage = "Create topics request from client contains multiple entries for topic \(topic.name)"
+                continue
+            }
+            guard access.allowsCluster(.create) || access.allows(.create, topic: topic.name) else {
+                result.errorCode = KafkaError.topicAuthorizationFailed.code
+                result.errorMessage = "Authorization failed."
                 continue
             }
             var configs: [String: String] = [:]
@@ -140,7 +145,7 @@ extension KafkaAPIs {
         }
     }
 
-    func handleDeleteTopics(_ request: DeleteTopicsRequest, version: Int16) async -> DeleteTopicsResponse {
+    func handleDeleteTopics(_ request: DeleteTopicsRequest, version: Int16, access: Access = .unrestricted) async -> DeleteTopicsResponse {
         var response = DeleteTopicsResponse()
         let targets: [(String?, KafkaUUID)] = version >= 6 ? request.topics.map { ($0.name, $0.topicId) } : request.topicNames.map { ($0, .zero) }
         for (name, id) in targets {
@@ -156,6 +161,12 @@ extension KafkaAPIs {
             guard let topic = name.flatMap({ image.topics[$0] }) ?? (id != .zero ? image.topic(id: id) : nil) else {
                 result.errorCode = (name == nil ? KafkaError.unknownTopicId : KafkaError.unknownTopicOrPartition).code
                 result.errorMessage = "This server does not host this topic"
+                continue
+            }
+            guard access.allows(.delete, topic: topic.name) || access.allowsCluster(.delete) else {
+                result.errorCode = KafkaError.topicAuthorizationFailed.code
+                result.errorMessage = "Authorization failed."
+                if name == nil { result.name = nil }
                 continue
             }
             result.name = topic.name
@@ -175,12 +186,17 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleCreatePartitions(_ request: CreatePartitionsRequest) async -> CreatePartitionsResponse {
+    func handleCreatePartitions(_ request: CreatePartitionsRequest, access: Access = .unrestricted) async -> CreatePartitionsResponse {
         var response = CreatePartitionsResponse()
         for topic in request.topics {
             var result = CreatePartitionsResponse.CreatePartitionsTopicResult()
             result.name = topic.name
             defer { response.results.append(result) }
+            guard access.allows(.alter, topic: topic.name) else {
+                result.errorCode = KafkaError.topicAuthorizationFailed.code
+                result.errorMessage = "Authorization failed."
+                continue
+            }
             guard let existing = metadata.image.topics[topic.name] else {
                 result.errorCode = KafkaError.unknownTopicOrPartition.code
                 result.errorMessage = "The topic '\(topic.name)' does not exist."
@@ -310,13 +326,17 @@ extension KafkaAPIs {
         }
     }
 
-    func handleDescribeConfigs(_ request: DescribeConfigsRequest, version: Int16) -> DescribeConfigsResponse {
+    func handleDescribeConfigs(_ request: DescribeConfigsRequest, version: Int16, access: Access = .unrestricted) -> DescribeConfigsResponse {
         var response = DescribeConfigsResponse()
         for resource in request.resources {
             var result = DescribeConfigsResponse.DescribeConfigsResult()
             result.resourceType = resource.resourceType
             result.resourceName = resource.resourceName
             defer { response.results.append(result) }
+            if let denied = Self.configAuthorization(resource.resourceType, resource.resourceName, .describeConfigs, access) {
+                (result.errorCode, result.errorMessage) = (denied.code, "Authorization failed.")
+                continue
+            }
             let keys = resource.configurationKeys.map(Set.init)
             let entries: [ConfigEntry]
             switch ConfigResourceType(rawValue: resource.resourceType) {
@@ -416,12 +436,17 @@ extension KafkaAPIs {
         return (KafkaError.unknownServerError.code, "\(error)")
     }
 
-    func handleAlterConfigs(_ request: AlterConfigsRequest) async -> AlterConfigsResponse {
+    func handleAlterConfigs(_ request: AlterConfigsRequest, access: Access = .unrestricted) async -> AlterConfigsResponse {
         var response = AlterConfigsResponse()
         for resource in request.resources {
             var result = AlterConfigsResponse.AlterConfigsResourceResponse()
             result.resourceType = resource.resourceType
             result.resourceName = resource.resourceName
+            if let denied = Self.configAuthorization(resource.resourceType, resource.resourceName, .alterConfigs, access) {
+                (result.errorCode, result.errorMessage) = (denied.code, "Authorization failed.")
+                response.responses.append(result)
+                continue
+            }
             // AlterConfigs replaces the whole set: keys not given are removed.
             var set: [String: String] = [:]
             for entry in resource.configs { if let value = entry.value { set[entry.name] = value } }
@@ -444,12 +469,17 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleIncrementalAlterConfigs(_ request: IncrementalAlterConfigsRequest) async -> IncrementalAlterConfigsResponse {
+    func handleIncrementalAlterConfigs(_ request: IncrementalAlterConfigsRequest, access: Access = .unrestricted) async -> IncrementalAlterConfigsResponse {
         var response = IncrementalAlterConfigsResponse()
         for resource in request.resources {
             var result = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse()
             result.resourceType = resource.resourceType
             result.resourceName = resource.resourceName
+            if let denied = Self.configAuthorization(resource.resourceType, resource.resourceName, .alterConfigs, access) {
+                (result.errorCode, result.errorMessage) = (denied.code, "Authorization failed.")
+                response.responses.append(result)
+                continue
+            }
             var set: [String: String] = [:]
             var remove: [String] = []
             var failure: String? = nil
@@ -488,7 +518,7 @@ extension KafkaAPIs {
 
     // MARK: Records, cluster, producers, log dirs
 
-    func handleDeleteRecords(_ request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    func handleDeleteRecords(_ request: DeleteRecordsRequest, access: Access = .unrestricted) -> DeleteRecordsResponse {
         var response = DeleteRecordsResponse()
         for topic in request.topics {
             var topicResult = DeleteRecordsResponse.DeleteRecordsTopicResult()
@@ -498,6 +528,10 @@ extension KafkaAPIs {
                 result.partitionIndex = target.partitionIndex
                 result.lowWatermark = -1
                 defer { topicResult.partitions.append(result) }
+                guard access.allows(.delete, topic: topic.name) else {
+                    result.errorCode = KafkaError.topicAuthorizationFailed.code
+                    continue
+                }
                 let partition: Partition
                 switch leaderPartition(TopicPartition(topic: topic.name, partition: target.partitionIndex), metadata.image) {
                 case .success(let found): partition = found
@@ -519,7 +553,9 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleDescribeCluster(_ request: DescribeClusterRequest, listener: String) -> DescribeClusterResponse {
+    func handleDescribeCluster(_ request: DescribeClusterRequest, listener: String, access: Access = .unrestricted) -> DescribeClusterResponse {
+        // As Kafka's broker: no check; DESCRIBE on the cluster only decides whether the
+        // authorized operations are told (0 without it).
         var response = DescribeClusterResponse()
         let config = self.config
         let image = metadata.image
@@ -527,14 +563,28 @@ extension KafkaAPIs {
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.endpointType = request.endpointType
         response.clusterAuthorizedOperations = Int32.min
+        if request.includeClusterAuthorizedOperations {
+            response.clusterAuthorizedOperations = access.allowsCluster(.describe)
+                ? access.authorizedOperations(.cluster, AclResourceType.clusterName, among: Self.clusterOperations) : 0
+        }
         response.brokers = liveBrokers(image, listener: listener).map(DescribeClusterResponse.DescribeClusterBroker.init)
         return response
     }
 
-    func handleInitProducerId(_ request: InitProducerIdRequest) async -> InitProducerIdResponse {
+    /// InitProducerId. An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on
+    /// some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED.
+    func handleInitProducerId(_ request: InitProducerIdRequest, access: Access = .unrestricted) async -> InitProducerIdResponse {
         var response = InitProducerIdResponse()
         response.producerId = -1
         response.producerEpoch = -1
+        if let transactionalID = request.transactionalId, !access.allows(.write, .transactionalID, transactionalID) {
+            response.errorCode = KafkaError.transactionalIdAuthorizationFailed.code
+            return response
+        }
+        if request.transactionalId == nil && !access.allowsCluster(.idempotentWrite) && !access.allowsAny(.write, .topic) {
+            response.errorCode = KafkaError.clusterAuthorizationFailed.code
+            return response
+        }
         if request.transactionalId != nil {
             // Transactions arrive with a later issue; a clear, fatal error until then.
             response.errorCode = KafkaError.invalidRequest.code
@@ -566,7 +616,7 @@ extension KafkaAPIs {
         return id
     }
 
-    func handleDescribeProducers(_ request: DescribeProducersRequest) -> DescribeProducersResponse {
+    func handleDescribeProducers(_ request: DescribeProducersRequest, access: Access = .unrestricted) -> DescribeProducersResponse {
         var response = DescribeProducersResponse()
         for topic in request.topics {
             var topicResponse = DescribeProducersResponse.TopicResponse()
@@ -575,6 +625,10 @@ extension KafkaAPIs {
                 var result = DescribeProducersResponse.PartitionResponse()
                 result.partitionIndex = index
                 defer { topicResponse.partitions.append(result) }
+                guard access.allows(.read, topic: topic.name) else {
+                    result.errorCode = KafkaError.topicAuthorizationFailed.code
+                    continue
+                }
                 guard let partition = replicaManager.partition(TopicPartition(topic: topic.name, partition: index)) else {
                     result.errorCode = KafkaError.unknownTopicOrPartition.code
                     continue

@@ -13,7 +13,7 @@ extension KafkaAPIs {
     /// answered once the high watermark passes the records (every ISR member has them: Kafka's
     /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
     /// group-commit fsync before answering.
-    func handleProduce(_ request: ProduceRequest, version: Int16, listener: String) async -> ProduceResponse? {
+    func handleProduce(_ request: ProduceRequest, version: Int16, listener: String, access: Access = .unrestricted) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
@@ -39,6 +39,10 @@ extension KafkaAPIs {
                     // records would be replayed at the next start).
                     partitionResponse.errorCode = KafkaError.invalidTopicException.code
                     partitionResponse.errorMessage = "Cannot append to internal topic \(topic.name)"
+                    continue
+                }
+                if !access.allows(.write, topic: topic.name) {
+                    partitionResponse.errorCode = KafkaError.topicAuthorizationFailed.code
                     continue
                 }
                 if request.transactionalId != nil {
@@ -199,7 +203,7 @@ extension KafkaAPIs {
     /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
     /// to `max.wait.ms` until `min.bytes` arrive. From v7, incremental fetch sessions (KIP-227)
     /// through `FetchSessionCache`.
-    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String) async -> BrokerReply {
+    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String, access: Access = .unrestricted) async -> BrokerReply {
         let version = frame.apiVersion
         var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
         let image = metadata.image
@@ -231,12 +235,12 @@ extension KafkaAPIs {
             result.body.errorCode = error.code
         } else {
             let deadline = clock() + Int64(Swift.max(0, request.maxWaitMs))
-            result = fetchOnce(partitions, request: request, version: version)
+            result = fetchOnce(partitions, request: request, version: version, access: access)
             while result.bytes < Int(request.minBytes) && !result.hasError {
                 let remaining = deadline - clock()
                 guard remaining > 0 else { break }
                 await replicaManager.purgatory.wait(for: result.partitions, timeoutMs: remaining)
-                result = fetchOnce(partitions, request: request, version: version)
+                result = fetchOnce(partitions, request: request, version: version, access: access)
             }
             var sessionID: Int32 = 0
             var incremental = false
@@ -333,8 +337,10 @@ extension KafkaAPIs {
         var partitions: Set<TopicPartition> = []
     }
 
+    /// One read of every partition. A consumer needs READ on each topic, a follower CLUSTER_ACTION
+    /// on the cluster; a partition it may not read is answered TOPIC_AUTHORIZATION_FAILED.
     private func fetchOnce(_ partitions: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)], request: FetchRequest,
-                           version: Int16) -> FetchResult {
+                           version: Int16, access: Access) -> FetchResult {
         var result = FetchResult()
         let image = metadata.image
         var remaining = Int(request.maxBytes <= 0 ? Int32.max : request.maxBytes)
@@ -343,6 +349,7 @@ extension KafkaAPIs {
         let upperBound: ReadUpperBound = replicaID >= 0 ? .logEndOffset : request.isolationLevel == 1 ? .lastStableOffset : .highWatermark
         let now = clock()
         var first = true
+        let replicaAuthorized = replicaID < 0 || access.allowsCluster(.clusterAction)
         for (key, fetch) in partitions {
             var data = FetchResponse.PartitionData()
             data.partitionIndex = key.partition
@@ -354,6 +361,11 @@ extension KafkaAPIs {
             data.lastStableOffset = -1
             data.logStartOffset = -1
             defer { result.entries.append((key, fetch.topicID, data)) }
+            guard replicaID >= 0 ? replicaAuthorized : access.allows(.read, topic: key.topic) else {
+                data.errorCode = KafkaError.topicAuthorizationFailed.code
+                result.hasError = true
+                continue
+            }
             let partition: Partition
             switch leaderPartition(TopicPartition(topic: key.topic, partition: key.partition), image) {
             case .success(let found): partition = found
@@ -419,7 +431,7 @@ extension KafkaAPIs {
 
     // MARK: ListOffsets
 
-    func handleListOffsets(_ request: ListOffsetsRequest, version: Int16) -> ListOffsetsResponse {
+    func handleListOffsets(_ request: ListOffsetsRequest, version: Int16, access: Access = .unrestricted) -> ListOffsetsResponse {
         var response = ListOffsetsResponse()
         let image = metadata.image
         for topic in request.topics {
@@ -432,6 +444,10 @@ extension KafkaAPIs {
                 answer.offset = -1
                 answer.leaderEpoch = -1
                 defer { topicResponse.partitions.append(answer) }
+                guard access.allows(.describe, topic: topic.name) else {
+                    answer.errorCode = KafkaError.topicAuthorizationFailed.code
+                    continue
+                }
                 let partition: Partition
                 switch leaderPartition(TopicPartition(topic: topic.name, partition: query.partitionIndex), image) {
                 case .success(let found): partition = found
@@ -468,8 +484,11 @@ extension KafkaAPIs {
 
     // MARK: OffsetForLeaderEpoch
 
-    func handleOffsetForLeaderEpoch(_ request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    /// A follower (replica id ≥ 0) needs CLUSTER_ACTION on the cluster, a consumer DESCRIBE on
+    /// the topic; else the partition is answered TOPIC_AUTHORIZATION_FAILED.
+    func handleOffsetForLeaderEpoch(_ request: OffsetForLeaderEpochRequest, access: Access = .unrestricted) -> OffsetForLeaderEpochResponse {
         var response = OffsetForLeaderEpochResponse()
+        let replicaAuthorized = request.replicaId < 0 || access.allowsCluster(.clusterAction)
         for topic in request.topics {
             var topicResult = OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult()
             topicResult.topic = topic.topic
@@ -479,6 +498,10 @@ extension KafkaAPIs {
                 result.leaderEpoch = -1
                 result.endOffset = -1
                 defer { topicResult.partitions.append(result) }
+                guard request.replicaId >= 0 ? replicaAuthorized : access.allows(.describe, topic: topic.topic) else {
+                    result.errorCode = KafkaError.topicAuthorizationFailed.code
+                    continue
+                }
                 let partition: Partition
                 switch leaderPartition(TopicPartition(topic: topic.topic, partition: query.partition), metadata.image) {
                 case .success(let found): partition = found

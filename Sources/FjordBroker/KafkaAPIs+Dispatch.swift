@@ -6,6 +6,8 @@ import NIOCore
 struct RequestContext: Sendable {
     let frame: RequestFrame
     let connection: ClientConnection
+    /// What the connection's principal may do (everything without an authorizer).
+    let access: Access
     var version: Int16 { frame.apiVersion }
     var clientHost: String { connection.clientHost }
     var listener: String { connection.listenerName }
@@ -56,47 +58,103 @@ extension KafkaAPIs {
         var t = APIHandlerTable()
         // Cluster and topics
         t.serve(ApiVersionsRequest.self, 0...4) { apis, _, c in apis.encode(apis.apiVersionsResponse(error: .noError), c) }
-        t.serve(MetadataRequest.self, 0...12) { apis, r, c in apis.encode(await apis.handleMetadata(r, version: c.version, listener: c.listener), c) }
-        t.serve(DescribeClusterRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeCluster(r, listener: c.listener), c) }
-        t.serve(CreateTopicsRequest.self, 2...7) { apis, r, c in apis.encode(await apis.handleCreateTopics(r, version: c.version), c) }
-        t.serve(DeleteTopicsRequest.self, 1...6) { apis, r, c in apis.encode(await apis.handleDeleteTopics(r, version: c.version), c) }
-        t.serve(CreatePartitionsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleCreatePartitions(r), c) }
-        t.serve(DescribeConfigsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeConfigs(r, version: c.version), c) }
-        t.serve(AlterConfigsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleAlterConfigs(r), c) }
-        t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in apis.encode(await apis.handleIncrementalAlterConfigs(r), c) }
-        t.serve(ElectLeadersRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleElectLeaders(r, version: c.version), c) }
-        t.serve(AlterPartitionReassignmentsRequest.self, 0...0) { apis, r, c in
-            apis.encode(await apis.handleAlterPartitionReassignments(r), c)
+        t.serve(MetadataRequest.self, 0...12) { apis, r, c in
+            apis.encode(await apis.handleMetadata(r, version: c.version, listener: c.listener, access: c.access), c)
         }
-        t.serve(ListPartitionReassignmentsRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleListPartitionReassignments(r), c) }
-        t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeLogDirs(r), c) }
+        t.serve(DescribeClusterRequest.self, 0...1) { apis, r, c in
+            apis.encode(apis.handleDescribeCluster(r, listener: c.listener, access: c.access), c)
+        }
+        t.serve(CreateTopicsRequest.self, 2...7) { apis, r, c in apis.encode(await apis.handleCreateTopics(r, version: c.version, access: c.access), c) }
+        t.serve(DeleteTopicsRequest.self, 1...6) { apis, r, c in apis.encode(await apis.handleDeleteTopics(r, version: c.version, access: c.access), c) }
+        t.serve(CreatePartitionsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleCreatePartitions(r, access: c.access), c) }
+        t.serve(DescribeConfigsRequest.self, 1...4) { apis, r, c in apis.encode(apis.handleDescribeConfigs(r, version: c.version, access: c.access), c) }
+        t.serve(AlterConfigsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleAlterConfigs(r, access: c.access), c) }
+        t.serve(IncrementalAlterConfigsRequest.self, 0...1) { apis, r, c in
+            apis.encode(await apis.handleIncrementalAlterConfigs(r, access: c.access), c)
+        }
+        t.serve(ElectLeadersRequest.self, 0...2) { apis, r, c in
+            guard c.access.allowsCluster(.alter) else {
+                // As Kafka: every named partition CLUSTER_AUTHORIZATION_FAILED, and the top level from v1.
+                var response = ElectLeadersResponse()
+                if c.version >= 1 { response.errorCode = KafkaError.clusterAuthorizationFailed.code }
+                response.replicaElectionResults = (r.topicPartitions ?? []).map { topic in
+                    var result = ElectLeadersResponse.ReplicaElectionResult()
+                    result.topic = topic.topic
+                    result.partitionResult = topic.partitions.map { index in
+                        var partition = ElectLeadersResponse.PartitionResult()
+                        partition.partitionId = index
+                        partition.errorCode = KafkaError.clusterAuthorizationFailed.code
+                        partition.errorMessage = "Cluster authorization failed."
+                        return partition
+                    }
+                    return result
+                }
+                return apis.encode(response, c)
+            }
+            return apis.encode(await apis.handleElectLeaders(r, version: c.version), c)
+        }
+        t.serve(AlterPartitionReassignmentsRequest.self, 0...0) { apis, r, c in
+            guard c.access.allowsCluster(.alter) else { return apis.denied(AlterPartitionReassignmentsResponse.self, c, .clusterAuthorizationFailed) }
+            return apis.encode(await apis.handleAlterPartitionReassignments(r), c)
+        }
+        t.serve(ListPartitionReassignmentsRequest.self, 0...0) { apis, r, c in
+            guard c.access.allowsCluster(.describe) else { return apis.denied(ListPartitionReassignmentsResponse.self, c, .clusterAuthorizationFailed) }
+            return apis.encode(apis.handleListPartitionReassignments(r), c)
+        }
+        t.serve(DescribeLogDirsRequest.self, 1...4) { apis, r, c in
+            guard c.access.allowsCluster(.describe) else {
+                // From v3 the top-level error says so; before, the answer lists no log dirs.
+                var response = DescribeLogDirsResponse()
+                if c.version >= 3 { response.errorCode = KafkaError.clusterAuthorizationFailed.code }
+                return apis.encode(response, c)
+            }
+            return apis.encode(apis.handleDescribeLogDirs(r), c)
+        }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
-            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener) else { return .noResponse }
+            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access) else { return .noResponse }
             return apis.encode(response, c)
         }
-        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame, listener: c.listener) }
-        t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version), c) }
-        t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r), c) }
-        t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r), c) }
-        t.serve(InitProducerIdRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleInitProducerId(r), c) }
-        t.serve(DescribeProducersRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleDescribeProducers(r), c) }
-        // Classic groups and offsets
-        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleFindCoordinator(r, version: c.version, listener: c.listener), c) }
-        t.serve(JoinGroupRequest.self, 0...9) { apis, r, c in
-            apis.encode(await apis.handleJoinGroup(r, version: c.version, frame: c.frame, clientHost: c.clientHost), c)
+        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame, listener: c.listener, access: c.access) }
+        t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version, access: c.access), c) }
+        t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r, access: c.access), c) }
+        t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r, access: c.access), c) }
+        t.serve(InitProducerIdRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleInitProducerId(r, access: c.access), c) }
+        t.serve(DescribeProducersRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleDescribeProducers(r, access: c.access), c) }
+        // Classic groups and offsets: READ on the group to take part in it
+        t.serve(FindCoordinatorRequest.self, 0...5) { apis, r, c in
+            apis.encode(await apis.handleFindCoordinator(r, version: c.version, listener: c.listener, access: c.access), c)
         }
-        t.serve(SyncGroupRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleSyncGroup(r, version: c.version), c) }
-        t.serve(HeartbeatRequest.self, 0...4) { apis, r, c in apis.encode(await apis.handleHeartbeat(r), c) }
-        t.serve(LeaveGroupRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleLeaveGroup(r, version: c.version), c) }
-        t.serve(OffsetCommitRequest.self, 2...9) { apis, r, c in apis.encode(await apis.handleOffsetCommit(r, version: c.version), c) }
-        t.serve(OffsetFetchRequest.self, 1...9) { apis, r, c in apis.encode(await apis.handleOffsetFetch(r, version: c.version), c) }
-        t.serve(OffsetDeleteRequest.self, 0...0) { apis, r, c in apis.encode(await apis.handleOffsetDelete(r), c) }
-        t.serve(ListGroupsRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleListGroups(r), c) }
-        t.serve(DescribeGroupsRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleDescribeGroups(r), c) }
-        t.serve(DeleteGroupsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleDeleteGroups(r), c) }
-        // KIP-848 groups
+        t.serve(JoinGroupRequest.self, 0...9) { apis, r, c in
+            guard c.access.allows(.read, group: r.groupId) else { return apis.denied(JoinGroupResponse.self, c, .groupAuthorizationFailed) }
+            return apis.encode(await apis.handleJoinGroup(r, version: c.version, frame: c.frame, clientHost: c.clientHost), c)
+        }
+        t.serve(SyncGroupRequest.self, 0...5) { apis, r, c in
+            guard c.access.allows(.read, group: r.groupId) else { return apis.denied(SyncGroupResponse.self, c, .groupAuthorizationFailed) }
+            return apis.encode(await apis.handleSyncGroup(r, version: c.version), c)
+        }
+        t.serve(HeartbeatRequest.self, 0...4) { apis, r, c in
+            guard c.access.allows(.read, group: r.groupId) else { return apis.denied(HeartbeatResponse.self, c, .groupAuthorizationFailed) }
+            return apis.encode(await apis.handleHeartbeat(r), c)
+        }
+        t.serve(LeaveGroupRequest.self, 0...5) { apis, r, c in
+            guard c.access.allows(.read, group: r.groupId) else { return apis.denied(LeaveGroupResponse.self, c, .groupAuthorizationFailed) }
+            return apis.encode(await apis.handleLeaveGroup(r, version: c.version), c)
+        }
+        t.serve(OffsetCommitRequest.self, 2...9) { apis, r, c in apis.encode(await apis.handleOffsetCommit(r, version: c.version, access: c.access), c) }
+        t.serve(OffsetFetchRequest.self, 1...9) { apis, r, c in apis.encode(await apis.handleOffsetFetch(r, version: c.version, access: c.access), c) }
+        t.serve(OffsetDeleteRequest.self, 0...0) { apis, r, c in apis.encode(await apis.handleOffsetDelete(r, access: c.access), c) }
+        t.serve(ListGroupsRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleListGroups(r, access: c.access), c) }
+        t.serve(DescribeGroupsRequest.self, 0...5) { apis, r, c in apis.encode(await apis.handleDescribeGroups(r, access: c.access), c) }
+        t.serve(DeleteGroupsRequest.self, 0...2) { apis, r, c in apis.encode(await apis.handleDeleteGroups(r, access: c.access), c) }
+        // KIP-848 groups: READ on the group, DESCRIBE on the topics it subscribes to
         t.serve(ConsumerGroupHeartbeatRequest.self, 0...1) { apis, r, c in
+            guard c.access.allows(.read, group: r.groupId) else {
+                return apis.denied(ConsumerGroupHeartbeatResponse.self, c, .groupAuthorizationFailed)
+            }
+            if let topics = r.subscribedTopicNames, topics.contains(where: { !c.access.allows(.describe, topic: $0) }) {
+                return apis.denied(ConsumerGroupHeartbeatResponse.self, c, .topicAuthorizationFailed)
+            }
             if apis.notCoordinator(r.groupId) {
                 var refused = ConsumerGroupHeartbeatResponse()
                 refused.errorCode = KafkaError.notCoordinator.code
@@ -108,12 +166,53 @@ extension KafkaAPIs {
         }
         t.serve(ConsumerGroupDescribeRequest.self, 0...0) { apis, r, c in
             var response = ConsumerGroupDescribeResponse()
-            for id in r.groupIds { response.groups.append(await apis.groupCoordinator.describeConsumerGroup(id)) }
+            for id in r.groupIds {
+                guard c.access.allows(.describe, group: id) else {
+                    var group = ConsumerGroupDescribeResponse.DescribedGroup()
+                    group.groupId = id
+                    group.errorCode = KafkaError.groupAuthorizationFailed.code
+                    response.groups.append(group)
+                    continue
+                }
+                response.groups.append(await apis.groupCoordinator.describeConsumerGroup(id))
+            }
             return apis.encode(response, c)
         }
+        // ACLs
+        t.serve(CreateAclsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleCreateAcls(r, c.access), c) }
+        t.serve(DescribeAclsRequest.self, 0...3) { apis, r, c in apis.encode(apis.handleDescribeAcls(r, version: c.version, c.access), c) }
+        t.serve(DeleteAclsRequest.self, 0...3) { apis, r, c in apis.encode(await apis.handleDeleteAcls(r, version: c.version, c.access), c) }
+        // SASL and SCRAM credentials
+        t.serve(SaslHandshakeRequest.self, 0...1) { apis, r, c in apis.handleSaslHandshake(r, c) }
+        t.serve(SaslAuthenticateRequest.self, 0...2) { apis, r, c in await apis.handleSaslAuthenticate(r, c) }
+        t.serve(DescribeUserScramCredentialsRequest.self, 0...0) { apis, r, c in
+            guard c.access.allowsCluster(.describe) else { return apis.denied(DescribeUserScramCredentialsResponse.self, c, .clusterAuthorizationFailed) }
+            return apis.encode(apis.handleDescribeUserScramCredentials(r), c)
+        }
+        t.serve(AlterUserScramCredentialsRequest.self, 0...0) { apis, r, c in
+            guard c.access.allowsCluster(.alter) else {
+                var response = AlterUserScramCredentialsResponse()
+                let users = r.deletions.map(\.name) + r.upsertions.map(\.name)
+                for user in users.enumerated().filter({ users.firstIndex(of: $0.element) == $0.offset }).map(\.element) {
+                    var result = AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult()
+                    result.user = user
+                    result.errorCode = KafkaError.clusterAuthorizationFailed.code
+                    result.errorMessage = "Cluster authorization failed."
+                    response.results.append(result)
+                }
+                return apis.encode(response, c)
+            }
+            return apis.encode(await apis.handleAlterUserScramCredentials(r), c)
+        }
         // Fjord's stream reads
-        t.serve(FjordReadStreamRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleFjordReadStream(r), c) }
-        t.serve(FjordStreamRevisionsRequest.self, 0...0) { apis, r, c in apis.encode(apis.handleFjordStreamRevisions(r), c) }
+        t.serve(FjordReadStreamRequest.self, 0...1) { apis, r, c in
+            guard c.access.allows(.read, topic: r.topic) else { return apis.denied(FjordReadStreamResponse.self, c, .topicAuthorizationFailed) }
+            return apis.encode(apis.handleFjordReadStream(r), c)
+        }
+        t.serve(FjordStreamRevisionsRequest.self, 0...0) { apis, r, c in
+            guard c.access.allows(.read, topic: r.topic) else { return apis.denied(FjordStreamRevisionsResponse.self, c, .topicAuthorizationFailed) }
+            return apis.encode(apis.handleFjordStreamRevisions(r), c)
+        }
 
         return t.handlers
     }()

@@ -5,7 +5,8 @@ import Logging
 import NIOCore
 
 extension KafkaAPIs {
-    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16, listener: String) async -> FindCoordinatorResponse {
+    func handleFindCoordinator(_ request: FindCoordinatorRequest, version: Int16, listener: String,
+                               access: Access = .unrestricted) async -> FindCoordinatorResponse {
         var response = FindCoordinatorResponse()
         let advertised = config.registration.on(listener: listener)
         let keys = version >= 4 ? request.coordinatorKeys : [request.key]
@@ -17,7 +18,17 @@ extension KafkaAPIs {
         for key in keys {
             var coordinator = FindCoordinatorResponse.Coordinator()
             coordinator.key = key
-            if request.keyType != 0 {
+            if request.keyType == 0 && !access.allows(.describe, group: key) {
+                coordinator.errorCode = KafkaError.groupAuthorizationFailed.code
+                coordinator.nodeId = -1
+                coordinator.host = ""
+                coordinator.port = -1
+            } else if request.keyType == 1 && !access.allows(.describe, .transactionalID, key) {
+                coordinator.errorCode = KafkaError.transactionalIdAuthorizationFailed.code
+                coordinator.nodeId = -1
+                coordinator.host = ""
+                coordinator.port = -1
+            } else if request.keyType != 0 {
                 coordinator.errorCode = KafkaError.coordinatorNotAvailable.code
                 coordinator.errorMessage = request.keyType == 1 ? "transaction coordinators are not supported yet" : "unknown coordinator key type \(request.keyType)"
                 coordinator.nodeId = -1
@@ -185,18 +196,23 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleOffsetCommit(_ request: OffsetCommitRequest, version: Int16) async -> OffsetCommitResponse {
+    /// OffsetCommit: READ on the group (else every partition is GROUP_AUTHORIZATION_FAILED) and
+    /// on each topic (else its partitions are TOPIC_AUTHORIZATION_FAILED and not committed).
+    func handleOffsetCommit(_ request: OffsetCommitRequest, version: Int16, access: Access = .unrestricted) async -> OffsetCommitResponse {
         var response = OffsetCommitResponse()
         let now = clock()
+        let groupAllowed = access.allows(.read, group: request.groupId)
         var offsets: [(TopicPartition, GroupCoordinator.CommittedOffset)] = []
-        for topic in request.topics {
+        for topic in request.topics where groupAllowed && access.allows(.read, topic: topic.name) {
             for partition in topic.partitions {
                 offsets.append((TopicPartition(topic: topic.name, partition: partition.partitionIndex),
                                 GroupCoordinator.CommittedOffset(offset: partition.committedOffset, leaderEpoch: partition.committedLeaderEpoch,
                                                                  metadata: partition.committedMetadata ?? "", commitTimestamp: now)))
             }
         }
-        let (groupError, results) = notCoordinator(request.groupId)
+        let (groupError, results) = !groupAllowed ? (KafkaError.groupAuthorizationFailed, [])
+            : offsets.isEmpty ? (nil, [])
+            : notCoordinator(request.groupId)
             ? (KafkaError.notCoordinator, [])
             : await groupCoordinator.commit(
                 groupID: request.groupId, generation: request.generationIdOrMemberEpoch, memberID: request.memberId,
@@ -206,25 +222,38 @@ extension KafkaAPIs {
         for topic in request.topics {
             var topicResponse = OffsetCommitResponse.OffsetCommitResponseTopic()
             topicResponse.name = topic.name
+            let topicAllowed = groupError != nil || access.allows(.read, topic: topic.name)
             for partition in topic.partitions {
                 var result = OffsetCommitResponse.OffsetCommitResponsePartition()
                 result.partitionIndex = partition.partitionIndex
-                let error = groupError ?? results[index]
-                result.errorCode = (error == .noError ? replicated : error).code
+                if topicAllowed {
+                    let error = groupError ?? results[index]
+                    result.errorCode = (error == .noError ? replicated : error).code
+                    index += groupError == nil ? 1 : 0
+                } else {
+                    result.errorCode = KafkaError.topicAuthorizationFailed.code
+                }
                 topicResponse.partitions.append(result)
-                index += 1
             }
             response.topics.append(topicResponse)
         }
         return response
     }
 
-    func handleOffsetFetch(_ request: OffsetFetchRequest, version: Int16) async -> OffsetFetchResponse {
+    /// OffsetFetch: DESCRIBE on the group (else GROUP_AUTHORIZATION_FAILED); partitions of
+    /// topics the principal may not DESCRIBE are TOPIC_AUTHORIZATION_FAILED when named, and left
+    /// out of a listing of all.
+    func handleOffsetFetch(_ request: OffsetFetchRequest, version: Int16, access: Access = .unrestricted) async -> OffsetFetchResponse {
         var response = OffsetFetchResponse()
         if version >= 8 {
             for group in request.groups {
                 var result = OffsetFetchResponse.OffsetFetchResponseGroup()
                 result.groupId = group.groupId
+                if !access.allows(.describe, group: group.groupId) {
+                    result.errorCode = KafkaError.groupAuthorizationFailed.code
+                    response.groups.append(result)
+                    continue
+                }
                 if notCoordinator(group.groupId) {
                     result.errorCode = KafkaError.notCoordinator.code
                     response.groups.append(result)
@@ -239,6 +268,11 @@ extension KafkaAPIs {
                     partition.committedOffset = committed?.offset ?? -1
                     partition.committedLeaderEpoch = committed?.leaderEpoch ?? -1
                     partition.metadata = committed?.metadata ?? ""
+                    if !access.allows(.describe, topic: tp.topic) {
+                        if wanted == nil { continue }
+                        (partition.committedOffset, partition.committedLeaderEpoch, partition.metadata) = (-1, -1, "")
+                        partition.errorCode = KafkaError.topicAuthorizationFailed.code
+                    }
                     if let last = byTopic.last, last.0 == tp.topic { byTopic[byTopic.count - 1].1.append(partition) } else { byTopic.append((tp.topic, [partition])) }
                 }
                 result.topics = byTopic.map { name, partitions in
@@ -249,6 +283,10 @@ extension KafkaAPIs {
                 }
                 response.groups.append(result)
             }
+            return response
+        }
+        if !access.allows(.describe, group: request.groupId) {
+            response.errorCode = KafkaError.groupAuthorizationFailed.code
             return response
         }
         if notCoordinator(request.groupId) {
@@ -264,6 +302,11 @@ extension KafkaAPIs {
             partition.committedOffset = committed?.offset ?? -1
             partition.committedLeaderEpoch = version >= 5 ? (committed?.leaderEpoch ?? -1) : -1
             partition.metadata = committed?.metadata ?? ""
+            if !access.allows(.describe, topic: tp.topic) {
+                if wanted == nil { continue }
+                (partition.committedOffset, partition.committedLeaderEpoch, partition.metadata) = (-1, -1, "")
+                partition.errorCode = KafkaError.topicAuthorizationFailed.code
+            }
             if let last = byTopic.last, last.0 == tp.topic { byTopic[byTopic.count - 1].1.append(partition) } else { byTopic.append((tp.topic, [partition])) }
         }
         response.topics = byTopic.map { name, partitions in
@@ -275,13 +318,16 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleListGroups(_ request: ListGroupsRequest) async -> ListGroupsResponse {
+    /// ListGroups: every group with DESCRIBE on the cluster, else those the principal may DESCRIBE.
+    func handleListGroups(_ request: ListGroupsRequest, access: Access = .unrestricted) async -> ListGroupsResponse {
         var response = ListGroupsResponse()
+        let all = access.allowsCluster(.describe)
         let states = Set(request.statesFilter.map { $0.lowercased() })
         let types = Set(request.typesFilter.map { $0.lowercased() })
         for group in await groupCoordinator.list() {
             if !states.isEmpty && !states.contains(group.state.lowercased()) { continue }
             if !types.isEmpty && !types.contains(group.type) { continue }
+            if !all && !access.allows(.describe, group: group.id) { continue }
             var listed = ListGroupsResponse.ListedGroup()
             listed.groupId = group.id
             listed.protocolType = group.protocolType
@@ -292,13 +338,19 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleDescribeGroups(_ request: DescribeGroupsRequest) async -> DescribeGroupsResponse {
+    func handleDescribeGroups(_ request: DescribeGroupsRequest, access: Access = .unrestricted) async -> DescribeGroupsResponse {
         var response = DescribeGroupsResponse()
         for id in request.groups {
             var described = DescribeGroupsResponse.DescribedGroup()
             described.groupId = id
             described.authorizedOperations = Int32.min
-            if await groupCoordinator.isConsumerProtocolGroup(id) {
+            if request.includeAuthorizedOperations {
+                described.authorizedOperations = access.authorizedOperations(.group, id, among: Self.groupOperations)
+            }
+            if !access.allows(.describe, group: id) {
+                described.errorCode = KafkaError.groupAuthorizationFailed.code
+                described.groupState = ""
+            } else if await groupCoordinator.isConsumerProtocolGroup(id) {
                 // As Kafka: DescribeGroups is for classic groups; ConsumerGroupDescribe for these.
                 described.errorCode = KafkaError.groupIdNotFound.code
                 described.groupState = "Dead"
@@ -324,32 +376,44 @@ extension KafkaAPIs {
         return response
     }
 
-    func handleDeleteGroups(_ request: DeleteGroupsRequest) async -> DeleteGroupsResponse {
+    func handleDeleteGroups(_ request: DeleteGroupsRequest, access: Access = .unrestricted) async -> DeleteGroupsResponse {
         var response = DeleteGroupsResponse()
         for id in request.groupsNames {
             var result = DeleteGroupsResponse.DeletableGroupResult()
             result.groupId = id
-            result.errorCode = await groupCoordinator.delete(id).code
+            result.errorCode = access.allows(.delete, group: id) ? await groupCoordinator.delete(id).code : KafkaError.groupAuthorizationFailed.code
             response.results.append(result)
         }
         return response
     }
 
-    func handleOffsetDelete(_ request: OffsetDeleteRequest) async -> OffsetDeleteResponse {
+    /// OffsetDelete: DELETE on the group (else GROUP_AUTHORIZATION_FAILED), READ on each topic
+    /// (else its partitions are TOPIC_AUTHORIZATION_FAILED and kept).
+    func handleOffsetDelete(_ request: OffsetDeleteRequest, access: Access = .unrestricted) async -> OffsetDeleteResponse {
         var response = OffsetDeleteResponse()
-        let partitions = request.topics.flatMap { t in t.partitions.map { TopicPartition(topic: t.name, partition: $0.partitionIndex) } }
+        guard access.allows(.delete, group: request.groupId) else {
+            response.errorCode = KafkaError.groupAuthorizationFailed.code
+            return response
+        }
+        let topics = request.topics.filter { access.allows(.read, topic: $0.name) }
+        let partitions = topics.flatMap { t in t.partitions.map { TopicPartition(topic: t.name, partition: $0.partitionIndex) } }
         let (error, results) = await groupCoordinator.deleteOffsets(groupID: request.groupId, partitions: partitions)
         response.errorCode = error.code
         var index = 0
         for topic in request.topics {
             var topicResponse = OffsetDeleteResponse.OffsetDeleteResponseTopic()
             topicResponse.name = topic.name
+            let allowed = access.allows(.read, topic: topic.name)
             for partition in topic.partitions {
                 var result = OffsetDeleteResponse.OffsetDeleteResponsePartition()
                 result.partitionIndex = partition.partitionIndex
-                result.errorCode = index < results.count ? results[index].code : error.code
+                if allowed {
+                    result.errorCode = index < results.count ? results[index].code : error.code
+                    index += 1
+                } else {
+                    result.errorCode = KafkaError.topicAuthorizationFailed.code
+                }
                 topicResponse.partitions.append(result)
-                index += 1
             }
             response.topics.append(topicResponse)
         }

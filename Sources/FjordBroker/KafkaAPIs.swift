@@ -25,6 +25,10 @@ public final class KafkaAPIs: Sendable {
     let clustered: Bool
     /// Leadership changes of `__consumer_offsets` partitions, handed to the coordinator in order.
     let coordinatorLeadership: AsyncStream<(Int32, Bool)>.Continuation
+    /// Whether requests are checked against the ACLs (`authorizer.class.name`); fixed at start.
+    let authorizerEnabled: Bool
+    /// The authorizer built from the last image it was asked for.
+    let authorizerCache = Mutex(AuthorizerCache())
     /// One image applied at a time, never an older after a newer (`metadataChanged`).
     private let applyingImage = Mutex<Int64>(-1)
     private let state: Mutex<State>
@@ -50,6 +54,7 @@ public final class KafkaAPIs: Sendable {
         self.clock = clock
         self.state = Mutex(State(config: config))
         self.clustered = config.cluster != nil
+        self.authorizerEnabled = config.authorizerEnabled
         self.groupCoordinator = GroupCoordinator(
             settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
@@ -171,6 +176,9 @@ public final class KafkaAPIs: Sendable {
 
     /// Handles one request frame (the bytes after the size prefix) of `connection`.
     public func handle(_ frame: ByteBuffer, connection: ClientConnection) async -> BrokerReply {
+        if connection.securityProtocol.usesSASL, case .reply(let reply) = await saslGate(frame, connection) {
+            return reply
+        }
         let request: RequestFrame
         do {
             request = try RequestFrame(parsing: frame)
@@ -189,7 +197,7 @@ public final class KafkaAPIs: Sendable {
             return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
         let started = ContinuousClock.now
-        let reply = await handler.handle(self, RequestContext(frame: request, connection: connection))
+        let reply = await handler.handle(self, RequestContext(frame: request, connection: connection, access: access(connection)))
         let elapsed = started.duration(to: .now).components
         metrics.handled(request.apiKey, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         return reply
@@ -245,7 +253,10 @@ public final class KafkaAPIs: Sendable {
 
     // MARK: Metadata
 
-    func handleMetadata(_ request: MetadataRequest, version: Int16, listener: String) async -> MetadataResponse {
+    /// Metadata. With an authorizer, a listing of every topic shows only those the principal may
+    /// DESCRIBE, a named one it may not is answered TOPIC_AUTHORIZATION_FAILED, and
+    /// auto-creation needs CREATE on the cluster or the topic (as Kafka).
+    func handleMetadata(_ request: MetadataRequest, version: Int16, listener: String, access: Access = .unrestricted) async -> MetadataResponse {
         let config = self.config
         var image = metadata.image
         var response = MetadataResponse()
@@ -253,12 +264,16 @@ public final class KafkaAPIs: Sendable {
         response.clusterId = image.clusterID
         response.controllerId = clustered ? image.controllerID : config.nodeID
         response.clusterAuthorizedOperations = Int32.min
+        if request.includeClusterAuthorizedOperations && version >= 8 && version <= 10 {
+            response.clusterAuthorizedOperations = access.allowsCluster(.describe)
+                ? access.authorizedOperations(.cluster, AclResourceType.clusterName, among: Self.clusterOperations) : 0
+        }
 
         // Which topics: null (or empty in v0) means all.
         var wanted: [(name: String?, id: KafkaUUID)] = []
         let all = request.topics == nil || (version == 0 && request.topics?.isEmpty == true)
         if all {
-            wanted = image.topics.keys.sorted().map { ($0, KafkaUUID.zero) }
+            wanted = image.topics.keys.sorted().filter { access.allows(.describe, topic: $0) }.map { ($0, KafkaUUID.zero) }
         } else {
             wanted = (request.topics ?? []).map { ($0.name, $0.topicId) }
         }
@@ -269,6 +284,17 @@ public final class KafkaAPIs: Sendable {
             let known: TopicMetadata?
             if let name {
                 topic.name = name
+                if !access.allows(.describe, topic: name) {
+                    topic.errorCode = KafkaError.topicAuthorizationFailed.code
+                    response.topics.append(topic)
+                    continue
+                }
+                if image.topics[name] == nil && autoCreate && !all
+                    && !access.allowsCluster(.create) && !access.allows(.create, topic: name) {
+                    topic.errorCode = KafkaError.topicAuthorizationFailed.code
+                    response.topics.append(topic)
+                    continue
+                }
                 if image.topics[name] == nil && autoCreate && !all {
                     known = await autoCreateTopic(name)
                     image = metadata.image
@@ -285,6 +311,11 @@ public final class KafkaAPIs: Sendable {
                 known = image.topic(id: id)
                 topic.topicId = id
             }
+            if name == nil, let found = known, !access.allows(.describe, topic: found.name) {
+                topic.errorCode = KafkaError.topicAuthorizationFailed.code
+                response.topics.append(topic)
+                continue
+            }
             guard let found = known else {
                 if let name, (try? validateTopicName(name)) == nil {
                     topic.errorCode = KafkaError.invalidTopicException.code
@@ -297,6 +328,9 @@ public final class KafkaAPIs: Sendable {
             topic.name = found.name
             topic.topicId = found.topicID
             if version >= 1 { topic.isInternal = found.name == GroupCoordinator.topic }
+            if request.includeTopicAuthorizedOperations && version >= 8 {
+                topic.topicAuthorizedOperations = access.authorizedOperations(.topic, found.name, among: Self.topicOperations)
+            }
             let live = Set(image.brokers.map(\.nodeID))
             for index in 0..<found.partitionCount {
                 var partition = MetadataResponse.MetadataResponsePartition()

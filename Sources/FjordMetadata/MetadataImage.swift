@@ -107,6 +107,38 @@ public struct BrokerRegistration: Sendable, Equatable, Codable {
     }
 }
 
+/// One SCRAM credential of a user as the metadata keeps it (Kafka's `UserScramCredentialRecord`):
+/// the mechanism's name (`SCRAM-SHA-256`, `SCRAM-SHA-512`), salt, StoredKey, ServerKey and
+/// iteration count. Never the password or the salted password.
+public struct ScramCredentialRecord: Sendable, Equatable, Codable {
+    public var mechanism: String
+    public var salt: [UInt8]
+    public var storedKey: [UInt8]
+    public var serverKey: [UInt8]
+    public var iterations: Int32
+
+    public init(mechanism: String, salt: [UInt8], storedKey: [UInt8], serverKey: [UInt8], iterations: Int32) {
+        self.mechanism = mechanism
+        self.salt = salt
+        self.storedKey = storedKey
+        self.serverKey = serverKey
+        self.iterations = iterations
+    }
+}
+
+/// A change of one user's credential for one mechanism: set it, or delete it (nil).
+public struct ScramCredentialChange: Sendable, Equatable {
+    public var user: String
+    public var mechanism: String
+    public var credential: ScramCredentialRecord?
+
+    public init(user: String, mechanism: String, credential: ScramCredentialRecord?) {
+        self.user = user
+        self.mechanism = mechanism
+        self.credential = credential
+    }
+}
+
 /// An immutable snapshot of cluster metadata: what Kafka calls the metadata image.
 ///
 /// Every change produces a new image with a higher `epoch`. The broker reads images; only a
@@ -124,6 +156,10 @@ public struct MetadataImage: Sendable, Equatable, Codable {
     public var nextProducerID: Int64?
     /// The active controller's fencing epoch in a cluster (0 on a single node).
     public var controllerEpoch: Int64?
+    /// SASL/SCRAM users: each user's credentials, one per mechanism (nil: none yet).
+    public var scramCredentials: [String: [ScramCredentialRecord]]?
+    /// Access control lists (CreateAcls), without duplicates (nil: none yet).
+    public var acls: [AclBinding]?
 
     public init(clusterID: String, controllerID: Int32, epoch: Int64 = 0, brokers: [BrokerRegistration] = [],
                 topics: [String: TopicMetadata] = [:], brokerConfigs: [String: String] = [:]) {
@@ -133,6 +169,33 @@ public struct MetadataImage: Sendable, Equatable, Codable {
         self.brokers = brokers
         self.topics = topics
         self.brokerConfigs = brokerConfigs
+    }
+
+    /// A user's credential for a mechanism.
+    public func scramCredential(user: String, mechanism: String) -> ScramCredentialRecord? {
+        scramCredentials?[user]?.first { $0.mechanism == mechanism }
+    }
+
+    /// `changes` applied to `credentials`, in order (a user left without credentials is removed).
+    public static func applying(_ changes: [ScramCredentialChange], to credentials: [String: [ScramCredentialRecord]])
+        -> [String: [ScramCredentialRecord]]
+    {
+        var out = credentials
+        for change in changes {
+            var list = (out[change.user] ?? []).filter { $0.mechanism != change.mechanism }
+            if let credential = change.credential { list.append(credential) }
+            list.sort { $0.mechanism < $1.mechanism }
+            out[change.user] = list.isEmpty ? nil : list
+        }
+        return out
+    }
+
+    /// `bindings` added to `acls`, each once, in order.
+    public static func adding(_ bindings: [AclBinding], to acls: [AclBinding]) -> [AclBinding] {
+        var out = acls
+        var present = Set(acls)
+        for binding in bindings where present.insert(binding).inserted { out.append(binding) }
+        return out
     }
 
     public func topic(id: KafkaUUID) -> TopicMetadata? {

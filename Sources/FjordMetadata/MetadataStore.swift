@@ -64,6 +64,14 @@ public protocol MetadataStore: Sendable {
     func alterTopicConfigs(topic: String, changes: [String: String?]) async throws(MetadataError) -> TopicMetadata
     /// Sets (non-nil) or removes (nil) dynamic broker config overrides.
     func alterBrokerConfigs(changes: [String: String?]) async throws(MetadataError)
+    /// Sets and deletes SCRAM credentials (AlterUserScramCredentials), all or none.
+    func alterScramCredentials(_ changes: [ScramCredentialChange]) async throws(MetadataError)
+    /// CreateAcls: adds the bindings (already valid), all or none; a binding already present
+    /// is kept once.
+    func createAcls(_ bindings: [AclBinding]) async throws(MetadataError)
+    /// DeleteAcls: removes every binding matching any of `filters`, all or none; returns, per
+    /// filter, the bindings it removed.
+    func deleteAcls(_ filters: [AclBindingFilter]) async throws(MetadataError) -> [[AclBinding]]
     /// Reserves `count` producer ids that no broker of the cluster hands out again.
     func allocateProducerIDs(count: Int64) async throws(MetadataError) -> ClosedRange<Int64>
     /// Kafka's AlterPartition: the leader of a partition, at `leaderEpoch` and `partitionEpoch`,
@@ -227,6 +235,31 @@ public final class LocalMetadataStore: MetadataStore {
     public func alterBrokerConfigs(changes: [String: String?]) throws(MetadataError) {
         try update { (image) throws(MetadataError) in
             for (key, value) in changes { image.brokerConfigs[key] = value }
+        }
+    }
+
+    public func alterScramCredentials(_ changes: [ScramCredentialChange]) throws(MetadataError) {
+        try update { (image) throws(MetadataError) in
+            let next = MetadataImage.applying(changes, to: image.scramCredentials ?? [:])
+            image.scramCredentials = next.isEmpty ? nil : next
+        }
+    }
+
+    public func createAcls(_ bindings: [AclBinding]) throws(MetadataError) {
+        try update { (image) throws(MetadataError) in
+            let next = MetadataImage.adding(bindings, to: image.acls ?? [])
+            image.acls = next.isEmpty ? nil : next
+        }
+    }
+
+    public func deleteAcls(_ filters: [AclBindingFilter]) throws(MetadataError) -> [[AclBinding]] {
+        try update { (image) throws(MetadataError) -> [[AclBinding]] in
+            let current = image.acls ?? []
+            let removed = filters.map { filter in current.filter(filter.matches) }
+            let gone = Set(removed.joined())
+            let next = current.filter { !gone.contains($0) }
+            image.acls = next.isEmpty ? nil : next
+            return removed
         }
     }
 

@@ -1,3 +1,5 @@
+public import FjordProtocol
+
 /// Where cluster metadata lives in etcd, every key under one prefix (default `/fjord`):
 ///
 /// | key | value | written by |
@@ -10,6 +12,8 @@
 /// | `<p>/configs/topics/<name>` | the topic's config overrides after a change (AlterConfigs), JSON; absent: those it was created with | any broker, compare-and-swap |
 /// | `<p>/configs/broker` | dynamic broker config overrides, JSON | any broker, compare-and-swap |
 /// | `<p>/producer-ids` | the next producer id not handed out (text) | any broker, compare-and-swap |
+/// | `<p>/scram/<user>` | the user's SCRAM credentials (salt, StoredKey, ServerKey, iterations), JSON | any broker, compare-and-swap |
+/// | `<p>/acls/<hex of the binding>` | one `AclBinding` JSON; the key names the binding, so a duplicate is one key | any broker |
 /// | `<p>/requests/topics/<name>` | `TopicRequest` JSON: an auto-creation asked by a broker | any broker; the controller deletes it |
 /// | `<p>/requests/isr/<name>/<index>` | `ISRRequest` JSON: a leader's AlterPartition (its new ISR, at its epochs) | the leader; the controller applies and deletes it |
 ///
@@ -42,6 +46,24 @@ public struct EtcdKeyLayout: Sendable, Equatable {
     public var topicConfigs: String { prefix + "/configs/topics/" }
     public func topicConfigs(_ name: String) -> String { topicConfigs + name }
     public var producerIDs: String { prefix + "/producer-ids" }
+    /// One key per SASL/SCRAM user: the JSON list of its credentials.
+    public var scramCredentials: String { prefix + "/scram/" }
+    public func scramCredentials(_ user: String) -> String { scramCredentials + user }
+    /// One key per ACL binding, named by the binding itself (hex of its canonical form), so a
+    /// binding created twice is one key.
+    public var acls: String { prefix + "/acls/" }
+    public func acl(_ binding: AclBinding) -> String {
+        let canonical = "\(binding.resourceType.rawValue)\u{0}\(binding.patternType.rawValue)\u{0}\(binding.resourceName)\u{0}"
+            + "\(binding.principal)\u{0}\(binding.host)\u{0}\(binding.operation.rawValue)\u{0}\(binding.permission.rawValue)"
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        hex.reserveCapacity(canonical.utf8.count * 2)
+        for byte in canonical.utf8 {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return acls + String(decoding: hex, as: UTF8.self)
+    }
     public var topicRequests: String { prefix + "/requests/topics/" }
     public func topicRequest(_ name: String) -> String { topicRequests + name }
     public var isrRequests: String { prefix + "/requests/isr/" }

@@ -1,6 +1,6 @@
 import FjordEtcd
 public import FjordMetadata
-import FjordProtocol
+public import FjordProtocol
 import Foundation
 import Logging
 import Synchronization
@@ -185,6 +185,69 @@ extension EtcdMetadataStore {
         var configs = image.brokerConfigs
         for (key, value) in changes { configs[key] = value }
         try await compareAndSwap(keys.brokerConfigs, encode(configs), readAt: kvs[keys.brokerConfigs]?.modRevision ?? 0)
+    }
+
+    /// Any broker: one transaction over the changed users' keys, each compared with the
+    /// revision the change was computed from (a concurrent change to the same user is refused).
+    public func alterScramCredentials(_ changes: [ScramCredentialChange]) async throws(MetadataError) {
+        let (image, kvs) = snapshot()
+        let before = image.scramCredentials ?? [:]
+        let after = MetadataImage.applying(changes, to: before)
+        var compares: [EtcdCompare] = []
+        var operations: [EtcdOperation] = []
+        for user in Set(changes.map(\.user)).sorted() {
+            let key = keys.scramCredentials(user)
+            compares.append(.unchanged(key, since: kvs[key]?.modRevision ?? 0))
+            if let list = after[user] {
+                operations.append(.put(key: key, value: encode(list)))
+            } else if kvs[key] != nil {
+                operations.append(.delete(key: key))
+            }
+        }
+        guard !operations.isEmpty else { return }
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(if: compares, then: operations)
+        } catch {
+            throw Self.metadataError(error)
+        }
+        guard result.succeeded else { throw MetadataError.invalidConfig("the credentials changed concurrently; try again") }
+        _ = await awaitRevision(result.revision)
+    }
+
+    /// Any broker: one transaction putting a key per new binding (a binding's key is the binding,
+    /// so creating it twice is harmless).
+    public func createAcls(_ bindings: [AclBinding]) async throws(MetadataError) {
+        guard !bindings.isEmpty else { return }
+        let operations = bindings.map { EtcdOperation.put(key: keys.acl($0), value: encode($0)) }
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(if: [], then: operations)
+        } catch {
+            throw Self.metadataError(error)
+        }
+        _ = await awaitRevision(result.revision)
+    }
+
+    /// Any broker: deletes the matching bindings' keys in one transaction, each compared with
+    /// the revision it was matched at (a concurrent change is refused, to be retried).
+    public func deleteAcls(_ filters: [AclBindingFilter]) async throws(MetadataError) -> [[AclBinding]] {
+        let (image, kvs) = snapshot()
+        let current = image.acls ?? []
+        let removed = filters.map { filter in current.filter(filter.matches) }
+        let keysGone = Set(removed.joined().map { keys.acl($0) })
+        guard !keysGone.isEmpty else { return removed }
+        let sorted = keysGone.sorted()
+        let compares = sorted.map { EtcdCompare.unchanged($0, since: kvs[$0]?.modRevision ?? 0) }
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(if: compares, then: sorted.map { EtcdOperation.delete(key: $0) })
+        } catch {
+            throw Self.metadataError(error)
+        }
+        guard result.succeeded else { throw MetadataError.unavailable("the ACLs changed concurrently; try again") }
+        _ = await awaitRevision(result.revision)
+        return removed
     }
 
     /// Puts `value` if `key` is unchanged since revision `readAt` (when the value was computed

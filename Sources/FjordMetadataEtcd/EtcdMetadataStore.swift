@@ -360,6 +360,7 @@ public final class EtcdMetadataStore: MetadataStore {
         var records: [String: TopicRecord] = [:]
         var undecodable: Set<String> = []
         var topicConfigs: [String: [String: String]] = [:]
+        var acls: [AclBinding] = []
         for (key, kv) in kvs {
             do {
                 if key.hasPrefix(keys.brokers) {
@@ -383,12 +384,23 @@ public final class EtcdMetadataStore: MetadataStore {
                     image.brokerConfigs = try decoder.decode([String: String].self, from: Data(kv.value))
                 } else if key == keys.producerIDs {
                     image.nextProducerID = Int64(String(decoding: kv.value, as: UTF8.self))
+                } else if key.hasPrefix(keys.scramCredentials) {
+                    let user = String(key.dropFirst(keys.scramCredentials.count))
+                    let list = try decoder.decode([ScramCredentialRecord].self, from: Data(kv.value))
+                    image.scramCredentials = (image.scramCredentials ?? [:]).merging([user: list]) { $1 }
+                } else if key.hasPrefix(keys.acls) {
+                    acls.append(try decoder.decode(AclBinding.self, from: Data(kv.value)))
                 }
             } catch {
                 logger.error("cannot decode a metadata key; ignored", metadata: ["key": "\(key)", "error": "\(error)"])
                 undecodable.insert(key)
                 if key.hasPrefix(keys.topics), let old = previous.topics[String(key.dropFirst(keys.topics.count))] {
                     image.topics[old.name] = old
+                }
+                // An undecodable credential keeps its last known value: never taken for a deletion.
+                if key.hasPrefix(keys.scramCredentials),
+                    let old = previous.scramCredentials?[String(key.dropFirst(keys.scramCredentials.count))] {
+                    image.scramCredentials = (image.scramCredentials ?? [:]).merging([String(key.dropFirst(keys.scramCredentials.count)): old]) { $1 }
                 }
             }
         }
@@ -405,6 +417,10 @@ public final class EtcdMetadataStore: MetadataStore {
             image.topics[name] = topic
         }
         image.brokers.sort { $0.nodeID < $1.nodeID }
+        // An undecodable ACL key keeps the bindings of the previous image that it named: never
+        // taken for a deletion (which could open access a DENY closed).
+        for binding in previous.acls ?? [] where undecodable.contains(keys.acl(binding)) { acls.append(binding) }
+        image.acls = acls.isEmpty ? nil : MetadataImage.adding(acls.sorted { keys.acl($0) < keys.acl($1) }, to: [])
         return image
     }
 

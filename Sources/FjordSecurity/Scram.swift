@@ -167,7 +167,11 @@ public struct ScramServer: Sendable {
             guard final.channelBinding == Array(gs2Header.utf8) else {
                 throw SaslAuthenticationError("SCRAM channel binding does not match the client-first message")
             }
-            guard final.nonce == nonce else { throw SaslAuthenticationError("SCRAM nonce does not match the server's") }
+            // RFC 5802 wants the nonce echoed exactly; Kafka's ScramSaslServer accepts any nonce that
+            // ends with the server's, and librdkafka 2.0–2.3 relies on it (it sends its own nonce
+            // again in front of the server's). The proof still covers the server's fresh nonce
+            // through the AuthMessage, so a replayed exchange fails all the same.
+            guard final.nonce.hasSuffix(nonce) else { throw SaslAuthenticationError("SCRAM nonce does not match the server's") }
             let authMessage = Array("\(clientFirstBare),\(serverFirst),\(final.withoutProof)".utf8)
             let clientSignature = mechanism.hmac(key: stored.storedKey, authMessage)
             guard final.proof.count == clientSignature.count else {

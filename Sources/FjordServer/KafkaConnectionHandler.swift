@@ -120,42 +120,68 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             logger.warning("closing connection", metadata: ["remote": "\(context.channel.remoteAddress?.description ?? "?")", "reason": "\(reason)"])
             context.close(promise: nil)
             return
+        case .responseThenClose(let parts, let reason):
+            logger.info("closing connection after its answer", metadata: [
+                "remote": "\(context.channel.remoteAddress?.description ?? "?")", "reason": "\(reason)",
+            ])
+            queue.removeAll()
+            queuedBytes = 0
+            // Closed once the answer is out (a close fails writes still pending).
+            let channel = context.channel
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            writeResponse(parts, context: context, completion: written)
+            return
         case .response(let parts):
-            var prefix = context.channel.allocator.buffer(capacity: 4)
-            prefix.writeInteger(Int32(truncatingIfNeeded: parts.totalLength), endianness: .big)
-            context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
-            for part in parts {
-                switch part {
-                case .bytes(let bytes):
-                    context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
-                case .file(let slice) where !sendsFileRegions:
-                    do {
-                        let bytes = try slice.readBytes(allocator: context.channel.allocator)
-                        context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
-                    } catch {
-                        logger.error("cannot read records; closing connection", metadata: ["error": "\(error)"])
-                        context.close(promise: nil)
-                        return
-                    }
-                case .file(let slice):
-                    let lease: FileRegionLease
-                    do {
-                        lease = try slice.leaseRegion()
-                    } catch {
-                        logger.error("cannot send records; closing connection", metadata: ["error": "\(error)"])
-                        context.close(promise: nil)
-                        return
-                    }
-                    let written = context.eventLoop.makePromise(of: Void.self)
-                    written.futureResult.whenComplete { _ in lease.release() }
-                    context.write(wrapOutboundOut(.fileRegion(lease.region)), promise: written)
-                }
-            }
-            if inReadLoop { flushPending = true } else { context.flush() }
+            guard writeResponse(parts, context: context) else { return }
         }
         busy = false
         updateReading(context: context)
         processNext(context: context)
+    }
+
+    /// Writes one size-prefixed response; false when the connection was closed instead.
+    /// `completion`, when given, completes with the last write and the response is flushed at
+    /// once (else within the read loop).
+    @discardableResult
+    private func writeResponse(_ parts: [ResponsePart], context: ChannelHandlerContext,
+                               completion: EventLoopPromise<Void>? = nil) -> Bool {
+        var prefix = context.channel.allocator.buffer(capacity: 4)
+        prefix.writeInteger(Int32(truncatingIfNeeded: parts.totalLength), endianness: .big)
+        context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: parts.isEmpty ? completion : nil)
+        for (index, part) in parts.enumerated() {
+            let promise = index == parts.count - 1 ? completion : nil
+            switch part {
+            case .bytes(let bytes):
+                context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+            case .file(let slice) where !sendsFileRegions:
+                do {
+                    let bytes = try slice.readBytes(allocator: context.channel.allocator)
+                    context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+                } catch {
+                    logger.error("cannot read records; closing connection", metadata: ["error": "\(error)"])
+                    completion?.fail(error)
+                    context.close(promise: nil)
+                    return false
+                }
+            case .file(let slice):
+                let lease: FileRegionLease
+                do {
+                    lease = try slice.leaseRegion()
+                } catch {
+                    logger.error("cannot send records; closing connection", metadata: ["error": "\(error)"])
+                    completion?.fail(error)
+                    context.close(promise: nil)
+                    return false
+                }
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenComplete { _ in lease.release() }
+                if let promise { written.futureResult.cascade(to: promise) }
+                context.write(wrapOutboundOut(.fileRegion(lease.region)), promise: written)
+            }
+        }
+        if inReadLoop && completion == nil { flushPending = true } else { context.flush() }
+        return true
     }
 
     func channelActive(context: ChannelHandlerContext) {

@@ -1,4 +1,4 @@
-public import FjordBroker
+import FjordBroker
 import NIOSSL
 import Synchronization
 

@@ -65,6 +65,37 @@ struct ScramTests {
         #expect(try ClientFirstMessage.saslName("a=2Cb=3Dc") == "a,b=c")
     }
 
+    @Test("a client-final nonce that ends with the server's is accepted, as Kafka does for librdkafka 2.0–2.3")
+    func librdkafkaNonce() throws {
+        let mechanism = ScramMechanism.sha512
+        let stored = ScramCredential(mechanism: mechanism, password: "pw")
+        var server = ScramServer(mechanism: mechanism)
+        guard case .challenge(let first) = try server.receive(Array("n,,n=a,r=cnonce".utf8), credential: { _ in stored }) else {
+            Issue.record("expected a challenge"); return
+        }
+        let serverFirst = String(decoding: first, as: UTF8.self)
+        let fields = Dictionary(uniqueKeysWithValues: serverFirst.split(separator: ",").map { ($0.prefix(1), String($0.dropFirst(2))) })
+        let serverNonce = try #require(fields["r"])
+        let salt = try #require(fields["s"].flatMap { Data(base64Encoded: $0) })
+        let iterations = try #require(fields["i"].flatMap { Int32($0) })
+        let salted = mechanism.saltedPassword("pw", salt: Array(salt), iterations: iterations)
+        // librdkafka 2.0–2.3 puts its own nonce again in front of the server's.
+        let withoutProof = "c=biws,r=cnonce\(serverNonce)"
+        let authMessage = Array("n=a,r=cnonce,\(serverFirst),\(withoutProof)".utf8)
+        let clientKey = mechanism.hmac(key: salted, Array("Client Key".utf8))
+        let proof = zip(clientKey, mechanism.hmac(key: mechanism.hash(clientKey), authMessage)).map { $0 ^ $1 }
+        let final = "\(withoutProof),p=\(Data(proof).base64EncodedString())"
+        guard case .authenticated(let user, _) = try server.receive(Array(final.utf8), credential: { _ in stored }) else {
+            Issue.record("expected success"); return
+        }
+        #expect(user == "a")
+        var other = ScramServer(mechanism: mechanism)
+        _ = try other.receive(Array("n,,n=a,r=cnonce".utf8)) { _ in stored }
+        #expect(throws: SaslAuthenticationError.self, "a nonce not ending with this server's") {
+            try other.receive(Array(final.utf8)) { _ in stored }
+        }
+    }
+
     @Test("PLAIN: authzid NUL user NUL password, checked against the SCRAM credential")
     func plain() throws {
         let parsed = try PlainCredentials(parsing: Array("\u{0}alice\u{0}pw".utf8))

@@ -1,6 +1,11 @@
-"""Security on real listeners: TLS (SSL://), with real clients (kcat, confluent-kafka,
+"""Security on real listeners: TLS (SSL://) and SASL (PLAIN, SCRAM), with real clients (kcat, confluent-kafka,
 kafka-python) against a real broker, certificates made by openssl for each test module."""
 
+import base64
+import hashlib
+import hmac
+import json
+import os
 import shutil
 import signal
 import socket
@@ -15,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from kafka import KafkaConsumer
 
-from conftest import Broker, free_port
+from conftest import FJORD_BIN, Broker, free_port, read_exactly
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 
@@ -187,3 +192,236 @@ def test_a_tls_listener_without_a_loadable_certificate_refuses_to_start(pki, sec
     with pytest.raises(RuntimeError) as failure:
         broker.start(timeout=20)
     assert "ssl.keystore.location" in str(failure.value)
+
+
+# SASL: PLAIN and SCRAM-SHA-256/512 on SASL_PLAINTEXT and SASL_SSL listeners.
+
+SASL_MECHANISMS = {"sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"}
+
+
+def fjord(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([FJORD_BIN, *args], capture_output=True, text=True, timeout=60)
+
+
+def create_user(bootstrap: str, user: str, password: str, *extra: str) -> None:
+    result = fjord("users", "create", user, "--password", password, "-b", bootstrap, *extra)
+    assert result.returncode == 0, result.stderr
+
+
+def test_sasl_plain_and_scram_with_real_clients(pki, secure_broker):
+    plain, sasl, sasl_ssl = free_port(), free_port(), free_port()
+    broker = secure_broker({"PLAINTEXT": plain, "SASL_PLAINTEXT": sasl, "SASL_SSL": sasl_ssl},
+                           tls_settings(pki, **SASL_MECHANISMS), port_of="PLAINTEXT")
+    # The loopback PLAINTEXT listener bootstraps the first user.
+    create_user(broker.bootstrap, "alice", "alice-secret")
+    over_sasl = {"bootstrap.servers": f"127.0.0.1:{sasl}", "security.protocol": "SASL_PLAINTEXT",
+                 "sasl.mechanism": "PLAIN", "sasl.username": "alice", "sasl.password": "alice-secret"}
+    over_sasl_ssl = {"bootstrap.servers": f"127.0.0.1:{sasl_ssl}", "security.protocol": "SASL_SSL",
+                     "ssl.ca.location": str(pki / "ca.crt"), "sasl.mechanism": "SCRAM-SHA-512",
+                     "sasl.username": "alice", "sasl.password": "alice-secret"}
+
+    # confluent-kafka: SASL_PLAINTEXT with PLAIN, then SASL_SSL with SCRAM-SHA-512.
+    produce_numbered(over_sasl, "sasl-topic", 500)
+    producer = Producer({"linger.ms": 5, "acks": "all", **over_sasl_ssl})
+    for i in range(500, 1000):
+        producer.produce("sasl-topic", key=str(i).encode(), value=b"v")
+    assert producer.flush(30) == 0
+
+    # kafka-python reads them with SCRAM-SHA-256 on SASL_PLAINTEXT.
+    consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{sasl}", security_protocol="SASL_PLAINTEXT",
+                             sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice", sasl_plain_password="alice-secret",
+                             auto_offset_reset="earliest", consumer_timeout_ms=10000, group_id=None)
+    consumer.subscribe(["sasl-topic"])
+    keys = [int(m.key) for m in consumer]
+    consumer.close()
+    assert keys == list(range(1000))
+
+    # kcat with SCRAM-SHA-512 over SASL_SSL, with a consumer group.
+    out = subprocess.run([KCAT, "-b", f"127.0.0.1:{sasl_ssl}", "-X", "security.protocol=SASL_SSL",
+                          "-X", f"ssl.ca.location={pki / 'ca.crt'}", "-X", "sasl.mechanisms=SCRAM-SHA-512",
+                          "-X", "sasl.username=alice", "-X", "sasl.password=alice-secret",
+                          "-C", "-t", "sasl-topic", "-e", "-q", "-f", "%k\n"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [int(k) for k in out.stdout.split()] == list(range(1000))
+
+    # A wrong password is refused (librdkafka reports the broker's message), logged, and the
+    # broker goes on serving the others.
+    for mechanism, config in (("PLAIN", over_sasl), ("SCRAM-SHA-512", over_sasl_ssl)):
+        errors = []
+        wrong = Producer({**config, "sasl.password": "wrong", "message.timeout.ms": 3000,
+                          "error_cb": lambda error: errors.append(error)})
+        delivered = []
+        wrong.produce("sasl-topic", value=b"never", on_delivery=lambda err, msg: delivered.append(err))
+        wrong.flush(10)
+        assert delivered and delivered[0] is not None, f"{mechanism}: a record was acknowledged with a wrong password"
+        assert any("Authentication failed" in error.str() for error in errors), f"{mechanism}: {[e.str() for e in errors]}"
+    assert "SASL authentication failed" in broker.log_text()
+    produce_numbered(over_sasl_ssl, "sasl-topic", 10)
+    assert broker.process.poll() is None
+
+
+class RawClient:
+    """A Kafka connection speaking SaslHandshake/SaslAuthenticate by hand (header v1, non-flexible versions)."""
+
+    def __init__(self, port: int):
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.correlation = 0
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def send(self, api_key: int, version: int, body: bytes) -> None:
+        self.correlation += 1
+        header = struct.pack(">hhih", api_key, version, self.correlation, 4) + b"test"
+        self.socket.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+
+    def frame(self) -> bytes:
+        (size,) = struct.unpack(">i", read_exactly(self.socket, 4))
+        return read_exactly(self.socket, size)
+
+    def request(self, api_key: int, version: int, body: bytes) -> bytes:
+        self.send(api_key, version, body)
+        response = self.frame()
+        assert struct.unpack(">i", response[:4])[0] == self.correlation
+        return response[4:]
+
+    def closed_by_broker(self) -> bool:
+        self.socket.settimeout(5)
+        try:
+            return self.socket.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def handshake(self, mechanism: str, version: int = 1) -> tuple[int, list[str]]:
+        body = self.request(17, version, string(mechanism))
+        (error, count), offset, mechanisms = struct.unpack(">hi", body[:6]), 6, []
+        for _ in range(count):
+            (length,) = struct.unpack(">h", body[offset:offset + 2])
+            mechanisms.append(body[offset + 2:offset + 2 + length].decode())
+            offset += 2 + length
+        return error, mechanisms
+
+    def authenticate(self, token: bytes) -> tuple[int, str | None, bytes, int]:
+        body = self.request(36, 1, struct.pack(">i", len(token)) + token)
+        (error, length) = struct.unpack(">hh", body[:4])
+        offset, message = 4, None
+        if length >= 0:
+            message, offset = body[4:4 + length].decode(), 4 + length
+        (token_length,) = struct.unpack(">i", body[offset:offset + 4])
+        token_bytes = body[offset + 4:offset + 4 + token_length]
+        (lifetime,) = struct.unpack(">q", body[offset + 4 + token_length:offset + 12 + token_length])
+        return error, message, token_bytes, lifetime
+
+    def scram(self, user: str, password: str, mechanism: str = "SCRAM-SHA-256") -> tuple[int, str | None, int]:
+        """A whole SCRAM exchange (RFC 5802); checks the server's signature when it succeeds."""
+        digest = {"SCRAM-SHA-256": hashlib.sha256, "SCRAM-SHA-512": hashlib.sha512}[mechanism]
+        error, _ = self.handshake(mechanism)
+        assert error == 0
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n={user},r={nonce}"
+        error, message, server_first, _ = self.authenticate(("n,," + first_bare).encode())
+        if error:
+            return error, message, 0
+        fields = dict(part.split("=", 1) for part in server_first.decode().split(","))
+        assert fields["r"].startswith(nonce)
+        salted = hashlib.pbkdf2_hmac(digest().name, password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+        client_key = hmac.new(salted, b"Client Key", digest).digest()
+        without_proof = f"c=biws,r={fields['r']}"
+        auth_message = f"{first_bare},{server_first.decode()},{without_proof}".encode()
+        signature = hmac.new(digest(client_key).digest(), auth_message, digest).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        final = f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+        error, message, server_final, lifetime = self.authenticate(final)
+        if error == 0:
+            server_key = hmac.new(salted, b"Server Key", digest).digest()
+            expected = base64.b64encode(hmac.new(server_key, auth_message, digest).digest()).decode()
+            assert server_final.decode() == f"v={expected}"
+        return error, message, lifetime
+
+    def metadata(self) -> bytes:
+        return self.request(3, 0, struct.pack(">i", 0))
+
+
+def string(text: str) -> bytes:
+    return struct.pack(">h", len(text)) + text.encode()
+
+
+def test_sasl_protocol_handshake_reauthentication_and_user_management(secure_broker):
+    plain, sasl = free_port(), free_port()
+    broker = secure_broker({"PLAINTEXT": plain, "SASL_PLAINTEXT": sasl},
+                           {**SASL_MECHANISMS, "connections.max.reauth.ms": "1500"}, port_of="PLAINTEXT")
+    create_user(broker.bootstrap, "bob", "bob-secret", "--mechanism", "SCRAM-SHA-256", "--iterations", "8192")
+
+    # Before logging in, only ApiVersions and the SASL requests are served: Metadata closes.
+    client = RawClient(sasl)
+    assert struct.unpack(">h", client.request(18, 0, b"")[:2])[0] == 0
+    client.send(3, 0, struct.pack(">i", 0))
+    assert client.closed_by_broker()
+    client.close()
+
+    # SCRAM-SHA-256 through SaslHandshake v1 + SaslAuthenticate v1: the session's lifetime is
+    # connections.max.reauth.ms; re-authenticating on the connection renews it.
+    client = RawClient(sasl)
+    error, mechanisms = client.handshake("GSSAPI")
+    assert error == 33 and mechanisms == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]  # UNSUPPORTED_SASL_MECHANISM
+    assert client.closed_by_broker()
+    client.close()
+    client = RawClient(sasl)
+    assert client.scram("bob", "bob-secret") == (0, None, 1500)
+    assert struct.unpack(">i", client.metadata()[:4])[0] == 1  # one broker
+    time.sleep(1.0)
+    assert client.scram("bob", "bob-secret") == (0, None, 1500)
+    time.sleep(1.0)
+    client.metadata()  # 2 s after the first login, 1 s after the second: still in its session
+    time.sleep(1.0)
+    client.send(3, 0, struct.pack(">i", 0))
+    assert client.closed_by_broker(), "a request after the session expired was served"
+    client.close()
+
+    # A wrong password: SASL_AUTHENTICATION_FAILED, logged, then the connection is closed.
+    client = RawClient(sasl)
+    started = time.time()
+    error, message, _ = client.scram("bob", "not-bob")
+    assert error == 58 and message, (error, message)
+    assert time.time() - started >= 0.09, "a failed login was answered without connection.failed.authentication.delay.ms"
+    assert client.closed_by_broker()
+    client.close()
+    client = RawClient(sasl)
+    assert client.scram("nobody", "x")[0] == 58
+    client.close()
+    assert "SASL authentication failed" in broker.log_text()
+
+    # SaslHandshake v0: the PLAIN token then travels as a raw frame, answered by an empty one.
+    client = RawClient(sasl)
+    assert client.handshake("PLAIN", version=0)[0] == 0
+    token = b"\x00bob\x00bob-secret"
+    client.socket.sendall(struct.pack(">i", len(token)) + token)
+    assert client.frame() == b""
+    client.metadata()
+    client.close()
+
+    # SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE.
+    client = RawClient(plain)
+    assert client.handshake("PLAIN")[0] == 34
+    client.close()
+
+    # fjord users list / delete; a deleted user cannot log in.
+    listed = fjord("users", "list", "--json", "-b", broker.bootstrap)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"bob": [{"mechanism": "SCRAM-SHA-256", "iterations": 8192}]}
+    refused = fjord("users", "create", "eve", "--password", "x", "--iterations", "100", "-b", broker.bootstrap)
+    assert refused.returncode != 0
+    assert fjord("users", "delete", "bob", "-b", broker.bootstrap).returncode == 0
+    assert json.loads(fjord("users", "list", "--json", "-b", broker.bootstrap).stdout) == {}
+    client = RawClient(sasl)
+    assert client.scram("bob", "bob-secret")[0] == 58
+    client.close()
+
+    # Credentials survive a restart (kept in the metadata store, salted, never the password).
+    create_user(broker.bootstrap, "carol", "carol-secret")
+    broker.restart()
+    client = RawClient(sasl)
+    assert client.scram("carol", "carol-secret", "SCRAM-SHA-512")[0] == 0
+    client.close()
+    assert "carol-secret" not in "".join(p.read_text(errors="replace") for p in broker.data_dir.rglob("*") if p.is_file()
+                                         and p.stat().st_size < 1_000_000)
