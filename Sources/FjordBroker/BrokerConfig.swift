@@ -128,6 +128,10 @@ public struct BrokerConfig: Sendable, Equatable {
     public var superUsers: Set<String> = []
     /// `allow.everyone.if.no.acl.found`: a resource without any ACL is open to everyone.
     public var allowEveryoneIfNoAclFound = false
+    /// `quota.window.num`: the samples a client quota's rate is measured over.
+    public var quotaWindowCount = 11
+    /// `quota.window.size.seconds`, in ms: each sample's span.
+    public var quotaWindowMs: Int64 = 1000
     /// `broker.rack`: the rack this broker is in, told to clients in Metadata and DescribeCluster.
     public var rack: String? = nil
     public var logDirs: [String] = ["./fjord-data"]
@@ -261,6 +265,8 @@ public struct BrokerConfig: Sendable, Equatable {
                 config.authorizerEnabled = !value.isEmpty
             case "super.users": config.superUsers = StandardAuthorizer.superUsers(value)
             case "allow.everyone.if.no.acl.found": config.allowEveryoneIfNoAclFound = try bool(key, value)
+            case "quota.window.num": config.quotaWindowCount = try int(key, value, min: 2, max: 1000)
+            case "quota.window.size.seconds": config.quotaWindowMs = Int64(try int(key, value, min: 1, max: 3600)) * 1000
             case "broker.rack": config.rack = value.isEmpty ? nil : value
             case "fjord.cluster": config.cluster = value.isEmpty ? nil : value
             case "broker.session.timeout.ms": config.brokerSessionTimeoutMs = Int64(try int(key, value, min: 2000, max: 3_600_000))

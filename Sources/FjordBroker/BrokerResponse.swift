@@ -25,6 +25,9 @@ public enum BrokerReply: Sendable {
     /// Answer, then close the connection (a failed SASL login: Kafka tells the client why,
     /// then disconnects it).
     case responseThenClose([ResponsePart], reason: String)
+    /// The reply, after which the connection is not read for `ms` (a client over its quota,
+    /// KIP-219: the response already tells it `throttle_time_ms`).
+    indirect case throttled(BrokerReply, ms: Int64)
 }
 
 extension Array where Element == ResponsePart {

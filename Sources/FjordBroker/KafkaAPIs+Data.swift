@@ -13,7 +13,8 @@ extension KafkaAPIs {
     /// answered once the high watermark passes the records (every ISR member has them: Kafka's
     /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
     /// group-commit fsync before answering.
-    func handleProduce(_ request: ProduceRequest, version: Int16, listener: String, access: Access = .unrestricted) async -> ProduceResponse? {
+    func handleProduce(_ request: ProduceRequest, version: Int16, listener: String, access: Access = .unrestricted,
+                       context: RequestContext? = nil) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
@@ -111,10 +112,12 @@ extension KafkaAPIs {
             }
             response.responses.append(topicResponse)
         }
+        // producer_byte_rate: the whole request counts, as Kafka's `request.sizeInBytes`.
+        if let context { _ = recordBytes(.producerByteRate, context.frame.body.readableBytes, context) }
         guard request.acks != 0 else { return nil }
         if !replicationWaits.isEmpty {
             let timeoutMs = Int64(request.timeoutMs)
-            let results = await withTaskGroup(of: (TopicPartition, KafkaError).self) { group in
+            let results = await RequestQuotaScope.parked { await withTaskGroup(of: (TopicPartition, KafkaError).self) { group in
                 for wait in replicationWaits {
                     group.addTask { [replicaManager, clock] in
                         (wait.partition.topicPartition, await replicaManager.awaitReplication(
@@ -124,7 +127,7 @@ extension KafkaAPIs {
                 var results: [TopicPartition: KafkaError] = [:]
                 for await (tp, error) in group where error != .noError { results[tp] = error }
                 return results
-            }
+            } }
             for t in response.responses.indices {
                 for p in response.responses[t].partitionResponses.indices {
                     let tp = TopicPartition(topic: response.responses[t].name, partition: response.responses[t].partitionResponses[p].index)
@@ -141,7 +144,7 @@ extension KafkaAPIs {
         if version >= 10 { addLeaderHints(to: &response, listener: listener) }
         for (log, offset) in durabilityWaits {
             do {
-                try await log.flushed(through: offset, runFlush: replicaManager.logManager.flushRunner)
+                try await RequestQuotaScope.parked { try await log.flushed(through: offset, runFlush: replicaManager.logManager.flushRunner) }
             } catch {
                 logger.error("fsync failed", metadata: ["partition": "\(log.topicPartition)", "error": "\(error)"])
                 for t in response.responses.indices where response.responses[t].name == log.topicPartition.topic {
@@ -203,7 +206,8 @@ extension KafkaAPIs {
     /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
     /// to `max.wait.ms` until `min.bytes` arrive. From v7, incremental fetch sessions (KIP-227)
     /// through `FetchSessionCache`.
-    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String, access: Access = .unrestricted) async -> BrokerReply {
+    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String, access: Access = .unrestricted,
+                     context: RequestContext? = nil) async -> BrokerReply {
         let version = frame.apiVersion
         var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
         let image = metadata.image
@@ -239,7 +243,7 @@ extension KafkaAPIs {
             while result.bytes < Int(request.minBytes) && !result.hasError {
                 let remaining = deadline - clock()
                 guard remaining > 0 else { break }
-                await replicaManager.purgatory.wait(for: result.partitions, timeoutMs: remaining)
+                await RequestQuotaScope.parked { await replicaManager.purgatory.wait(for: result.partitions, timeoutMs: remaining) }
                 result = fetchOnce(partitions, request: request, version: version, access: access)
             }
             var sessionID: Int32 = 0
@@ -255,6 +259,10 @@ extension KafkaAPIs {
                 if let region = data.recordsRegion { metrics.fetched(topic: key.topic, bytes: region.length, byFollower: follower) }
             }
             if version >= 16 { addLeaderHints(to: &result, listener: listener) }
+            // consumer_byte_rate: the records served count; a follower's fetch never does.
+            if !follower, let context, recordBytes(.consumerByteRate, result.bytes, context) > 0 || RequestQuotaScope.current != nil {
+                result.body.throttleTimeMs = Int32(clamping: RequestQuotaScope.current?.throttleMs ?? 0)
+            }
             // Group partitions by topic in request order; incremental sessions send only changes.
             var topics: [FetchResponse.FetchableTopicResponse] = []
             for (key, topicID, data) in result.entries {

@@ -112,10 +112,17 @@ extension KafkaAPIs {
         }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
-            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access) else { return .noResponse }
+            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access, context: c) else {
+                return .noResponse
+            }
             return apis.encode(response, c)
         }
-        t.serve(FetchRequest.self, 4...17) { apis, r, c in await apis.handleFetch(r, request: c.frame, listener: c.listener, access: c.access) }
+        t.serve(FetchRequest.self, 4...17) { apis, r, c in
+            await apis.handleFetch(r, request: c.frame, listener: c.listener, access: c.access, context: c)
+        }
+        // Client quotas
+        t.serve(DescribeClientQuotasRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeClientQuotas(r, c.access), c) }
+        t.serve(AlterClientQuotasRequest.self, 0...1) { apis, r, c in apis.encode(await apis.handleAlterClientQuotas(r, c.access), c) }
         t.serve(ListOffsetsRequest.self, 1...10) { apis, r, c in apis.encode(apis.handleListOffsets(r, version: c.version, access: c.access), c) }
         t.serve(OffsetForLeaderEpochRequest.self, 2...4) { apis, r, c in apis.encode(apis.handleOffsetForLeaderEpoch(r, access: c.access), c) }
         t.serve(DeleteRecordsRequest.self, 0...2) { apis, r, c in apis.encode(apis.handleDeleteRecords(r, access: c.access), c) }

@@ -110,6 +110,10 @@ extension KafkaAPIs {
     /// NOT_COORDINATOR when leadership moved, COORDINATOR_NOT_AVAILABLE when the ISR did not
     /// replicate within `offsets.commit.timeout.ms`, as Kafka maps them.
     func awaitCoordinatorReplication(_ group: String) async -> KafkaError {
+        await RequestQuotaScope.parked { await awaitCoordinatorReplicationUnmeasured(group) }
+    }
+
+    private func awaitCoordinatorReplicationUnmeasured(_ group: String) async -> KafkaError {
         guard clustered, let partition = coordinatorPartition(group), !partition.isrIsLeaderOnly else { return .noError }
         let error = await replicaManager.awaitReplication(partition, through: partition.log.logEndOffset, minInSync: 1,
                                                           timeoutMs: config.offsetsCommitTimeoutMs, clock: clock)
@@ -129,7 +133,9 @@ extension KafkaAPIs {
             if version < 7 { refused.protocolName = "" }
             return refused
         }
-        var response = await groupCoordinator.join(request, version: version, clientID: frame.header.clientId ?? "", clientHost: clientHost)
+        var response = await RequestQuotaScope.parked {
+            await groupCoordinator.join(request, version: version, clientID: frame.header.clientId ?? "", clientHost: clientHost)
+        }
         if version < 6 {
             // Fields that older versions cannot carry keep their defaults.
             response.protocolType = nil
@@ -149,7 +155,7 @@ extension KafkaAPIs {
             if version < 5 { (refused.protocolType, refused.protocolName) = (nil, nil) }
             return refused
         }
-        var response = await groupCoordinator.sync(request)
+        var response = await RequestQuotaScope.parked { await groupCoordinator.sync(request) }
         if response.errorCode == 0, case let error = await awaitCoordinatorReplication(request.groupId), error != .noError {
             response.errorCode = error.code
             response.assignment = ByteBuffer()

@@ -208,7 +208,7 @@ extension KafkaAPIs {
 
     private func failedLoginDelay() async {
         let delay = config.connectionFailedAuthenticationDelayMs
-        if delay > 0 { try? await Task.sleep(for: .milliseconds(delay)) }
+        if delay > 0 { await RequestQuotaScope.parked { try? await Task.sleep(for: .milliseconds(delay)) } }
     }
 
     /// A SASL answer after which Kafka closes the connection.

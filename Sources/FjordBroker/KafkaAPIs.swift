@@ -25,6 +25,8 @@ public final class KafkaAPIs: Sendable {
     let clustered: Bool
     /// Leadership changes of `__consumer_offsets` partitions, handed to the coordinator in order.
     let coordinatorLeadership: AsyncStream<(Int32, Bool)>.Continuation
+    /// Client quotas' rates and throttles.
+    let quotas: ClientQuotaManager
     /// Whether requests are checked against the ACLs (`authorizer.class.name`); fixed at start.
     let authorizerEnabled: Bool
     /// The authorizer built from the last image it was asked for.
@@ -55,6 +57,7 @@ public final class KafkaAPIs: Sendable {
         self.state = Mutex(State(config: config))
         self.clustered = config.cluster != nil
         self.authorizerEnabled = config.authorizerEnabled
+        self.quotas = ClientQuotaManager(settings: .init(windowCount: config.quotaWindowCount, windowMs: config.quotaWindowMs))
         self.groupCoordinator = GroupCoordinator(
             settings: .init(partitions: config.offsetsTopicPartitions, initialRebalanceDelayMs: config.groupInitialRebalanceDelayMs,
                             minSessionTimeoutMs: config.groupMinSessionTimeoutMs, maxSessionTimeoutMs: config.groupMaxSessionTimeoutMs,
@@ -197,7 +200,8 @@ public final class KafkaAPIs: Sendable {
             return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
         let started = ContinuousClock.now
-        let reply = await handler.handle(self, RequestContext(frame: request, connection: connection, access: access(connection)))
+        let context = RequestContext(frame: request, connection: connection, access: access(connection))
+        let reply = await withQuotas(context) { await handler.handle(self, context) }
         let elapsed = started.duration(to: .now).components
         metrics.handled(request.apiKey, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         return reply
@@ -205,6 +209,8 @@ public final class KafkaAPIs: Sendable {
 
     /// Encodes a response with the request's correlation id.
     func encode<Response: KafkaResponse>(_ response: Response, version: Int16, request: RequestFrame) -> BrokerReply {
+        var response = response
+        applyThrottle(&response, version: version)
         var buffer = ByteBuffer()
         do {
             try ResponseFrame.encode(response, version: version, correlationID: request.correlationID, into: &buffer)

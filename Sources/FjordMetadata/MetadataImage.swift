@@ -139,6 +139,28 @@ public struct ScramCredentialChange: Sendable, Equatable {
     }
 }
 
+/// The quotas set directly on one entity (AlterClientQuotas), by key (`producer_byte_rate`, …).
+public struct ClientQuotaEntry: Sendable, Equatable, Codable {
+    public var entity: ClientQuotaEntity
+    public var values: [String: Double]
+
+    public init(entity: ClientQuotaEntity, values: [String: Double]) {
+        self.entity = entity
+        self.values = values
+    }
+}
+
+/// A change of one entity's quotas: keys set (a value) or removed (nil).
+public struct ClientQuotaChange: Sendable, Equatable {
+    public var entity: ClientQuotaEntity
+    public var values: [String: Double?]
+
+    public init(entity: ClientQuotaEntity, values: [String: Double?]) {
+        self.entity = entity
+        self.values = values
+    }
+}
+
 /// An immutable snapshot of cluster metadata: what Kafka calls the metadata image.
 ///
 /// Every change produces a new image with a higher `epoch`. The broker reads images; only a
@@ -160,6 +182,8 @@ public struct MetadataImage: Sendable, Equatable, Codable {
     public var scramCredentials: [String: [ScramCredentialRecord]]?
     /// Access control lists (CreateAcls), without duplicates (nil: none yet).
     public var acls: [AclBinding]?
+    /// Client quotas (AlterClientQuotas), one entry per entity with at least one key (nil: none).
+    public var clientQuotas: [ClientQuotaEntry]?
 
     public init(clusterID: String, controllerID: Int32, epoch: Int64 = 0, brokers: [BrokerRegistration] = [],
                 topics: [String: TopicMetadata] = [:], brokerConfigs: [String: String] = [:]) {
@@ -186,6 +210,23 @@ public struct MetadataImage: Sendable, Equatable, Codable {
             if let credential = change.credential { list.append(credential) }
             list.sort { $0.mechanism < $1.mechanism }
             out[change.user] = list.isEmpty ? nil : list
+        }
+        return out
+    }
+
+    /// `changes` applied to `entries`, in order; an entity left without keys is removed.
+    public static func applying(_ changes: [ClientQuotaChange], to entries: [ClientQuotaEntry]) -> [ClientQuotaEntry] {
+        var out = entries
+        for change in changes {
+            let index = out.firstIndex { $0.entity == change.entity }
+            var values = index.map { out[$0].values } ?? [:]
+            for (key, value) in change.values { values[key] = value }
+            switch (index, values.isEmpty) {
+            case (let index?, true): out.remove(at: index)
+            case (let index?, false): out[index].values = values
+            case (nil, false): out.append(ClientQuotaEntry(entity: change.entity, values: values))
+            case (nil, true): break
+            }
         }
         return out
     }

@@ -72,6 +72,8 @@ public protocol MetadataStore: Sendable {
     /// DeleteAcls: removes every binding matching any of `filters`, all or none; returns, per
     /// filter, the bindings it removed.
     func deleteAcls(_ filters: [AclBindingFilter]) async throws(MetadataError) -> [[AclBinding]]
+    /// AlterClientQuotas: applies the (already valid) changes, all or none.
+    func alterClientQuotas(_ changes: [ClientQuotaChange]) async throws(MetadataError)
     /// Reserves `count` producer ids that no broker of the cluster hands out again.
     func allocateProducerIDs(count: Int64) async throws(MetadataError) -> ClosedRange<Int64>
     /// Kafka's AlterPartition: the leader of a partition, at `leaderEpoch` and `partitionEpoch`,
@@ -260,6 +262,13 @@ public final class LocalMetadataStore: MetadataStore {
             let next = current.filter { !gone.contains($0) }
             image.acls = next.isEmpty ? nil : next
             return removed
+        }
+    }
+
+    public func alterClientQuotas(_ changes: [ClientQuotaChange]) throws(MetadataError) {
+        try update { (image) throws(MetadataError) in
+            let next = MetadataImage.applying(changes, to: image.clientQuotas ?? [])
+            image.clientQuotas = next.isEmpty ? nil : next
         }
     }
 

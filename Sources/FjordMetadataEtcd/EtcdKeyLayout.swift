@@ -14,6 +14,7 @@ public import FjordProtocol
 /// | `<p>/producer-ids` | the next producer id not handed out (text) | any broker, compare-and-swap |
 /// | `<p>/scram/<user>` | the user's SCRAM credentials (salt, StoredKey, ServerKey, iterations), JSON | any broker, compare-and-swap |
 /// | `<p>/acls/<hex of the binding>` | one `AclBinding` JSON; the key names the binding, so a duplicate is one key | any broker |
+/// | `<p>/quotas/<hex of the entity>` | one `ClientQuotaEntry` JSON (the keys set on that entity) | any broker, compare-and-swap |
 /// | `<p>/requests/topics/<name>` | `TopicRequest` JSON: an auto-creation asked by a broker | any broker; the controller deletes it |
 /// | `<p>/requests/isr/<name>/<index>` | `ISRRequest` JSON: a leader's AlterPartition (its new ISR, at its epochs) | the leader; the controller applies and deletes it |
 ///
@@ -55,14 +56,24 @@ public struct EtcdKeyLayout: Sendable, Equatable {
     public func acl(_ binding: AclBinding) -> String {
         let canonical = "\(binding.resourceType.rawValue)\u{0}\(binding.patternType.rawValue)\u{0}\(binding.resourceName)\u{0}"
             + "\(binding.principal)\u{0}\(binding.host)\u{0}\(binding.operation.rawValue)\u{0}\(binding.permission.rawValue)"
+        return acls + Self.hex(canonical)
+    }
+
+    /// Lowercase hex of `text`'s UTF-8: any name becomes one safe key segment.
+    static func hex(_ text: String) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var hex: [UInt8] = []
-        hex.reserveCapacity(canonical.utf8.count * 2)
-        for byte in canonical.utf8 {
+        hex.reserveCapacity(text.utf8.count * 2)
+        for byte in text.utf8 {
             hex.append(digits[Int(byte >> 4)])
             hex.append(digits[Int(byte & 0x0f)])
         }
-        return acls + String(decoding: hex, as: UTF8.self)
+        return String(decoding: hex, as: UTF8.self)
+    }
+    /// One key per client-quota entity, named by the entity.
+    public var clientQuotas: String { prefix + "/quotas/" }
+    public func clientQuota(_ entity: ClientQuotaEntity) -> String {
+        clientQuotas + Self.hex(entity.components.map { "\($0.type)\u{0}\($0.name.map { "=" + $0 } ?? "*")" }.joined(separator: "\u{0}"))
     }
     public var topicRequests: String { prefix + "/requests/topics/" }
     public func topicRequest(_ name: String) -> String { topicRequests + name }

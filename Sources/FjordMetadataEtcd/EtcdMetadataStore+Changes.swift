@@ -250,6 +250,35 @@ extension EtcdMetadataStore {
         return removed
     }
 
+    /// Any broker: one transaction over the changed entities' keys, each compared with the
+    /// revision the change was computed from.
+    public func alterClientQuotas(_ changes: [ClientQuotaChange]) async throws(MetadataError) {
+        let (image, kvs) = snapshot()
+        let after = MetadataImage.applying(changes, to: image.clientQuotas ?? [])
+        var compares: [EtcdCompare] = []
+        var operations: [EtcdOperation] = []
+        var seen = Set<String>()
+        for change in changes {
+            let key = keys.clientQuota(change.entity)
+            guard seen.insert(key).inserted else { continue }
+            compares.append(.unchanged(key, since: kvs[key]?.modRevision ?? 0))
+            if let entry = after.first(where: { $0.entity == change.entity }) {
+                operations.append(.put(key: key, value: encode(entry)))
+            } else if kvs[key] != nil {
+                operations.append(.delete(key: key))
+            }
+        }
+        guard !operations.isEmpty else { return }
+        let result: EtcdTxnResult
+        do {
+            result = try await client.txn(if: compares, then: operations)
+        } catch {
+            throw Self.metadataError(error)
+        }
+        guard result.succeeded else { throw MetadataError.unavailable("the quotas changed concurrently; try again") }
+        _ = await awaitRevision(result.revision)
+    }
+
     /// Puts `value` if `key` is unchanged since revision `readAt` (when the value was computed
     /// from) and `also` holds; returns once the image has it. A concurrent change is refused,
     /// not overwritten.

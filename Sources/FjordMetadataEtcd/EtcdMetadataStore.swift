@@ -361,6 +361,7 @@ public final class EtcdMetadataStore: MetadataStore {
         var undecodable: Set<String> = []
         var topicConfigs: [String: [String: String]] = [:]
         var acls: [AclBinding] = []
+        var quotas: [ClientQuotaEntry] = []
         for (key, kv) in kvs {
             do {
                 if key.hasPrefix(keys.brokers) {
@@ -390,6 +391,8 @@ public final class EtcdMetadataStore: MetadataStore {
                     image.scramCredentials = (image.scramCredentials ?? [:]).merging([user: list]) { $1 }
                 } else if key.hasPrefix(keys.acls) {
                     acls.append(try decoder.decode(AclBinding.self, from: Data(kv.value)))
+                } else if key.hasPrefix(keys.clientQuotas) {
+                    quotas.append(try decoder.decode(ClientQuotaEntry.self, from: Data(kv.value)))
                 }
             } catch {
                 logger.error("cannot decode a metadata key; ignored", metadata: ["key": "\(key)", "error": "\(error)"])
@@ -421,6 +424,10 @@ public final class EtcdMetadataStore: MetadataStore {
         // taken for a deletion (which could open access a DENY closed).
         for binding in previous.acls ?? [] where undecodable.contains(keys.acl(binding)) { acls.append(binding) }
         image.acls = acls.isEmpty ? nil : MetadataImage.adding(acls.sorted { keys.acl($0) < keys.acl($1) }, to: [])
+        // An undecodable quota key keeps its entity's last known quotas (a quota is never lifted by a bad read).
+        for entry in previous.clientQuotas ?? [] where undecodable.contains(keys.clientQuota(entry.entity)) { quotas.append(entry) }
+        quotas.sort { keys.clientQuota($0.entity) < keys.clientQuota($1.entity) }
+        image.clientQuotas = quotas.isEmpty ? nil : quotas
         return image
     }
 

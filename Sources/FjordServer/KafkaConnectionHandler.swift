@@ -17,6 +17,10 @@ import NIOCore
 /// watermark), and no queued request is started until the channel is writable again. Reading
 /// resumes when both clear.
 ///
+/// Throttling (KIP-219): after a `.throttled` reply the connection starts no request (and,
+/// once its queue is full, reads nothing) until the throttle time has passed; the response
+/// itself goes out at once, carrying `throttle_time_ms`.
+///
 /// Flushing: responses written during a read loop are flushed once in `channelReadComplete`;
 /// a response that completes outside a read loop (the usual case: handlers run on tasks) is
 /// flushed at once. Record bytes go out as `FileRegion`s leased from storage (`sendfile`); the
@@ -37,6 +41,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var readingPaused = false
     private var inReadLoop = false
     private var flushPending = false
+    /// Whether the connection is muted for a quota throttle.
+    private var muted = false
     /// The request being handled; cancelled when the connection closes, so a long poll or a
     /// waiting JoinGroup of a gone client does not linger.
     private var inFlight: Task<Void, Never>? = nil
@@ -90,7 +96,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func processNext(context: ChannelHandlerContext) {
-        guard !busy, !queue.isEmpty, context.channel.isWritable else { return }
+        guard !busy, !muted, !queue.isEmpty, context.channel.isWritable else { return }
         busy = true
         let frame = queue.removeFirst()
         queuedBytes -= frame.readableBytes
@@ -114,6 +120,10 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     private func write(_ reply: BrokerReply, context: ChannelHandlerContext) {
         switch reply {
+        case .throttled(let inner, let ms):
+            mute(for: ms, context: context)
+            write(inner, context: context)
+            return
         case .noResponse:
             break
         case .closeConnection(let reason):
@@ -138,6 +148,20 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         busy = false
         updateReading(context: context)
         processNext(context: context)
+    }
+
+    /// Starts no request for `ms`, then resumes with the queued ones.
+    private func mute(for ms: Int64, context: ChannelHandlerContext) {
+        guard ms > 0 else { return }
+        muted = true
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(ms)) {
+            let (handler, context) = loopBound.value
+            handler.muted = false
+            guard context.channel.isActive else { return }
+            handler.updateReading(context: context)
+            handler.processNext(context: context)
+        }
     }
 
     /// Writes one size-prefixed response; false when the connection was closed instead.

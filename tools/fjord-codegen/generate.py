@@ -350,6 +350,9 @@ class Emitter:
                 ec = [f for f in s.fields if f.name == "ErrorCode" and f.type == "int16" and f.tagged.empty]
                 if ec and ec[0].versions.contains_all(m.valid):
                     conformances = "KafkaResponse, KafkaTopLevelErrorResponse"
+                tt = [f for f in s.fields if f.name == "ThrottleTimeMs" and f.type == "int32" and f.tagged.empty]
+                if tt:
+                    conformances += ", KafkaThrottledResponse"
             else:
                 conformances = "KafkaMessage"
             desc = f"Kafka's `{m.name}`"
@@ -374,6 +377,12 @@ class Emitter:
             self.w(f"public static let validVersions: ClosedRange<Int16> = {m.valid.lo}...{m.valid.hi}")
             ff = "nil" if m.flexible.empty else str(m.flexible.lo)
             self.w(f"public static let firstFlexibleVersion: Int16? = {ff}")
+            if m.kind == "response":
+                tt = [f for f in s.fields if f.name == "ThrottleTimeMs" and f.type == "int32" and f.tagged.empty]
+                if tt:
+                    v = tt[0].versions.intersect(m.valid)
+                    hi = m.valid.hi if v.hi is None else v.hi
+                    self.w(f"public static let throttleTimeVersions: ClosedRange<Int16> = {v.lo}...{hi}")
             self.w()
         for f in s.fields:
             self.emit_doc(f.about.replace("\n", " "))

@@ -8,10 +8,11 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct ConsumerGroupDescribeResponse: KafkaResponse {
+public struct ConsumerGroupDescribeResponse: KafkaResponse, KafkaThrottledResponse {
     public static let apiKey: APIKey = .consumerGroupDescribe
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let firstFlexibleVersion: Int16? = 0
+    public static let throttleTimeVersions: ClosedRange<Int16> = 0...0
 
     /// The duration in milliseconds for which the request was throttled due to a quota violation, or zero if the request did not violate any quota.
     public var throttleTimeMs: Int32 = 0

@@ -8,10 +8,11 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct CreateDelegationTokenResponse: KafkaResponse, KafkaTopLevelErrorResponse {
+public struct CreateDelegationTokenResponse: KafkaResponse, KafkaTopLevelErrorResponse, KafkaThrottledResponse {
     public static let apiKey: APIKey = .createDelegationToken
     public static let validVersions: ClosedRange<Int16> = 0...3
     public static let firstFlexibleVersion: Int16? = 2
+    public static let throttleTimeVersions: ClosedRange<Int16> = 0...3
 
     /// The top-level error, or zero if there was no error.
     public var errorCode: Int16 = 0

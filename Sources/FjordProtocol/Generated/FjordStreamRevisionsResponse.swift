@@ -8,10 +8,11 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct FjordStreamRevisionsResponse: KafkaResponse, KafkaTopLevelErrorResponse {
+public struct FjordStreamRevisionsResponse: KafkaResponse, KafkaTopLevelErrorResponse, KafkaThrottledResponse {
     public static let apiKey: APIKey = .fjordStreamRevisions
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let firstFlexibleVersion: Int16? = 0
+    public static let throttleTimeVersions: ClosedRange<Int16> = 0...0
 
     /// Always 0.
     public var throttleTimeMs: Int32 = 0

@@ -8,10 +8,11 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct OffsetDeleteResponse: KafkaResponse, KafkaTopLevelErrorResponse {
+public struct OffsetDeleteResponse: KafkaResponse, KafkaTopLevelErrorResponse, KafkaThrottledResponse {
     public static let apiKey: APIKey = .offsetDelete
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let firstFlexibleVersion: Int16? = nil
+    public static let throttleTimeVersions: ClosedRange<Int16> = 0...0
 
     /// The top-level error code, or 0 if there was no error.
     public var errorCode: Int16 = 0

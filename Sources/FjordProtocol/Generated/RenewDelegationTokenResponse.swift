@@ -8,10 +8,11 @@ public import NIOCore
 /// `write(to:version:)`. Fields absent from a version keep their defaults on decode; on encode a
 /// non-ignorable field set to a non-default value that the version cannot carry throws.
 /// Tagged fields this generator does not know are kept in `unknownTaggedFields` and written back.
-public struct RenewDelegationTokenResponse: KafkaResponse, KafkaTopLevelErrorResponse {
+public struct RenewDelegationTokenResponse: KafkaResponse, KafkaTopLevelErrorResponse, KafkaThrottledResponse {
     public static let apiKey: APIKey = .renewDelegationToken
     public static let validVersions: ClosedRange<Int16> = 0...2
     public static let firstFlexibleVersion: Int16? = 2
+    public static let throttleTimeVersions: ClosedRange<Int16> = 0...2
 
     /// The error code, or 0 if there was no error.
     public var errorCode: Int16 = 0

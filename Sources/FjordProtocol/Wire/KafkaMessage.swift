@@ -67,6 +67,13 @@ public protocol KafkaTopLevelErrorResponse: KafkaResponse {
     var errorCode: Int16 { get set }
 }
 
+/// A response with a top-level `ThrottleTimeMs` (quota throttling, KIP-219), carried by the
+/// versions in `throttleTimeVersions`.
+public protocol KafkaThrottledResponse: KafkaResponse {
+    var throttleTimeMs: Int32 { get set }
+    static var throttleTimeVersions: ClosedRange<Int16> { get }
+}
+
 extension KafkaTopLevelErrorResponse {
     /// A response with every field at its default and `errorCode` set.
     public init(topLevelError code: Int16) {
