@@ -1,5 +1,6 @@
 import CoreMetrics
 import FjordProtocol
+import FjordStorage
 import Synchronization
 
 /// The broker's metrics, through swift-metrics (whatever backend the process bootstrapped;
@@ -17,15 +18,28 @@ public final class BrokerMetrics: Sendable {
         var bytesOut: Counter
     }
 
-    /// Per-API handles (Kafka's `RequestMetrics`).
+    /// Per-API handles (Kafka's `RequestMetrics`): requests counted per version, times per API.
     struct RequestHandles {
-        var requests: Counter
+        var requests: [Int16: Counter]
         var totalTime: Timer
+        var queueTime: Timer
+    }
+
+    /// Per-partition log gauges (Kafka's `Log` metrics).
+    struct LogGauges {
+        var segments: Gauge
+        var size: Gauge
     }
 
     private let topics = Mutex<[String: TopicCounters]>([:])
     private let requests = Mutex<[APIKey: RequestHandles]>([:])
     private let lags = Mutex<[String: Gauge]>([:])
+    private let logs = Mutex<[TopicPartition: LogGauges]>([:])
+    private let groupGauges = Mutex<(members: [String: Gauge], states: [String: Gauge], rebalances: Int)>(([:], [:], 0))
+    /// Kafka's `LogFlushRateAndTimeMs`: every fsync of a partition's segments and checkpoints.
+    let logFlushTime = Timer(label: "kafka_log_logflushstats_logflushrateandtime_seconds")
+    /// Rebalances completed by this coordinator (classic join phases, KIP-848 epoch bumps).
+    let completedRebalances = Counter(label: "kafka_server_group_coordinator_metrics_group_completed_rebalance_total")
     /// Record bytes answered to followers (Kafka's `ReplicationBytesOutPerSec`, all topics).
     let replicationBytesOut = Counter(label: "kafka_server_brokertopicmetrics_replicationbytesout_total")
     let isrShrinks = Counter(label: "kafka_server_replicamanager_isrshrinks_total")
@@ -90,19 +104,95 @@ public final class BrokerMetrics: Sendable {
         (expanded ? isrExpands : isrShrinks).increment()
     }
 
-    /// One request of `api` was handled in `nanoseconds`.
-    func handled(_ api: APIKey, nanoseconds: Int64) {
-        let handles = requests.withLock { cache in
-            if let found = cache[api] { return found }
-            let dimensions = [("request", api.name)]
-            let created = RequestHandles(
-                requests: Counter(label: "kafka_network_requestmetrics_requests_total", dimensions: dimensions),
-                totalTime: Timer(label: "kafka_network_requestmetrics_totaltime_seconds", dimensions: dimensions))
-            cache[api] = created
-            return created
+    /// One request of `api` at `version` waited `queuedNanoseconds` on its connection (behind
+    /// earlier requests, or a quota's mute) and was handled in `nanoseconds`.
+    func handled(_ api: APIKey, version: Int16, nanoseconds: Int64, queuedNanoseconds: Int64?) {
+        let (counter, handles) = requests.withLock { cache -> (Counter, RequestHandles) in
+            let name = api.name
+            var handles = cache[api] ?? RequestHandles(
+                requests: [:], totalTime: Timer(label: "kafka_network_requestmetrics_totaltime_seconds", dimensions: [("request", name)]),
+                queueTime: Timer(label: "kafka_network_requestmetrics_requestqueuetime_seconds", dimensions: [("request", name)]))
+            if let counter = handles.requests[version] { return (counter, handles) }
+            let counter = Counter(label: "kafka_network_requestmetrics_requests_total", dimensions: [("request", name), ("version", String(version))])
+            handles.requests[version] = counter
+            cache[api] = handles
+            return (counter, handles)
         }
-        handles.requests.increment()
+        counter.increment()
         handles.totalTime.recordNanoseconds(nanoseconds)
+        if let queuedNanoseconds { handles.queueTime.recordNanoseconds(queuedNanoseconds) }
+    }
+
+    /// One log flush took `duration`.
+    func logFlushed(_ duration: Duration) {
+        let parts = duration.components
+        logFlushTime.recordNanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+    }
+
+    /// Each hosted partition's segment count and size in bytes (`kafka_log_log_numlogsegments`,
+    /// `kafka_log_log_size`); a partition no longer hosted loses its gauges.
+    func sampleLogs(_ partitions: [Partition]) {
+        let current = partitions.map { ($0.topicPartition, $0.log.segmentCount, $0.log.sizeInBytes) }
+        let (gauges, gone) = logs.withLock { cache -> ([(LogGauges, Int, Int64)], [LogGauges]) in
+            var out: [(LogGauges, Int, Int64)] = []
+            var seen = Set<TopicPartition>()
+            for (tp, segments, size) in current {
+                seen.insert(tp)
+                let gauges = cache[tp] ?? {
+                    let dimensions = [("topic", tp.topic), ("partition", String(tp.partition))]
+                    let created = LogGauges(segments: Gauge(label: "kafka_log_log_numlogsegments", dimensions: dimensions),
+                                            size: Gauge(label: "kafka_log_log_size", dimensions: dimensions))
+                    cache[tp] = created
+                    return created
+                }()
+                out.append((gauges, segments, size))
+            }
+            let gone = cache.filter { !seen.contains($0.key) }
+            for key in gone.keys { cache[key] = nil }
+            return (out, Array(gone.values))
+        }
+        for (handles, segments, size) in gauges {
+            handles.segments.record(segments)
+            handles.size.record(size)
+        }
+        for handles in gone {
+            handles.segments.destroy()
+            handles.size.destroy()
+        }
+    }
+
+    /// The coordinator's groups: members per group (`kafka_consumergroup_members`, kafka_exporter's
+    /// name), groups per state (`kafka_coordinator_group_groupmetadatamanager_numgroups{state}`)
+    /// and completed rebalances.
+    func sampleGroups(_ groups: [(id: String, state: String, members: Int)], rebalances: Int) {
+        var byState: [String: Int] = [:]
+        for group in groups { byState[group.state.lowercased(), default: 0] += 1 }
+        let (members, states, delta, gone) = groupGauges.withLock { cache -> ([(Gauge, Int)], [(Gauge, Int)], Int, [Gauge]) in
+            var members: [(Gauge, Int)] = []
+            var seen = Set<String>()
+            for group in groups {
+                seen.insert(group.id)
+                let gauge = cache.members[group.id] ?? Gauge(label: "kafka_consumergroup_members", dimensions: [("consumergroup", group.id)])
+                cache.members[group.id] = gauge
+                members.append((gauge, group.members))
+            }
+            let gone = cache.members.filter { !seen.contains($0.key) }
+            for key in gone.keys { cache.members[key] = nil }
+            var states: [(Gauge, Int)] = []
+            for state in Set(byState.keys).union(cache.states.keys) {
+                let gauge = cache.states[state]
+                    ?? Gauge(label: "kafka_coordinator_group_groupmetadatamanager_numgroups", dimensions: [("state", state)])
+                cache.states[state] = gauge
+                states.append((gauge, byState[state] ?? 0))
+            }
+            let delta = Swift.max(0, rebalances - cache.rebalances)
+            cache.rebalances = rebalances
+            return (members, states, delta, Array(gone.values))
+        }
+        for (gauge, count) in members { gauge.record(count) }
+        for (gauge, count) in states { gauge.record(count) }
+        for gauge in gone { gauge.destroy() }
+        if delta > 0 { completedRebalances.increment(by: Int64(delta)) }
     }
 
     /// The replica manager's view, sampled: partitions hosted and led, led partitions whose ISR

@@ -209,6 +209,7 @@ extension GroupCoordinator {
 
     func completeJoin(_ group: Group) {
         group.rebalanceRound += 1
+        completedRebalances += 1
         group.generation = group.generation == Int32.max ? 1 : group.generation + 1  // a replayed record could hold Int32.max
         group.stateTimestamp = clock()
         if group.members.isEmpty {

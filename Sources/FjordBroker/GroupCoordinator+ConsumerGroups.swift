@@ -169,6 +169,7 @@ extension GroupCoordinator {
     /// ordered by id, so the result does not depend on join order.
     func bumpConsumerGroup(_ group: ConsumerGroup, image: MetadataImage) {
         group.epoch = group.epoch == Int32.max ? 1 : group.epoch + 1  // a replayed record could hold Int32.max
+        completedRebalances += 1
         var target: [String: Set<TopicPartition>] = [:]
         for id in group.members.keys { target[id] = [] }
         let topics = Set(group.members.values.flatMap(\.subscribedTopics)).sorted()

@@ -48,6 +48,8 @@ actor GroupCoordinator {
     var groups: [String: Group] = [:]
     /// KIP-848 groups (see GroupCoordinator+ConsumerGroups.swift).
     var consumerGroups: [String: ConsumerGroup] = [:]
+    /// Rebalances completed since start: classic groups' join phases and KIP-848 group epoch bumps.
+    var completedRebalances = 0
     let metadataImage: @Sendable () -> MetadataImage
     private var expiryTask: Task<Void, Never>? = nil
     private var lastOffsetExpiryMs: Int64 = 0
@@ -229,6 +231,18 @@ actor GroupCoordinator {
             return GroupSummary(id: id, state: group.state.rawValue, protocolType: group.protocolType ?? "", protocolName: group.protocolName ?? "",
                                 members: [])
         }
+    }
+
+    /// Each group's state and member count, for the metrics.
+    func groupStats() -> (groups: [(id: String, state: String, members: Int)], rebalances: Int) {
+        var out: [(id: String, state: String, members: Int)] = []
+        for (id, group) in groups where !(consumerGroups[id] != nil && group.members.isEmpty) {
+            out.append((id, group.state.rawValue, group.members.count))
+        }
+        for (id, group) in consumerGroups where !classicGroupHasMembers(id) {
+            out.append((id, consumerGroupState(group), group.members.count))
+        }
+        return (out, completedRebalances)
     }
 
     /// Whether DescribeGroups should answer that `id` is a consumer-protocol group.

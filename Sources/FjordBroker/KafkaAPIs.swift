@@ -66,6 +66,7 @@ public final class KafkaAPIs: Sendable {
                             consumerHeartbeatIntervalMs: config.groupConsumerHeartbeatIntervalMs,
                             consumerSessionTimeoutMs: config.groupConsumerSessionTimeoutMs),
             replicaManager: replicaManager, logger: logger, clock: clock, metadataImage: { [metadata] in metadata.image })
+        LogManager.observeFlushes { [metrics] duration in metrics.logFlushed(duration) }
         let (leadership, continuation) = AsyncStream.makeStream(of: (Int32, Bool).self)
         self.coordinatorLeadership = continuation
         if clustered, let leaderEndpoints {
@@ -122,6 +123,9 @@ public final class KafkaAPIs: Sendable {
                 lags.append((entry.group, entry.partition, Swift.max(0, hosted.log.highWatermark.offset.rawValue - entry.offset)))
             }
             metrics.consumerLag(lags)
+            metrics.sampleLogs(replicaManager.allPartitions)
+            let (groups, rebalances) = await groupCoordinator.groupStats()
+            metrics.sampleGroups(groups, rebalances: rebalances)
             try? await Task.sleep(for: .seconds(2))
         }
     }
@@ -142,6 +146,25 @@ public final class KafkaAPIs: Sendable {
     }
 
     var config: BrokerConfig { state.withLock { $0.config } }
+
+    /// Whether the broker serves what it should (`/ready`): its logs are loaded (true once this
+    /// object exists); in a cluster, it is registered, and it hosts and leads every partition
+    /// the metadata names it leader of. On a single node it leads every hosted partition.
+    public var isReady: Bool {
+        guard clustered else { return true }
+        let image = metadata.image
+        let nodeID = config.nodeID
+        guard image.broker(nodeID) != nil else { return false }
+        for topic in image.topics.values {
+            for index in 0..<topic.partitionCount {
+                guard let registration = image.partition(topic.name, index), registration.leader == nodeID else { continue }
+                guard let hosted = replicaManager.partition(TopicPartition(topic: topic.name, partition: index)), hosted.isLeader else {
+                    return false
+                }
+            }
+        }
+        return true
+    }
 
     /// Records the ports the server bound: a listener configured with port 0 advertises the port
     /// the OS chose (clients must be told a port they can connect to).
@@ -177,8 +200,9 @@ public final class KafkaAPIs: Sendable {
         await handle(frame, connection: ClientConnection(listener: config.listeners[0], clientHost: ""))
     }
 
-    /// Handles one request frame (the bytes after the size prefix) of `connection`.
-    public func handle(_ frame: ByteBuffer, connection: ClientConnection) async -> BrokerReply {
+    /// Handles one request frame (the bytes after the size prefix) of `connection`, read at
+    /// `receivedAt` (for the request-queue-time metric).
+    public func handle(_ frame: ByteBuffer, connection: ClientConnection, receivedAt: ContinuousClock.Instant? = nil) async -> BrokerReply {
         if connection.securityProtocol.usesSASL, case .reply(let reply) = await saslGate(frame, connection) {
             return reply
         }
@@ -203,7 +227,9 @@ public final class KafkaAPIs: Sendable {
         let context = RequestContext(frame: request, connection: connection, access: access(connection))
         let reply = await withQuotas(context) { await handler.handle(self, context) }
         let elapsed = started.duration(to: .now).components
-        metrics.handled(request.apiKey, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        let queued = receivedAt.map { $0.duration(to: started).components }
+        metrics.handled(request.apiKey, version: version, nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000,
+                        queuedNanoseconds: queued.map { $0.seconds * 1_000_000_000 + $0.attoseconds / 1_000_000_000 })
         return reply
     }
 

@@ -35,7 +35,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private let logger: Logger
     private let maxQueuedBytes: Int
     private let sendsFileRegions: Bool
-    private var queue: [ByteBuffer] = []
+    /// Requests read and not yet started, each with when it was read (request queue time).
+    private var queue: [(frame: ByteBuffer, receivedAt: ContinuousClock.Instant)] = []
     private var queuedBytes = 0
     private var busy = false
     private var readingPaused = false
@@ -61,7 +62,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadLoop = true
         let frame = unwrapInboundIn(data)
-        queue.append(frame)
+        queue.append((frame, .now))
         queuedBytes += frame.readableBytes
         updateReading(context: context)
         processNext(context: context)
@@ -98,7 +99,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private func processNext(context: ChannelHandlerContext) {
         guard !busy, !muted, !queue.isEmpty, context.channel.isWritable else { return }
         busy = true
-        let frame = queue.removeFirst()
+        let (frame, receivedAt) = queue.removeFirst()
         queuedBytes -= frame.readableBytes
         let apis = self.apis
         let connection = self.connection
@@ -106,7 +107,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         inFlight = Task {
-            let reply = await apis.handle(frame, connection: connection)
+            let reply = await apis.handle(frame, connection: connection, receivedAt: receivedAt)
             // A closed connection (or a stopped server) has nobody to answer.
             guard !Task.isCancelled, channel.isActive else { return }
             eventLoop.execute {

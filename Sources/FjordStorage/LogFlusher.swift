@@ -47,11 +47,16 @@ final class LogFlusher: Sendable {
         state = Mutex(State(flushedOffset: flushedOffset))
     }
 
+    /// Told the duration of every flush (`LogManager.observeFlushes`), for the flush-latency metric.
+    static let observer = Mutex<(@Sendable (Duration) -> Void)?>(nil)
+
     /// fsyncs a target's files and, when it has checkpoints, their directory. No lock is held.
     static func sync(_ target: FlushTarget) throws(StorageError) {
+        let started = ContinuousClock.now
         for file in target.segmentFiles { try file.sync() }
         for file in target.checkpointFiles { try file.sync() }
         if let directory = target.directory, !target.checkpointFiles.isEmpty { CheckpointFile.syncDirectory(directory) }
+        if let observe = observer.withLock({ $0 }) { observe(started.duration(to: .now)) }
     }
 
     /// Records that everything below `offset` is on disk.

@@ -152,6 +152,12 @@ public final class LogManager: Sendable {
         pendingDeletes.withLock { $0.append((renamed, nowMs.clampedPlus(delay))) }
     }
 
+    /// Calls `observe` with the duration of every log flush (segments and checkpoints of one
+    /// partition) from now on, in this process: Kafka's `LogFlushRateAndTimeMs`.
+    public static func observeFlushes(_ observe: @escaping @Sendable (Duration) -> Void) {
+        LogFlusher.observer.withLock { $0 = observe }
+    }
+
     /// A flush runner for `LocalLog.flushed(through:runFlush:)` on the storage I/O queue.
     public var flushRunner: @Sendable (@escaping @Sendable () -> Void) -> Void {
         let queue = ioQueue

@@ -161,7 +161,7 @@ struct BrokerService: Service {
         if let listener = config.metricsListener {
             do {
                 metricsServer = try await MetricsServer.start(host: listener.host, port: listener.port, group: group, logger: logger,
-                                                              render: { registry.emitToBuffer() }, ready: { true })
+                                                              render: { registry.emitToBuffer() }, ready: { [apis = broker.apis] in apis.isReady })
             } catch {
                 await server.stop()
                 try? await broker.shutdown()

@@ -29,6 +29,11 @@ def value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def total(samples, name: str, **labels) -> float:
+    """The sum over every sample of `name` whose labels include `labels` (e.g. all versions)."""
+    return sum(v for (n, sample_labels), v in samples.items() if n == name and set(labels.items()) <= set(sample_labels))
+
+
 def test_metrics_move_with_traffic_and_health_answers(broker_factory):
     port = free_port()
     broker = broker_factory({"metrics.listener": f"http://127.0.0.1:{port}"})
@@ -57,12 +62,37 @@ def test_metrics_move_with_traffic_and_health_answers(broker_factory):
     assert value(after, "kafka_server_brokertopicmetrics_messagesin_total", topic="observed") == 100
     assert value(after, "kafka_server_brokertopicmetrics_bytesin_total", topic="observed") >= 100 * 100
     assert value(after, "kafka_server_brokertopicmetrics_bytesout_total", topic="observed") >= 100 * 100
-    produces = value(after, "kafka_network_requestmetrics_requests_total", request="Produce")
-    assert produces >= 1 and produces > value(before, "kafka_network_requestmetrics_requests_total", request="Produce")
-    # The request-time histogram counts every request it timed.
+    produces = total(after, "kafka_network_requestmetrics_requests_total", request="Produce")
+    assert produces >= 1 and produces > total(before, "kafka_network_requestmetrics_requests_total", request="Produce")
+    # Requests are counted per version: librdkafka sends Produce at one version.
+    versions = [dict(labels)["version"] for (name, labels), v in after.items()
+                if name == "kafka_network_requestmetrics_requests_total" and dict(labels).get("request") == "Produce" and v > 0]
+    assert len(versions) == 1 and int(versions[0]) >= 3, versions
+    # The request-time and request-queue-time histograms count every request they timed.
     assert value(after, "kafka_network_requestmetrics_totaltime_seconds_count", request="Produce") == produces
+    assert value(after, "kafka_network_requestmetrics_requestqueuetime_seconds_count", request="Produce") == produces
     assert value(after, "kafka_server_socketservermetrics_connection_count") >= 1
     assert ("kafka_server_replicamanager_underreplicatedpartitions", ()) in after
+
+    # Sampled every 2 s: the partition's log size and segments, and the group with its member.
+    group = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "members", "auto.offset.reset": "earliest"})
+    group.subscribe(["observed"])
+    deadline = time.time() + 30
+    while time.time() < deadline and group.poll(0.5) is None:
+        pass
+    deadline = time.time() + 15
+    while time.time() < deadline:  # the join completes after group.initial.rebalance.delay.ms
+        sampled = scrape(port)
+        if value(sampled, "kafka_consumergroup_members", consumergroup="members") == 1 \
+                and value(sampled, "kafka_server_group_coordinator_metrics_group_completed_rebalance_total") >= 1:
+            break
+        time.sleep(0.5)
+    group.close()
+    assert value(sampled, "kafka_consumergroup_members", consumergroup="members") == 1
+    assert value(sampled, "kafka_log_log_size", topic="observed", partition="0") >= 100 * 100
+    assert value(sampled, "kafka_log_log_numlogsegments", topic="observed", partition="0") == 1
+    assert total(sampled, "kafka_coordinator_group_groupmetadatamanager_numgroups") >= 1
+    assert value(sampled, "kafka_server_group_coordinator_metrics_group_completed_rebalance_total") >= 1
 
 
 def test_the_grafana_dashboard_queries_only_metrics_the_broker_exports(broker_factory):

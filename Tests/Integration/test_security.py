@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -425,3 +426,81 @@ def test_sasl_protocol_handshake_reauthentication_and_user_management(secure_bro
     client.close()
     assert "carol-secret" not in "".join(p.read_text(errors="replace") for p in broker.data_dir.rglob("*") if p.is_file()
                                          and p.stat().st_size < 1_000_000)
+
+
+def fuzz_sasl_frames(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
+    """Frames for the SASL path: real handshakes and SCRAM/PLAIN tokens, mutated, truncated or
+    replaced by noise; each tagged with how the connection must be set up first."""
+    mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "", "x" * 300]
+    tokens = [b"n,,n=bob,r=" + rng.randbytes(12).hex().encode(), b"\x00bob\x00bob-secret", b"c=biws,r=abc,p=AAAA",
+              b"n,a=zed,n=bob,r=1", b"p=,,,,", b"\x00\x00", b""]
+
+    def header(api: int, version: int) -> bytes:
+        return struct.pack(">hhih", api, version, rng.randrange(1 << 31), 1) + b"f"
+
+    frames = []
+    for _ in range(count):
+        kind = rng.randrange(5)
+        if kind == 0:  # SaslHandshake with a random mechanism (and sometimes a version Kafka never defined)
+            mechanism = rng.choice(mechanisms).encode()
+            frames.append(("fresh", header(17, rng.choice([0, 1, 1, 7])) + struct.pack(">h", len(mechanism)) + mechanism))
+        elif kind == 1:  # SaslAuthenticate v0-2 with a token, after a v1 handshake
+            token = rng.choice(tokens)
+            if rng.random() < 0.5:
+                token = bytes(b ^ rng.randrange(256) if rng.random() < 0.1 else b for b in token) + rng.randbytes(rng.randrange(8))
+            length = rng.choice([len(token), len(token), -1, 1 << 30, len(token) + 5])
+            frames.append(("handshaken", header(36, rng.randrange(3)) + struct.pack(">i", length) + token))
+        elif kind == 2:  # a raw token after a v0 handshake
+            frames.append(("legacy", rng.choice(tokens) + rng.randbytes(rng.randrange(64))))
+        elif kind == 3:  # another API before logging in
+            frames.append(("fresh", header(rng.choice([0, 1, 3, 11, 19, 32]), rng.randrange(12)) + rng.randbytes(rng.randrange(40))))
+        else:  # noise
+            frames.append(("fresh", rng.randbytes(rng.randrange(1, 200))))
+    return frames
+
+
+def test_fuzzed_frames_on_the_sasl_path_do_not_crash_or_grow_the_broker(secure_broker):
+    """20,000 random frames at the SASL handshake and authentication states: every bad one costs
+    at most its own connection, memory stays bounded, and a real login works afterwards."""
+    plain, sasl = free_port(), free_port()
+    broker = secure_broker({"PLAINTEXT": plain, "SASL_PLAINTEXT": sasl},
+                           {**SASL_MECHANISMS, "connection.failed.authentication.delay.ms": "0"}, port_of="PLAINTEXT")
+    create_user(broker.bootstrap, "bob", "bob-secret")
+    rng = random.Random(1807)
+    frames = fuzz_sasl_frames(rng, 20_000)
+    rss_before = broker.rss_kib()
+    deadline = time.time() + 240
+    client, state = None, None
+    sent = 0
+    for setup, frame in frames:
+        if time.time() > deadline:
+            break
+        try:
+            if client is None or setup != state or rng.random() < 0.05:
+                if client is not None:
+                    client.close()
+                client = RawClient(sasl)
+                client.socket.settimeout(5)
+                if setup == "handshaken":
+                    client.handshake(rng.choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]))
+                elif setup == "legacy":
+                    client.handshake(rng.choice(["PLAIN", "SCRAM-SHA-512"]), version=0)
+                state = setup
+            client.socket.sendall(struct.pack(">i", len(frame)) + frame)
+            sent += 1
+            if rng.random() < 0.2:  # sometimes wait for the answer (or the close) before going on
+                client.frame()
+        except (OSError, AssertionError, struct.error):
+            if client is not None:
+                client.close()
+            client, state = None, None
+    if client is not None:
+        client.close()
+    assert sent >= 20_000 * 0.9, f"only {sent} frames sent before the deadline"
+    assert broker.process.poll() is None, "the broker exited"
+    growth = broker.rss_kib() - rss_before
+    assert growth < 64 * 1024, f"memory grew by {growth} KiB"
+    login = RawClient(sasl)
+    assert login.scram("bob", "bob-secret")[0] == 0
+    assert struct.unpack(">i", login.metadata()[:4])[0] == 1
+    login.close()

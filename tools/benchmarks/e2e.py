@@ -31,12 +31,14 @@ def free_port():
 
 
 @contextlib.contextmanager
-def broker_process(fjord, settings=None):
+def broker_process(fjord, settings=None, extra_listeners=None):
     """A release `fjord serve` on a free port and a temporary data directory, for one benchmark;
-    yields its bootstrap address and stops it (SIGTERM) and deletes its data afterwards."""
+    yields its (PLAINTEXT) bootstrap address and stops it (SIGTERM) and deletes its data
+    afterwards. `extra_listeners` adds listeners by name and port (`{"SSL": 9093}`)."""
     data = tempfile.mkdtemp(prefix="fjord-bench-")
     port = free_port()
-    args = [fjord, "serve", "--data-dir", data, "--listeners", f"PLAINTEXT://127.0.0.1:{port}", "--log-level", "warning"]
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}"] + [f"{name}://127.0.0.1:{p}" for name, p in (extra_listeners or {}).items()]
+    args = [fjord, "serve", "--data-dir", data, "--listeners", ",".join(listeners), "--log-level", "warning"]
     for key, value in (settings or {}).items():
         args += ["--set", f"{key}={value}"]
     broker = subprocess.Popen(args)
@@ -105,12 +107,12 @@ def peer(args, timeout=300):
     return text
 
 
-def produce(bootstrap, topic, size, acks, records):
+def produce(bootstrap, topic, size, acks, records, extra=()):
     """rdkafka_performance -P with latency measurement; its table's last row gives the
     latency average and maximum (ms), the final summary the rate."""
     text = peer(["-P", "-t", topic, "-p", "0", "-b", bootstrap, "-s", str(size), "-c", str(records), "-a", str(acks),
                  "-l", "-u", "-X", "linger.ms=5", "-X", "batch.size=1000000",
-                 "-X", f"enable.idempotence={'true' if acks == -1 else 'false'}"])
+                 "-X", f"enable.idempotence={'true' if acks == -1 else 'false'}", *extra])
     rows = [line for line in text.splitlines() if line.startswith("|") and re.match(r"\|\s+\d", line)]
     if not rows:
         raise RuntimeError(f"no statistics from rdkafka_performance: {text[-2000:]}")
@@ -125,8 +127,8 @@ def produce(bootstrap, topic, size, acks, records):
             "mb_per_s": delivered * size / seconds / 1e6, "latency_avg_ms": float(cells[12]), "latency_max_ms": float(cells[14])}
 
 
-def consume(bootstrap, topic, expected, size):
-    text = peer(["-C", "-t", topic, "-p", "0", "-b", bootstrap, "-o", "beginning", "-e", "-c", str(expected)])
+def consume(bootstrap, topic, expected, size, extra=()):
+    text = peer(["-C", "-t", topic, "-p", "0", "-b", bootstrap, "-o", "beginning", "-e", "-c", str(expected), *extra])
     summaries = [line for line in text.splitlines() if "consumed in" in line]
     summary = max(summaries, key=lambda line: int(re.search(r"(\d+) messages", line).group(1)))
     got = int(re.search(r"(\d+) messages", summary).group(1))

@@ -53,3 +53,43 @@ require_swift() {
         exit 1
     fi
 }
+
+# Runs `swift test --skip-build`, its output shown and kept in $1. When the output has not grown
+# for $2 seconds, the test process's threads (gdb, when installed) and open descriptors go to
+# .build/swift-test-stall.txt, the run is killed, and the function fails (exit 124).
+run_swift_tests_with_watchdog() {
+    local output="$1" stall="$2"
+    : > "$output"
+    swift test --skip-build > >(tee -a "$output") 2>&1 &
+    local runner=$!
+    local last_size=-1 quiet=0
+    while kill -0 "$runner" 2>/dev/null; do
+        sleep 5
+        local size
+        size=$(stat -c %s "$output" 2>/dev/null || echo 0)
+        if [ "$size" = "$last_size" ]; then quiet=$((quiet + 5)); else quiet=0; last_size=$size; fi
+        if [ "$quiet" -ge "$stall" ]; then
+            local dump="$FJORD_ROOT/.build/swift-test-stall.txt" pid
+            pid=$(pgrep -f 'PackageTests.xctest' | head -1 || true)
+            {
+                echo "swift test printed nothing for ${stall}s; tests started and not finished:"
+                grep -o '◇ Test "[^"]*" started' "$output" | sed 's/ started$//;s/^◇ //' | sort > "$output.started" || true
+                grep -oE '[✔✘] Test "[^"]*"' "$output" | sed 's/^..//' | sort -u > "$output.ended" || true
+                comm -23 "$output.started" "$output.ended" || true
+                if [ -n "$pid" ]; then
+                    echo "--- descriptors of $pid"; ls -l "/proc/$pid/fd" 2>/dev/null || true
+                    if command -v gdb >/dev/null; then
+                        echo "--- threads"; timeout 120 gdb -p "$pid" -batch -ex "thread apply all bt 15" 2>/dev/null | grep -E '^(Thread|#)' || true
+                    fi
+                fi
+            } > "$dump" 2>&1
+            echo "tools/test: swift test stalled for ${stall}s; see $dump" >&2
+            cat "$dump" | head -40 >&2
+            pkill -f 'PackageTests.xctest' || true
+            kill "$runner" 2>/dev/null || true
+            wait "$runner" 2>/dev/null || true
+            return 124
+        fi
+    done
+    wait "$runner"
+}
