@@ -8,6 +8,8 @@ import CoreMetrics
 import Metrics
 public import NIOCore
 public import NIOPosix
+import FjordSecurity
+import NIOSSL
 import Synchronization
 
 /// Splits response frames (4-byte size, then header + body) on the client side.
@@ -122,7 +124,10 @@ public final class BrokerConnection: Sendable {
                                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                                connectTimeout: TimeAmount = .seconds(10),
                                requestTimeout: TimeAmount = .seconds(30),
-                               maxResponseSize: Int = 256 * 1024 * 1024) async throws -> BrokerConnection {
+                               maxResponseSize: Int = 256 * 1024 * 1024,
+                               security: ClientSecurity = ClientSecurity()) async throws -> BrokerConnection {
+        if let problem = security.problem { throw ClientError.invalidConfiguration(problem) }
+        let tls = security.securityProtocol.usesTLS ? try security.makeTLSContext() : nil
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(connectTimeout)
@@ -142,6 +147,11 @@ public final class BrokerConnection: Sendable {
         }
         let dispatcher = try await channel.eventLoop.submit {
             let dispatcher = ResponseDispatcher()
+            if let tls {
+                // SNI and the name check take a host name; an address is checked against the peer's.
+                let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+                try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
+            }
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ResponseFrameDecoder(maxFrameSize: maxResponseSize)))
             try channel.pipeline.syncOperations.addHandler(dispatcher)
             return NIOLoopBound(dispatcher, eventLoop: channel.eventLoop)
@@ -150,6 +160,7 @@ public final class BrokerConnection: Sendable {
                                           channel: channel, dispatcher: dispatcher)
         do {
             try await connection.negotiateVersions()
+            if security.securityProtocol.usesSASL { try await connection.authenticate(security) }
         } catch {
             await connection.close()
             throw error
@@ -184,6 +195,46 @@ public final class BrokerConnection: Sendable {
             if low <= high { versions[key] = low...high }
         }
         state.withLock { $0.versions = versions }
+    }
+
+    /// SASL login (SaslHandshake v1, then SaslAuthenticate): PLAIN in one message, SCRAM in two
+    /// with the server's signature checked. A refusal throws SASL_AUTHENTICATION_FAILED with
+    /// the broker's message. (The broker closes the connection when a KIP-368 session ends; the
+    /// client then reconnects and logs in again.)
+    private func authenticate(_ security: ClientSecurity) async throws {
+        guard let mechanism = security.saslMechanism, let user = security.saslUsername, let password = security.saslPassword else {
+            throw ClientError.invalidConfiguration(security.problem ?? "incomplete SASL settings")
+        }
+        var handshake = SaslHandshakeRequest()
+        handshake.mechanism = mechanism
+        let offered = try await send(handshake, version: 1, checkVersion: false)
+        guard offered.errorCode == 0 else {
+            throw ClientError.kafka(KafkaError(code: offered.errorCode),
+                                    "SASL mechanism \(mechanism) is not enabled (the broker offers \(offered.mechanisms.joined(separator: ", ")))")
+        }
+        let version = try self.version(of: .saslAuthenticate, max: 2)
+        func exchange(_ token: [UInt8]) async throws -> [UInt8] {
+            var request = SaslAuthenticateRequest()
+            request.authBytes = ByteBuffer(bytes: token)
+            let response = try await send(request, version: version, checkVersion: false)
+            guard response.errorCode == 0 else {
+                throw ClientError.kafka(KafkaError(code: response.errorCode), response.errorMessage ?? "SASL authentication failed")
+            }
+            return Array(response.authBytes.readableBytesView)
+        }
+        if mechanism == "PLAIN" {
+            _ = try await exchange([0] + Array(user.utf8) + [0] + Array(password.utf8))
+            return
+        }
+        guard let scram = ScramMechanism(name: mechanism) else { throw ClientError.invalidConfiguration("unknown SASL mechanism \(mechanism)") }
+        var client = ScramClient(mechanism: scram, user: user, password: password)
+        do {
+            let serverFirst = try await exchange(client.clientFirst)
+            let serverFinal = try await exchange(try client.clientFinal(serverFirst: serverFirst))
+            try client.verify(serverFinal: serverFinal)
+        } catch let error as SaslAuthenticationError {
+            throw ClientError.kafka(.saslAuthenticationFailed, error.message)
+        }
     }
 
     /// The versions of `key` both sides support, or nil.

@@ -25,6 +25,8 @@ public struct ClientConfiguration: Sendable {
     public var metadataMaxAgeMs: Int = 300_000
     /// `allow.auto.create.topics`: whether a Metadata request may create a missing topic.
     public var allowAutoCreateTopics = true
+    /// `security.protocol`, TLS and SASL settings.
+    public var security = ClientSecurity()
     /// Where the client logs (connection changes, retries, rebalances).
     public var logger: Logger
 
@@ -42,6 +44,7 @@ public struct ClientConfiguration: Sendable {
     /// Applies one Kafka property shared by all clients; returns false when `key` is not one.
     /// Throws `ClientError.invalidConfiguration` for a value that does not parse.
     public mutating func apply(_ key: String, _ value: String) throws -> Bool {
+        if try security.apply(key, value) { return true }
         switch key {
         case "bootstrap.servers", "metadata.broker.list":
             bootstrapServers = value.split(separator: ",").map { $0.trimmingSpaces() }
@@ -55,10 +58,6 @@ public struct ClientConfiguration: Sendable {
         case "metadata.max.age.ms", "topic.metadata.refresh.interval.ms": metadataMaxAgeMs = try Self.int(key, value, min: 1)
         case "allow.auto.create.topics": allowAutoCreateTopics = try Self.bool(key, value)
         // Accepted for compatibility; Fjord has nothing to tune behind them (yet).
-        case "security.protocol":
-            guard value.lowercased() == "plaintext" else {
-                throw ClientError.invalidConfiguration("\(key)=\(value): only PLAINTEXT is supported so far")
-            }
         case "socket.keepalive.enable", "api.version.request", "broker.address.family", "client.rack",
              "connections.max.idle.ms", "receive.buffer.bytes", "send.buffer.bytes", "log_level", "debug",
              "statistics.interval.ms":

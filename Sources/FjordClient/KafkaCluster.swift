@@ -95,7 +95,7 @@ public actor KafkaCluster {
             return try await BrokerConnection.connect(
                 host: address.0, port: address.1, clientID: configuration.clientID, group: group,
                 connectTimeout: .milliseconds(Int64(configuration.connectTimeoutMs)),
-                requestTimeout: .milliseconds(Int64(configuration.requestTimeoutMs)))
+                requestTimeout: .milliseconds(Int64(configuration.requestTimeoutMs)), security: configuration.security)
         }
         connecting[node] = task
         do {

@@ -504,3 +504,45 @@ def test_fuzzed_frames_on_the_sasl_path_do_not_crash_or_grow_the_broker(secure_b
     assert login.scram("bob", "bob-secret")[0] == 0
     assert struct.unpack(">i", login.metadata()[:4])[0] == 1
     login.close()
+
+
+def test_the_swift_client_speaks_tls_and_sasl(pki, secure_broker):
+    """`fjord produce`/`consume`/`topics` (the Swift client) over SSL with a client certificate,
+    SASL_PLAINTEXT/PLAIN and SASL_SSL/SCRAM-SHA-512, by librdkafka's property names; a wrong
+    password is refused with the broker's message."""
+    plain, tls, sasl, sasl_ssl = free_port(), free_port(), free_port(), free_port()
+    broker = secure_broker({"PLAINTEXT": plain, "SSL": tls, "SASL_PLAINTEXT": sasl, "SASL_SSL": sasl_ssl},
+                           tls_settings(pki, **SASL_MECHANISMS, **{"listener.name.ssl.ssl.client.auth": "required",
+                                                                   "ssl.truststore.type": "PEM",
+                                                                   "ssl.truststore.location": str(pki / "ca.crt")}),
+                           port_of="PLAINTEXT")
+    create_user(broker.bootstrap, "carol", "carol-secret")
+    tls_client = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={pki / 'ca.crt'}",
+                  "-X", f"ssl.certificate.location={pki / 'client.crt'}", "-X", f"ssl.key.location={pki / 'client.key'}"]
+    listeners = {
+        "ssl": (f"127.0.0.1:{tls}", tls_client),
+        "sasl_plaintext": (f"127.0.0.1:{sasl}", ["-X", "security.protocol=sasl_plaintext", "-X", "sasl.mechanism=PLAIN",
+                                                 "-X", "sasl.username=carol", "-X", "sasl.password=carol-secret"]),
+        "sasl_ssl": (f"127.0.0.1:{sasl_ssl}", ["-X", "security.protocol=sasl_ssl", "-X", f"ssl.ca.location={pki / 'ca.crt'}",
+                                               "-X", "sasl.mechanism=SCRAM-SHA-512", "-X",
+                                               'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule '
+                                               'required username="carol" password="carol-secret";']),
+    }
+    for name, (bootstrap, options) in listeners.items():
+        topic = f"swift-{name.replace('_', '-')}"
+        created = fjord("topics", "create", topic, "-b", bootstrap, *options)
+        assert created.returncode == 0, f"{name}: {created.stderr}"
+        produced = subprocess.run([FJORD_BIN, "produce", topic, "-b", bootstrap, *options], input="".join(f"{i}\n" for i in range(300)),
+                                  capture_output=True, text=True, timeout=60)
+        assert produced.returncode == 0, f"{name}: {produced.stderr}"
+        consumed = fjord("consume", topic, "-b", bootstrap, *options, "--from-beginning", "-e", "--format", "%s\n")
+        assert consumed.returncode == 0, f"{name}: {consumed.stderr}"
+        assert [int(v) for v in consumed.stdout.split()] == list(range(300)), name
+    refused = fjord("topics", "list", "-b", f"127.0.0.1:{sasl_ssl}", "-X", "security.protocol=sasl_ssl",
+                    "-X", f"ssl.ca.location={pki / 'ca.crt'}", "-X", "sasl.mechanism=SCRAM-SHA-256",
+                    "-X", "sasl.username=carol", "-X", "sasl.password=wrong")
+    assert refused.returncode != 0 and "Authentication failed" in refused.stderr, refused.stderr
+    # Without the client certificate the required-auth TLS listener refuses the handshake.
+    no_cert = fjord("topics", "list", "-b", f"127.0.0.1:{tls}", "-X", "security.protocol=ssl", "-X", f"ssl.ca.location={pki / 'ca.crt'}",
+                    "-X", "request.timeout.ms=5000")
+    assert no_cert.returncode != 0
