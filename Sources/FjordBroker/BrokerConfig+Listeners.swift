@@ -28,8 +28,8 @@ extension BrokerConfig {
     public static let supportedSASLMechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
     static func isSASLKey(_ key: String) -> Bool {
-        if key == "sasl.enabled.mechanisms" || key == "sasl.mechanism.inter.broker.protocol" { return true }
-        return key.hasPrefix("listener.name.") && key.hasSuffix(".sasl.enabled.mechanisms")
+        if key == "sasl.enabled.mechanisms" || key == "sasl.mechanism.inter.broker.protocol" || key == "sasl.jaas.config" { return true }
+        return key.hasPrefix("listener.name.") && (key.hasSuffix(".sasl.enabled.mechanisms") || key.hasSuffix(".sasl.jaas.config"))
     }
 
     static func isSSLKey(_ key: String) -> Bool {

@@ -429,7 +429,11 @@ extension KafkaAPIs {
     /// end (the follower must truncate first; the read answers OFFSET_OUT_OF_RANGE).
     private func followerFetched(_ partition: Partition, replicaID: Int32, fetchOffset: Int64, nowMs: Int64) -> KafkaError? {
         guard fetchOffset <= partition.log.logEndOffset.rawValue else { return nil }
-        guard let outcome = partition.followerFetched(replicaID: replicaID, fetchOffset: fetchOffset, nowMs: nowMs) else {
+        // KIP-841: a follower the controller would drop again (gone, or shutting down) is not
+        // proposed for the ISR, or leader and controller would undo each other's changes.
+        let eligible = !clustered || metadata.image.broker(replicaID).map { $0.inControlledShutdown != true } ?? false
+        guard let outcome = partition.followerFetched(replicaID: replicaID, fetchOffset: fetchOffset, nowMs: nowMs,
+                                                      isrEligible: eligible) else {
             return .notLeaderOrFollower
         }
         if outcome.highWatermarkMoved { replicaManager.purgatory.wake(partition.topicPartition) }

@@ -106,6 +106,9 @@ public final class KafkaAPIs: Sendable {
                                                   timeout: .milliseconds(Swift.max(timeoutMs, 1000)))
             } catch {
                 logger.warning("AlterPartition was not applied", metadata: ["partition": "\(tp)", "isr": "\(change.isr)", "error": "\(error)"])
+                // As Kafka's AlterPartitionManager: a refused or failed change is retried after a
+                // backoff, not on the next follower fetch (which comes at once and would spin).
+                try? await Task.sleep(for: .milliseconds(500))
             }
             partition.isrChangeFinished(change)
         }

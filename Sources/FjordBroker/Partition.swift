@@ -214,7 +214,9 @@ public final class Partition: Sendable {
     /// and caught-up time move, the high watermark may advance, and a follower outside the ISR
     /// that reached the HW in the current epoch is proposed for it. Nil when `replicaID` is not a
     /// follower of this leader.
-    func followerFetched(replicaID: Int32, fetchOffset: Int64, nowMs: Int64) -> FollowerFetchOutcome? {
+    /// `isrEligible` is false for a follower that may not join the ISR now (KIP-841: a broker not
+    /// registered, or in controlled shutdown); its fetch still counts toward the HW bookkeeping.
+    func followerFetched(replicaID: Int32, fetchOffset: Int64, nowMs: Int64, isrEligible: Bool = true) -> FollowerFetchOutcome? {
         let logEnd = log.logEndOffset.rawValue
         let highWatermark = log.highWatermark.offset.rawValue
         let expansion: ISRChange?? = state.withLock { s in
@@ -228,7 +230,8 @@ public final class Partition: Sendable {
             follower.lastFetchTimeMs = nowMs
             follower.logEndOffset = fetchOffset
             s.followers[replicaID] = follower
-            guard s.pendingISR == nil, !s.isr.contains(replicaID), fetchOffset >= highWatermark, fetchOffset >= s.epochStartOffset
+            guard isrEligible, s.pendingISR == nil, !s.isr.contains(replicaID), fetchOffset >= highWatermark,
+                fetchOffset >= s.epochStartOffset
             else { return .some(nil) }
             let proposed = s.replicas.filter { s.isr.contains($0) || $0 == replicaID }
             s.pendingISR = proposed

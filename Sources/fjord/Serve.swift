@@ -103,10 +103,14 @@ struct Serve: AsyncParsableCommand {
             guard parsed.advertised.port != 0 else {
                 throw ConfigError("a cluster broker needs a fixed listener port (other brokers and clients are told it)")
             }
-            let inter = parsed.interBrokerListener
-            guard inter.securityProtocol == .plaintext else {
-                throw ConfigError("inter.broker.listener.name: \(inter.name) is \(inter.securityProtocol.rawValue); followers "
-                    + "replicate over a PLAINTEXT listener for now (add one, e.g. on a private address, and name it)")
+            // Followers connect to leaders as clients of the inter-broker listener: its settings
+            // must be complete before any log is opened.
+            do {
+                _ = try ClientLeaderEndpoint.security(for: parsed)
+            } catch let error as ConfigError {
+                throw error
+            } catch {
+                throw ConfigError("inter.broker.listener.name=\(parsed.interBrokerListener.name): \(error)")
             }
         }
         for key in parsed.unknownKeys.sorted() {
@@ -139,7 +143,8 @@ struct BrokerService: Service {
             do {
                 broker = try await Broker.start(config: config, cluster: joined,
                                                 leaderEndpoints: ClientLeaderEndpoint.factory(clientID: "fjord-replica-\(config.nodeID)",
-                                                                                              listener: config.interBrokerListener.name),
+                                                                                              listener: config.interBrokerListener.name,
+                                                                                              security: try ClientLeaderEndpoint.security(for: config)),
                                                 logger: logger)
             } catch {
                 await joined.close()

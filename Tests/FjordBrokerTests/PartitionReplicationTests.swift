@@ -83,6 +83,9 @@ struct PartitionReplicationTests {
         // 3 catches up to the HW: proposed for the ISR, at the current epochs.
         let partial = try #require(partition.followerFetched(replicaID: 3, fetchOffset: 5, nowMs: now + 21_000))
         #expect(partial.expansion == nil, "below the HW")
+        // KIP-841: while 3 is not eligible (gone from the cluster, or shutting down) it is not proposed.
+        let ineligible = try #require(partition.followerFetched(replicaID: 3, fetchOffset: 10, nowMs: now + 21_500, isrEligible: false))
+        #expect(ineligible.expansion == nil, "an ineligible follower is not proposed")
         let caughtUp = try #require(partition.followerFetched(replicaID: 3, fetchOffset: 10, nowMs: now + 22_000))
         #expect(caughtUp.expansion == Partition.ISRChange(isr: [1, 2, 3], leaderEpoch: 5, partitionEpoch: 2))
         // Refused (say, a stale epoch): it may be proposed again.
