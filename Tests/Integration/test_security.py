@@ -546,3 +546,69 @@ def test_the_swift_client_speaks_tls_and_sasl(pki, secure_broker):
     no_cert = fjord("topics", "list", "-b", f"127.0.0.1:{tls}", "-X", "security.protocol=ssl", "-X", f"ssl.ca.location={pki / 'ca.crt'}",
                     "-X", "request.timeout.ms=5000")
     assert no_cert.returncode != 0
+
+
+def test_every_client_on_every_secured_listener(pki, secure_broker):
+    """kcat, confluent-kafka and kafka-python each produce and read back over SSL,
+    SASL_PLAINTEXT with PLAIN and SASL_SSL with SCRAM-SHA-512; each is refused a wrong password."""
+    plain, tls, sasl, sasl_ssl = free_port(), free_port(), free_port(), free_port()
+    broker = secure_broker({"PLAINTEXT": plain, "SSL": tls, "SASL_PLAINTEXT": sasl, "SASL_SSL": sasl_ssl},
+                           tls_settings(pki, **SASL_MECHANISMS), port_of="PLAINTEXT")
+    create_user(broker.bootstrap, "dave", "dave-secret", "--mechanism", "SCRAM-SHA-512")
+    ca = str(pki / "ca.crt")
+    modes = {
+        "ssl": (tls, {"security.protocol": "SSL", "ssl.ca.location": ca}),
+        "sasl_plaintext": (sasl, {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}),
+        "sasl_ssl": (sasl_ssl, {"security.protocol": "SASL_SSL", "ssl.ca.location": ca, "sasl.mechanism": "SCRAM-SHA-512"}),
+    }
+
+    def librdkafka(port, mode, password="dave-secret"):
+        config = {"bootstrap.servers": f"127.0.0.1:{port}", **mode}
+        if "sasl.mechanism" in mode:
+            config.update({"sasl.username": "dave", "sasl.password": password})
+        return config
+
+    def python_client(port, mode, password="dave-secret"):
+        options = {"bootstrap_servers": f"127.0.0.1:{port}", "security_protocol": mode["security.protocol"]}
+        if "ssl.ca.location" in mode:
+            options["ssl_cafile"] = mode["ssl.ca.location"]
+        if "sasl.mechanism" in mode:
+            options.update({"sasl_mechanism": mode["sasl.mechanism"], "sasl_plain_username": "dave", "sasl_plain_password": password})
+        return options
+
+    for name, (port, mode) in modes.items():
+        # confluent-kafka writes 100, kafka-python 100 more, kcat 100 more; each reads all back.
+        topic = f"matrix-{name.replace('_', '-')}"
+        produce_numbered(librdkafka(port, mode), topic, 100)
+        from kafka import KafkaProducer
+        producer = KafkaProducer(**python_client(port, mode))
+        for i in range(100, 200):
+            producer.send(topic, key=str(i).encode(), value=b"python")
+        producer.flush(30)
+        producer.close()
+        kcat_options = [arg for key, value in librdkafka(port, mode).items() if key != "bootstrap.servers"
+                        for arg in ("-X", f"{key}={value}")]
+        written = subprocess.run([KCAT, "-b", f"127.0.0.1:{port}", *kcat_options, "-P", "-t", topic, "-K", ":"],
+                                 input="".join(f"{i}:kcat\n" for i in range(200, 300)), capture_output=True, text=True, timeout=60)
+        assert written.returncode == 0, f"{name}: kcat: {written.stderr}"
+        out = subprocess.run([KCAT, "-b", f"127.0.0.1:{port}", *kcat_options, "-C", "-t", topic, "-e", "-q", "-f", "%k\n"],
+                             capture_output=True, text=True, timeout=60)
+        assert sorted(int(k) for k in out.stdout.split()) == list(range(300)), f"{name}: kcat read {out.stderr}"
+        consumer = KafkaConsumer(topic, **python_client(port, mode), auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        assert sorted(int(m.key) for m in consumer) == list(range(300)), f"{name}: kafka-python read"
+        consumer.close()
+        if "sasl.mechanism" not in mode:
+            continue
+        # A wrong password, for each client: refused, nothing acknowledged.
+        errors = []
+        wrong = Producer({**librdkafka(port, mode, "wrong"), "message.timeout.ms": 3000, "error_cb": errors.append})
+        delivered = []
+        wrong.produce(topic, b"never", on_delivery=lambda err, msg: delivered.append(err))
+        wrong.flush(10)
+        assert delivered and delivered[0] is not None and any("Authentication failed" in e.str() for e in errors), name
+        from kafka.errors import KafkaError as PythonKafkaError
+        with pytest.raises(PythonKafkaError):
+            KafkaProducer(**python_client(port, mode, "wrong"), max_block_ms=5000).send(topic, b"never").get(timeout=10)
+        refused = subprocess.run([KCAT, "-b", f"127.0.0.1:{port}", *[a.replace("dave-secret", "wrong") for a in kcat_options],
+                                  "-L", "-m", "5"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "Authentication failed" in refused.stderr, f"{name}: kcat {refused.stderr}"
