@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "FjordMetadata", targets: ["FjordMetadata"]),
         .library(name: "FjordSecurity", targets: ["FjordSecurity"]),
         .library(name: "FjordEtcd", targets: ["FjordEtcd"]),
+        .library(name: "FjordPostgresReplication", targets: ["FjordPostgresReplication"]),
         .library(name: "FjordMetadataEtcd", targets: ["FjordMetadataEtcd"]),
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
@@ -106,6 +107,18 @@ let package = Package(
             dependencies: [
                 "FjordEtcd", "FjordMetadata", "FjordProtocol",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // PostgreSQL's replication protocol and pgoutput (CDC): what postgres-nio does not speak.
+        .target(
+            name: "FjordPostgresReplication",
+            dependencies: [
+                "FjordSecurity",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),
@@ -313,6 +326,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordPostgresReplicationTests",
+            dependencies: [
+                "FjordPostgresReplication",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

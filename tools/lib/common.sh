@@ -7,7 +7,7 @@ FJORD_VENV="${FJORD_VENV:-$FJORD_ROOT/.venv}"
 FJORD_BUILD_PACKAGES=(zlib1g-dev liblz4-dev libzstd-dev libsnappy-dev libsqlite3-dev)
 # What the tests drive besides the build: real Kafka clients, a Python for the virtualenv, and etcd
 # (the cluster tests start their own on loopback ports).
-FJORD_TEST_PACKAGES=(kcat python3 python3-venv python3-pip etcd-server)
+FJORD_TEST_PACKAGES=(kcat python3 python3-venv python3-pip etcd-server postgresql)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
