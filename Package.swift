@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "FjordSecurity", targets: ["FjordSecurity"]),
         .library(name: "FjordEtcd", targets: ["FjordEtcd"]),
         .library(name: "FjordPostgresReplication", targets: ["FjordPostgresReplication"]),
+        .library(name: "FjordCDC", targets: ["FjordCDC"]),
         .library(name: "FjordMetadataEtcd", targets: ["FjordMetadataEtcd"]),
         .library(name: "FjordBroker", targets: ["FjordBroker"]),
         .library(name: "FjordServer", targets: ["FjordServer"]),
@@ -120,6 +121,12 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // Change data capture: PostgreSQL changes as Debezium's change events.
+        .target(
+            name: "FjordCDC",
+            dependencies: ["FjordPostgresReplication", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // SASL's server and client exchanges (SCRAM, PLAIN): pure values over swift-crypto.
@@ -335,6 +342,11 @@ let package = Package(
                 "FjordPostgresReplication",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FjordCDCTests",
+            dependencies: ["FjordCDC", "FjordPostgresReplication"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -143,6 +143,13 @@ public struct PgRelation: Sendable, Equatable {
         public var typeModifier: Int32
         /// Part of the replica identity (the primary key, unless REPLICA IDENTITY says otherwise).
         public var isKey: Bool
+
+        public init(name: String, typeOID: UInt32, typeModifier: Int32, isKey: Bool) {
+            self.name = name
+            self.typeOID = typeOID
+            self.typeModifier = typeModifier
+            self.isKey = isKey
+        }
     }
 
     public var id: UInt32
@@ -151,4 +158,12 @@ public struct PgRelation: Sendable, Equatable {
     /// `d` default (primary key), `n` nothing, `f` full, `i` index.
     public var replicaIdentity: UInt8
     public var columns: [Column]
+
+    public init(id: UInt32, namespace: String, name: String, replicaIdentity: UInt8, columns: [Column]) {
+        self.id = id
+        self.namespace = namespace
+        self.name = name
+        self.replicaIdentity = replicaIdentity
+        self.columns = columns
+    }
 }

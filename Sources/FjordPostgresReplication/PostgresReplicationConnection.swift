@@ -228,6 +228,8 @@ public final class PostgresReplicationConnection {
         try await outbound.write(PostgresFrontendMessage.startup(parameters: [
             ("user", configuration.user), ("database", configuration.database), ("replication", "database"),
             ("application_name", configuration.applicationName), ("client_encoding", "UTF8"),
+            // pgoutput writes values in the session's text forms: fix them so they parse one way.
+            ("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"), ("IntervalStyle", "postgres"), ("extra_float_digits", "3"),
         ]))
         var scram: ScramClient? = nil
         while true {
