@@ -85,6 +85,8 @@ run_swift_tests_with_watchdog() {
             } > "$dump" 2>&1
             echo "tools/test: swift test stalled for ${stall}s; see $dump" >&2
             cat "$dump" | head -40 >&2
+            # The test process's own children (etcd, fjord serve) go with it.
+            [ -n "$pid" ] && pkill -KILL -P "$pid" || true
             pkill -f 'PackageTests.xctest' || true
             kill "$runner" 2>/dev/null || true
             wait "$runner" 2>/dev/null || true
