@@ -129,6 +129,14 @@ extension KafkaAPIs {
         return response
     }
 
+    /// DescribeAcls' and DeleteAcls' filter fields as a filter (v0 has no pattern type: LITERAL).
+    static func aclFilter(_ type: Int8, _ name: String?, _ pattern: Int8, _ principal: String?, _ host: String?, _ operation: Int8,
+                          _ permission: Int8, version: Int16) -> AclBindingFilter {
+        AclBindingFilter(resourceType: AclResourceType(code: type), resourceName: name,
+                         patternType: version == 0 ? .literal : AclPatternType(code: pattern), principal: principal, host: host,
+                         operation: AclOperation(code: operation), permission: AclPermissionType(code: permission))
+    }
+
     func handleDescribeAcls(_ request: DescribeAclsRequest, version: Int16, _ access: Access) -> DescribeAclsResponse {
         var response = DescribeAclsResponse()
         response.errorMessage = nil
@@ -137,12 +145,8 @@ extension KafkaAPIs {
             response.errorMessage = "Cluster authorization failed."
             return response
         }
-        let filter = AclBindingFilter(resourceType: AclResourceType(code: request.resourceTypeFilter),
-                                      resourceName: request.resourceNameFilter,
-                                      patternType: version == 0 ? .literal : AclPatternType(code: request.patternTypeFilter),
-                                      principal: request.principalFilter, host: request.hostFilter,
-                                      operation: AclOperation(code: request.operation),
-                                      permission: AclPermissionType(code: request.permissionType))
+        let filter = Self.aclFilter(request.resourceTypeFilter, request.resourceNameFilter, request.patternTypeFilter, request.principalFilter,
+                                    request.hostFilter, request.operation, request.permissionType, version: version)
         if let why = filter.validationError {
             response.errorCode = KafkaError.invalidRequest.code
             response.errorMessage = why
@@ -185,11 +189,8 @@ extension KafkaAPIs {
         }
         var filters: [(Int, AclBindingFilter)] = []
         for (index, entry) in request.filters.enumerated() {
-            let filter = AclBindingFilter(resourceType: AclResourceType(code: entry.resourceTypeFilter), resourceName: entry.resourceNameFilter,
-                                          patternType: version == 0 ? .literal : AclPatternType(code: entry.patternTypeFilter),
-                                          principal: entry.principalFilter, host: entry.hostFilter,
-                                          operation: AclOperation(code: entry.operation),
-                                          permission: AclPermissionType(code: entry.permissionType))
+            let filter = Self.aclFilter(entry.resourceTypeFilter, entry.resourceNameFilter, entry.patternTypeFilter, entry.principalFilter,
+                                        entry.hostFilter, entry.operation, entry.permissionType, version: version)
             if let why = filter.validationError {
                 results[index].errorCode = KafkaError.invalidRequest.code
                 results[index].errorMessage = why

@@ -14,7 +14,7 @@ extension KafkaAPIs {
     /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
     /// group-commit fsync before answering.
     func handleProduce(_ request: ProduceRequest, version: Int16, listener: String, access: Access = .unrestricted,
-                       context: RequestContext? = nil) async -> ProduceResponse? {
+                       requestBytes: Int = 0) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
@@ -113,7 +113,7 @@ extension KafkaAPIs {
             response.responses.append(topicResponse)
         }
         // producer_byte_rate: the whole request counts, as Kafka's `request.sizeInBytes`.
-        if let context { _ = recordBytes(.producerByteRate, context.frame.body.readableBytes, context) }
+        recordBytes(.producerByteRate, requestBytes)
         guard request.acks != 0 else { return nil }
         if !replicationWaits.isEmpty {
             let timeoutMs = Int64(request.timeoutMs)
@@ -206,8 +206,7 @@ extension KafkaAPIs {
     /// byte limits, never past the high watermark (or LSO for read_committed), and long-polls up
     /// to `max.wait.ms` until `min.bytes` arrive. From v7, incremental fetch sessions (KIP-227)
     /// through `FetchSessionCache`.
-    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String, access: Access = .unrestricted,
-                     context: RequestContext? = nil) async -> BrokerReply {
+    func handleFetch(_ request: FetchRequest, request frame: RequestFrame, listener: String, access: Access = .unrestricted) async -> BrokerReply {
         let version = frame.apiVersion
         var requested: [(FetchSessionCache.Key, FetchSessionCache.PartitionState)] = []
         let image = metadata.image
@@ -260,8 +259,9 @@ extension KafkaAPIs {
             }
             if version >= 16 { addLeaderHints(to: &result, listener: listener) }
             // consumer_byte_rate: the records served count; a follower's fetch never does.
-            if !follower, let context, recordBytes(.consumerByteRate, result.bytes, context) > 0 || RequestQuotaScope.current != nil {
-                result.body.throttleTimeMs = Int32(clamping: RequestQuotaScope.current?.throttleMs ?? 0)
+            if !follower, let scope = RequestQuotaScope.current {
+                recordBytes(.consumerByteRate, result.bytes)
+                result.body.throttleTimeMs = Int32(clamping: scope.throttleMs)
             }
             // Group partitions by topic in request order; incremental sessions send only changes.
             var topics: [FetchResponse.FetchableTopicResponse] = []

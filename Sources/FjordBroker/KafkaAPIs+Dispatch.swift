@@ -112,13 +112,14 @@ extension KafkaAPIs {
         }
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
-            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access, context: c) else {
+            guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access,
+                                                          requestBytes: c.frame.body.readableBytes) else {
                 return .noResponse
             }
             return apis.encode(response, c)
         }
         t.serve(FetchRequest.self, 4...17) { apis, r, c in
-            await apis.handleFetch(r, request: c.frame, listener: c.listener, access: c.access, context: c)
+            await apis.handleFetch(r, request: c.frame, listener: c.listener, access: c.access)
         }
         // Client quotas
         t.serve(DescribeClientQuotasRequest.self, 0...1) { apis, r, c in apis.encode(apis.handleDescribeClientQuotas(r, c.access), c) }

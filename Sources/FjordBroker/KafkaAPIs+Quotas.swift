@@ -32,13 +32,18 @@ final class RequestQuotaScope: Sendable {
 
     /// The request-time throttle decided before the request.
     let requestThrottleMs: Int64
+    /// The image the request's quotas come from (read once per request).
+    let image: MetadataImage
+    let client: QuotaClient
     /// The byte-rate throttle the handler recorded (produce, fetch).
     let byteThrottleMs = Atomic<Int64>(0)
     /// Time the request spent parked (waits that hold no thread), excluded from request time.
     let parkedNanos = Atomic<Int64>(0)
 
-    init(requestThrottleMs: Int64) {
+    init(requestThrottleMs: Int64, image: MetadataImage, client: QuotaClient) {
         self.requestThrottleMs = requestThrottleMs
+        self.image = image
+        self.client = client
     }
 
     var throttleMs: Int64 { Swift.max(requestThrottleMs, byteThrottleMs.load(ordering: .relaxed)) }
@@ -64,7 +69,7 @@ extension KafkaAPIs {
         guard image.clientQuotas != nil else { return await body() }
         let client = QuotaClient(context)
         let throttle = quotas.currentThrottle(.requestPercentage, user: client.user, clientID: client.clientID, image: image, nowMs: clock())
-        let scope = RequestQuotaScope(requestThrottleMs: throttle)
+        let scope = RequestQuotaScope(requestThrottleMs: throttle, image: image, client: client)
         let started = ContinuousClock.now
         let reply = await RequestQuotaScope.$current.withValue(scope) { await body() }
         let elapsed = started.duration(to: .now).components
@@ -88,16 +93,13 @@ extension KafkaAPIs {
         if let back = throttled as? Response { response = back }
     }
 
-    /// The throttle of a byte quota after recording `bytes` (0 without quotas).
-    func recordBytes(_ key: ClientQuotaKey, _ bytes: Int, _ context: RequestContext) -> Int64 {
-        let image = metadata.image
-        guard image.clientQuotas != nil, bytes > 0 else { return 0 }
-        let client = QuotaClient(context)
-        let throttle = quotas.record(key, Double(bytes), user: client.user, clientID: client.clientID, image: image, nowMs: clock())
-        if throttle > 0, let scope = RequestQuotaScope.current {
-            _ = scope.byteThrottleMs.max(throttle, ordering: .relaxed)
-        }
-        return throttle
+    /// Records `bytes` against a byte quota of the current request's client; its throttle joins
+    /// the request's. Nothing at all when the broker has no quotas (no scope is bound).
+    func recordBytes(_ key: ClientQuotaKey, _ bytes: Int) {
+        guard let scope = RequestQuotaScope.current, bytes > 0 else { return }
+        let throttle = quotas.record(key, Double(bytes), user: scope.client.user, clientID: scope.client.clientID, image: scope.image,
+                                     nowMs: clock())
+        if throttle > 0 { _ = scope.byteThrottleMs.max(throttle, ordering: .relaxed) }
     }
 
     // MARK: DescribeClientQuotas, AlterClientQuotas

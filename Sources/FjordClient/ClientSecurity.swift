@@ -1,4 +1,4 @@
-public import NIOSSL
+import NIOSSL
 
 /// How a client reaches brokers: Kafka's `security.protocol` with its TLS settings and SASL
 /// credentials, by librdkafka's and Kafka's property names:

@@ -191,28 +191,9 @@ extension EtcdMetadataStore {
     /// revision the change was computed from (a concurrent change to the same user is refused).
     public func alterScramCredentials(_ changes: [ScramCredentialChange]) async throws(MetadataError) {
         let (image, kvs) = snapshot()
-        let before = image.scramCredentials ?? [:]
-        let after = MetadataImage.applying(changes, to: before)
-        var compares: [EtcdCompare] = []
-        var operations: [EtcdOperation] = []
-        for user in Set(changes.map(\.user)).sorted() {
-            let key = keys.scramCredentials(user)
-            compares.append(.unchanged(key, since: kvs[key]?.modRevision ?? 0))
-            if let list = after[user] {
-                operations.append(.put(key: key, value: encode(list)))
-            } else if kvs[key] != nil {
-                operations.append(.delete(key: key))
-            }
-        }
-        guard !operations.isEmpty else { return }
-        let result: EtcdTxnResult
-        do {
-            result = try await client.txn(if: compares, then: operations)
-        } catch {
-            throw Self.metadataError(error)
-        }
-        guard result.succeeded else { throw MetadataError.invalidConfig("the credentials changed concurrently; try again") }
-        _ = await awaitRevision(result.revision)
+        let after = MetadataImage.applying(changes, to: image.scramCredentials ?? [:])
+        let writes = Set(changes.map(\.user)).sorted().map { user in (keys.scramCredentials(user), after[user].map { encode($0) }) }
+        try await replaceKeys(writes, readAt: kvs, conflict: .invalidConfig("the credentials changed concurrently; try again"))
     }
 
     /// Any broker: one transaction putting a key per new binding (a binding's key is the binding,
@@ -235,18 +216,8 @@ extension EtcdMetadataStore {
         let (image, kvs) = snapshot()
         let current = image.acls ?? []
         let removed = filters.map { filter in current.filter(filter.matches) }
-        let keysGone = Set(removed.joined().map { keys.acl($0) })
-        guard !keysGone.isEmpty else { return removed }
-        let sorted = keysGone.sorted()
-        let compares = sorted.map { EtcdCompare.unchanged($0, since: kvs[$0]?.modRevision ?? 0) }
-        let result: EtcdTxnResult
-        do {
-            result = try await client.txn(if: compares, then: sorted.map { EtcdOperation.delete(key: $0) })
-        } catch {
-            throw Self.metadataError(error)
-        }
-        guard result.succeeded else { throw MetadataError.unavailable("the ACLs changed concurrently; try again") }
-        _ = await awaitRevision(result.revision)
+        let gone = Set(removed.joined().map { keys.acl($0) }).sorted()
+        try await replaceKeys(gone.map { ($0, nil) }, readAt: kvs, conflict: .unavailable("the ACLs changed concurrently; try again"))
         return removed
     }
 
@@ -255,15 +226,24 @@ extension EtcdMetadataStore {
     public func alterClientQuotas(_ changes: [ClientQuotaChange]) async throws(MetadataError) {
         let (image, kvs) = snapshot()
         let after = MetadataImage.applying(changes, to: image.clientQuotas ?? [])
+        var seen = Set<ClientQuotaEntity>()
+        let writes = changes.filter { seen.insert($0.entity).inserted }.map { change in
+            (keys.clientQuota(change.entity), after.first { $0.entity == change.entity }.map { encode($0) })
+        }
+        try await replaceKeys(writes, readAt: kvs, conflict: .unavailable("the quotas changed concurrently; try again"))
+    }
+
+    /// One transaction writing each key's new value (nil: deleting it, if present), each key
+    /// compared with the revision the values were computed from; `conflict` when any changed
+    /// meanwhile. Returns once the image has the change.
+    private func replaceKeys(_ writes: [(String, [UInt8]?)], readAt kvs: [String: EtcdKeyValue],
+                             conflict: MetadataError) async throws(MetadataError) {
         var compares: [EtcdCompare] = []
         var operations: [EtcdOperation] = []
-        var seen = Set<String>()
-        for change in changes {
-            let key = keys.clientQuota(change.entity)
-            guard seen.insert(key).inserted else { continue }
+        for (key, value) in writes {
             compares.append(.unchanged(key, since: kvs[key]?.modRevision ?? 0))
-            if let entry = after.first(where: { $0.entity == change.entity }) {
-                operations.append(.put(key: key, value: encode(entry)))
+            if let value {
+                operations.append(.put(key: key, value: value))
             } else if kvs[key] != nil {
                 operations.append(.delete(key: key))
             }
@@ -275,7 +255,7 @@ extension EtcdMetadataStore {
         } catch {
             throw Self.metadataError(error)
         }
-        guard result.succeeded else { throw MetadataError.unavailable("the quotas changed concurrently; try again") }
+        guard result.succeeded else { throw conflict }
         _ = await awaitRevision(result.revision)
     }
 

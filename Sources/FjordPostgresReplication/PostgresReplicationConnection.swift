@@ -252,10 +252,9 @@ public final class PostgresReplicationConnection {
                         throw PostgresReplicationError.authentication("the server offers \(mechanisms), not SCRAM-SHA-256")
                     }
                     // PostgreSQL takes the user from the startup message; SCRAM's name is ignored.
-                    var client = ScramClient(mechanism: .sha256, user: "", password: try password(configuration))
+                    let client = ScramClient(mechanism: .sha256, user: "", password: try password(configuration))
                     try await outbound.write(PostgresFrontendMessage.saslInitial(mechanism: "SCRAM-SHA-256", client.clientFirst))
                     scram = client
-                    _ = client
                 case 11:
                     guard var client = scram else { throw PostgresReplicationError.protocolViolation("SASLContinue before SASL") }
                     let final = try client.clientFinal(serverFirst: Array(data.readableBytesView))
