@@ -284,7 +284,7 @@ let package = Package(
         .testTarget(
             name: "FjordStorageTests",
             dependencies: [
-                "FjordStorage",
+                "FjordStorage", "FjordTesting",
                 "FjordCompression",
                 "FjordProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -360,7 +360,7 @@ let package = Package(
         .testTarget(
             name: "FjordProtocolTests",
             dependencies: [
-                "FjordProtocol",
+                "FjordProtocol", "FjordTesting",
                 "FjordCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

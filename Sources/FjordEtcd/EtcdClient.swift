@@ -48,10 +48,18 @@ public final class EtcdClient: Sendable {
         self.runner = Task { try? await grpc.runConnections() }
     }
 
-    /// Stops the connection; calls in flight finish, later ones fail.
-    public func close() async {
+    /// Stops the connection: later calls fail at once; calls in flight get `gracePeriod` to
+    /// finish and are then cancelled. (A stream that nobody closed, a watch or a lease
+    /// keepalive, never finishes by itself: a purely graceful close would wait forever.)
+    public func close(gracePeriod: Duration = .seconds(2)) async {
         grpc.beginGracefulShutdown()
+        let runner = self.runner
+        let deadline = Task {
+            try await Task.sleep(for: gracePeriod)
+            runner.cancel()
+        }
         await runner.value
+        deadline.cancel()
     }
 
     var options: CallOptions {

@@ -9,13 +9,14 @@ import Synchronization
 /// A `fjord serve` child process on a free loopback port with a temporary data directory: for
 /// tests that must kill the broker (SIGKILL) and start it again on the same data, which an
 /// in-process broker cannot survive. The executable is the `fjord` built next to the running
-/// test binary (`swift build` puts every product in one directory).
+/// test binary (`swift build` puts every product in one directory). Every wait is async and
+/// off the cooperative pool (see `ChildProcess`).
 public final class BrokerProcess: Sendable {
     public let port: Int
     public let dataDirectory: String
     public let logPath: String
     private let settings: [String: String]
-    private let process = Mutex<Process?>(nil)
+    private let process = Mutex<ChildProcess?>(nil)
 
     public var bootstrap: String { "127.0.0.1:\(port)" }
 
@@ -39,14 +40,32 @@ public final class BrokerProcess: Sendable {
     }
 
     /// Starts `fjord serve`; `settings` are `--set key=value` overrides.
-    public static func start(settings: [String: String] = [:]) throws -> BrokerProcess {
+    public static func start(settings: [String: String] = [:]) async throws -> BrokerProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-process-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var merged = ["group.initial.rebalance.delay.ms": "0"]
         for (key, value) in settings { merged[key] = value }
         let broker = BrokerProcess(port: try freePort(), dataDirectory: directory + "/data", logPath: directory + "/fjord.log", settings: merged)
-        try broker.launch()
+        do {
+            try await broker.launch()
+        } catch {
+            await broker.remove()
+            throw error
+        }
         return broker
+    }
+
+    /// Starts a broker, runs `body` with it, and removes it however `body` ends.
+    public static func with<Result>(settings: [String: String] = [:], _ body: (BrokerProcess) async throws -> Result) async throws -> Result {
+        let broker = try await start(settings: settings)
+        do {
+            let result = try await body(broker)
+            await broker.remove()
+            return result
+        } catch {
+            await broker.remove()
+            throw error
+        }
     }
 
     private init(port: Int, dataDirectory: String, logPath: String, settings: [String: String]) {
@@ -56,68 +75,51 @@ public final class BrokerProcess: Sendable {
         self.settings = settings
     }
 
-    private func launch() throws {
+    private func launch() async throws {
         let executable = Self.productsDirectory.appendingPathComponent("fjord")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else { throw Failure.notBuilt(executable.path) }
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        try log.seekToEnd()
-        let child = Process()
-        child.executableURL = executable
-        child.arguments = ["serve", "--data-dir", dataDirectory, "--listeners", "PLAINTEXT://127.0.0.1:\(port)"]
+        let arguments = ["serve", "--data-dir", dataDirectory, "--listeners", "PLAINTEXT://127.0.0.1:\(port)"]
             + settings.sorted(by: { $0.key < $1.key }).flatMap { ["--set", "\($0.key)=\($0.value)"] }
-        child.standardOutput = log
-        child.standardError = log
-        try child.run()
-        try? log.close()
+        let child = try ChildProcess(executable.path, arguments, output: .file(logPath))
         process.withLock { $0 = child }
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            guard child.isRunning else {
-                throw Failure.exited(status: child.terminationStatus, log: (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
-            }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let status = child.exitStatus { throw Failure.exited(status: status, log: log) }
             if Self.accepts(port: port) { return }
-            usleep(50_000)
+            try await Task.sleep(for: .milliseconds(50))
         }
         throw Failure.notListening(port: port)
     }
 
     /// Kills the broker with SIGKILL (no shutdown, no flush) and waits for it to be gone.
-    public func kill() {
-        signal(SIGKILL)
+    public func kill() async {
+        await signal(SIGKILL)
     }
 
     /// Stops the broker with SIGTERM (a clean shutdown) and waits for it to exit.
-    public func stop() {
-        signal(SIGTERM)
+    public func stop() async {
+        await signal(SIGTERM)
     }
 
-    private func signal(_ number: Int32) {
+    private func signal(_ number: Int32) async {
         guard let child = process.withLock({ current in defer { current = nil }; return current }) else { return }
-        if child.isRunning {
-            #if canImport(Glibc)
-            _ = Glibc.kill(child.processIdentifier, number)
-            #else
-            _ = Darwin.kill(child.processIdentifier, number)
-            #endif
-        }
-        child.waitUntilExit()
+        await child.stop(with: number)
     }
 
     /// Starts the broker again on the same port and data directory.
-    public func restart() throws {
-        stop()
-        try launch()
+    public func restart() async throws {
+        await stop()
+        try await launch()
     }
 
     /// Starts the broker again after `kill()` (the data directory as the crash left it).
-    public func start() throws {
-        try launch()
+    public func start() async throws {
+        try await launch()
     }
 
     /// Stops the broker and removes its directory.
-    public func remove() {
-        stop()
+    public func remove() async {
+        await stop()
         try? FileManager.default.removeItem(atPath: (dataDirectory as NSString).deletingLastPathComponent)
     }
 

@@ -29,16 +29,10 @@ struct InteropTests {
         }
         await producer.close()
 
-        let kcat = Process()
-        kcat.executableURL = URL(fileURLWithPath: "/usr/bin/kcat")
-        kcat.arguments = ["-b", broker.bootstrap, "-C", "-t", "interop", "-o", "beginning", "-e", "-q", "-f", "%p|%k|%s|%h\\n"]
-        let output = Pipe()
-        kcat.standardOutput = output
-        try kcat.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        kcat.waitUntilExit()
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-        #expect(kcat.terminationStatus == 0)
+        let kcat = try await ChildProcess.run("/usr/bin/kcat", ["-b", broker.bootstrap, "-C", "-t", "interop", "-o", "beginning", "-e", "-q",
+                                                                 "-f", "%p|%k|%s|%h\\n"])
+        let lines = kcat.output.split(separator: "\n").map(String.init)
+        #expect(kcat.status == 0)
         #expect(lines.count == 300)
         #expect(Set(lines) == expected)
         await admin.close()

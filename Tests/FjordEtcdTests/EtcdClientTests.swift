@@ -11,7 +11,7 @@ struct EtcdClientTests {
 
     func withEtcd(_ body: (EtcdServer, EtcdClient) async throws -> Void) async throws {
         let server = try EtcdServer()
-        try server.start()
+        try await server.start()
         // Generous deadlines: the whole suite runs in parallel on two loaded cores, and etcd
         // fsyncs every write.
         let client = try EtcdClient(host: "127.0.0.1", port: server.clientPort, callTimeout: .seconds(15))
@@ -21,11 +21,11 @@ struct EtcdClientTests {
             try await body(server, client)
         } catch {
             await client.close()
-            server.stop()
+            await server.remove()
             throw error
         }
         await client.close()
-        server.stop()
+        await server.remove()
     }
 
     func waitUntilServing(_ client: EtcdClient) async throws {
@@ -73,16 +73,18 @@ struct EtcdClientTests {
     func leases() async throws {
         try await withEtcd { _, etcd in
             let keeper = EtcdLeaseKeeper(client: etcd, logger: logger)
-            // A 4 s TTL: the suite runs this beside busy tests on two cores, and a keepalive
-            // stream starved past a shorter TTL lost the lease (etcd expires it, rightly).
-            let kept = try await etcd.grantLease(ttlSeconds: 4)
-            let dropped = try await etcd.grantLease(ttlSeconds: 4)
+            defer { keeper.close() }
+            // An 8 s TTL: the suite runs this beside CPU-bound tests on two cores, whose
+            // synchronous bodies can hold both threads of the cooperative pool for seconds; a
+            // keepalive starved past a 4 s TTL lost the lease (etcd expires it, rightly).
+            let kept = try await etcd.grantLease(ttlSeconds: 8)
+            let dropped = try await etcd.grantLease(ttlSeconds: 8)
             try await etcd.put("/l/kept", [1], lease: kept)
             try await etcd.put("/l/dropped", [1], lease: dropped)
             let (lostStream, lost) = AsyncStream.makeStream(of: Int64.self)
-            keeper.keepAlive(kept, ttlSeconds: 4) { lost.yield($0) }
+            keeper.keepAlive(kept, ttlSeconds: 8) { lost.yield($0) }
             // Both leases' TTL passes: only the kept one's key is left.
-            try await Task.sleep(for: .seconds(7))
+            try await Task.sleep(for: .seconds(11))
             #expect(try await etcd.get("/l/kept") != nil)
             #expect(try await etcd.get("/l/dropped") == nil)
             // Revoked behind the keeper's back: the next keepalive answer says so.
@@ -99,6 +101,7 @@ struct EtcdClientTests {
     func watchesResumeAfterRestart() async throws {
         try await withEtcd { server, etcd in
             let watcher = EtcdWatcher(client: etcd, logger: logger)
+            defer { watcher.close() }
             let start = try await etcd.put("/w/a/0", [0])
             let a = watcher.watch(prefix: "/w/a/", fromRevision: start)  // includes the put above
             let b = watcher.watch(prefix: "/w/b/", fromRevision: start + 1)
@@ -106,8 +109,8 @@ struct EtcdClientTests {
             try await etcd.put("/w/b/x", [7])
             try await etcd.delete("/w/a/0")
 
-            server.stop()
-            try server.start()
+            await server.stop()
+            try await server.start()
             try await waitUntilServing(etcd)
             // Calls fail until the connection is back (within the transport's 1 s backoff cap).
             var written = false
@@ -144,7 +147,7 @@ struct EtcdClientTests {
     func unavailable() async throws {
         try await withEtcd { server, etcd in
             try await etcd.put("/d/k", [1])
-            server.stop()
+            await server.stop()
             let started = ContinuousClock.now
             do {
                 _ = try await etcd.get("/d/k")
@@ -153,7 +156,7 @@ struct EtcdClientTests {
                 #expect(error.isRetriable, "\(error)")
             }
             #expect(ContinuousClock.now - started < .seconds(10))
-            try server.start()
+            try await server.start()
             var value: EtcdKeyValue? = nil
             for _ in 0..<100 where value == nil {
                 value = try? await etcd.get("/d/k")

@@ -1,15 +1,15 @@
 import FjordTesting
 import Foundation
 import Glibc
+import Synchronization
 
 /// A real etcd (Debian's etcd-server, installed by tools/test) on free loopback ports, with its
 /// data in a temporary directory; `stop` and `start` keep the data, as a restart does.
-final class EtcdServer: @unchecked Sendable {
-    // @unchecked: `process` is only touched by the test that owns the server, one call at a time.
+final class EtcdServer: Sendable {
     let directory: URL
     let clientPort: Int
     let peerPort: Int
-    private var process: Process?
+    private let process = Mutex<ChildProcess?>(nil)
 
     init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-etcd-\(UUID().uuidString)")
@@ -18,43 +18,35 @@ final class EtcdServer: @unchecked Sendable {
         peerPort = try BrokerProcess.freePort()
     }
 
-    func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/bin/etcd") ? "/usr/bin/etcd" : "/usr/local/bin/etcd")
+    func start() async throws {
+        let executable = FileManager.default.fileExists(atPath: "/usr/bin/etcd") ? "/usr/bin/etcd" : "/usr/local/bin/etcd"
         let peer = "http://127.0.0.1:\(peerPort)"
         let client = "http://127.0.0.1:\(clientPort)"
-        process.arguments = ["--name", "fjord-test", "--data-dir", directory.appendingPathComponent("data").path,
-                             "--listen-client-urls", client, "--advertise-client-urls", client,
-                             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                             "--initial-cluster", "fjord-test=\(peer)"]
-        let logPath = directory.appendingPathComponent("etcd.log").path
-        if !FileManager.default.fileExists(atPath: logPath) {
-            guard FileManager.default.createFile(atPath: logPath, contents: nil) else { throw POSIXError(.EACCES) }
-        }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        try log.seekToEnd()
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        self.process = process
+        let child = try ChildProcess(executable, ["--name", "fjord-test", "--data-dir", directory.appendingPathComponent("data").path,
+                                                  "--listen-client-urls", client, "--advertise-client-urls", client,
+                                                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                                  "--initial-cluster", "fjord-test=\(peer)"],
+                                     output: .file(directory.appendingPathComponent("etcd.log").path))
+        process.withLock { $0 = child }
         // Ready when the client port accepts connections.
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
             if BrokerProcess.accepts(port: clientPort) { return }
-            usleep(50_000)
+            if let status = child.exitStatus { throw ChildProcess.Failure(description: "etcd exited with \(status)") }
+            try await Task.sleep(for: .milliseconds(50))
         }
         throw POSIXError(.ETIMEDOUT)
     }
 
-    func stop() {
-        guard let process else { return }
-        process.terminate()
-        process.waitUntilExit()
-        self.process = nil
+    /// Stops etcd with SIGTERM and waits for it to exit.
+    func stop() async {
+        guard let child = process.withLock({ current in defer { current = nil }; return current }) else { return }
+        await child.stop(with: SIGTERM)
     }
 
-    deinit {
-        stop()
+    /// Stops etcd and removes its data.
+    func remove() async {
+        await stop()
         try? FileManager.default.removeItem(at: directory)
     }
 }

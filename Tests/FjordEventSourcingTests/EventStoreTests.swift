@@ -117,28 +117,28 @@ struct EventStoreTests {
           .timeLimit(.minutes(3)))
     func concurrentWriters() async throws {
         // A real `fjord serve` process, so that it can be killed without a shutdown.
-        let broker = try BrokerProcess.start()
-        defer { broker.remove() }
-        let setup = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", partitions: 4)
-        await setup.close()
-        let first = try await race(bootstrap: broker.bootstrap, writers: 8, appends: 500)
-        #expect(first.won + first.lost == 4_000)
-        #expect(first.lost > 0, "the writers did race")
-        let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
-        #expect(try await checkStreams(store) == first.won, "every won race is exactly one event")
-        await store.close()
+        try await BrokerProcess.with { broker in
+            let setup = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", partitions: 4)
+            await setup.close()
+            let first = try await race(bootstrap: broker.bootstrap, writers: 8, appends: 500)
+            #expect(first.won + first.lost == 4_000)
+            #expect(first.lost > 0, "the writers did race")
+            let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
+            #expect(try await checkStreams(store) == first.won, "every won race is exactly one event")
+            await store.close()
 
-        // SIGKILL: no shutdown, no checkpoint; the restarted broker rebuilds the versions from
-        // its stream-index checkpoint and the log tail.
-        broker.kill()
-        try broker.start()
-        let after = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
-        #expect(try await checkStreams(after) == first.won, "nothing lost or duplicated by the crash")
-        let second = try await race(bootstrap: broker.bootstrap, writers: 8, appends: 100)
-        #expect(second.won + second.lost == 800)
-        #expect(try await checkStreams(after) == first.won + second.won, "versions continue after the crash")
-        await after.close()
-        #expect(broker.log.contains("stream index"), "recovery reports how it rebuilt the stream index")
+            // SIGKILL: no shutdown, no checkpoint; the restarted broker rebuilds the versions from
+            // its stream-index checkpoint and the log tail.
+            await broker.kill()
+            try await broker.start()
+            let after = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "contended", createTopic: false)
+            #expect(try await checkStreams(after) == first.won, "nothing lost or duplicated by the crash")
+            let second = try await race(bootstrap: broker.bootstrap, writers: 8, appends: 100)
+            #expect(second.won + second.lost == 800)
+            #expect(try await checkStreams(after) == first.won + second.won, "versions continue after the crash")
+            await after.close()
+            #expect(broker.log.contains("stream index"), "recovery reports how it rebuilt the stream index")
+        }
     }
 
     @Test("concurrent appends share Produce requests; a conflict refuses only its own append", .timeLimit(.minutes(2)))

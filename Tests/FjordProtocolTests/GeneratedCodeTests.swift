@@ -1,3 +1,4 @@
+import FjordTesting
 import Foundation
 import Testing
 
@@ -6,24 +7,17 @@ struct GeneratedCodeTests {
     /// Regenerates the protocol types into a temporary directory and fails when the committed
     /// files differ: nobody edits generated code by hand, and schema changes are regenerated.
     @Test("committed generated code equals the generator's output")
-    func generatedCodeIsUpToDate() throws {
+    func generatedCodeIsUpToDate() async throws {
         guard let schemas = Repository.sharedSchemas else {
             print("skipping: ../shared/kafka-protocol/messages is not beside the repository")
             return
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
+        let generator = try await ChildProcess.run("/usr/bin/env", [
             "python3", Repository.root.appendingPathComponent("tools/fjord-codegen/generate.py").path,
             "--check", "--schemas", schemas.path,
             "--out", Repository.root.appendingPathComponent("Sources/FjordProtocol/Generated").path,
-        ]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        process.waitUntilExit()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(process.terminationStatus == 0, "\(message)")
+        ], includingErrors: true)
+        #expect(generator.status == 0, "\(generator.output)")
     }
 
     /// The generator emits a type for every API key in the schemas.

@@ -1,5 +1,6 @@
 import FjordProtocol
 @testable import FjordStorage
+import FjordTesting
 import Foundation
 import NIOCore
 import SystemPackage
@@ -23,7 +24,7 @@ struct CrashTests {
     /// a random point 20 times. After each kill the log reopens with every acknowledged record
     /// readable and identical, and its end exactly after the last complete batch on disk.
     @Test("20 SIGKILLs during fsynced appends lose no acknowledged batch", .timeLimit(.minutes(3)))
-    func sigkillDuringAppends() throws {
+    func sigkillDuringAppends() async throws {
         let writer = productsDirectory().appendingPathComponent("fjord-log-crash-writer")
         try #require(FileManager.default.isExecutableFile(atPath: writer.path), "build fjord-log-crash-writer first (swift build)")
         let dir = TemporaryDirectory()
@@ -31,40 +32,30 @@ struct CrashTests {
         var acked: Int64 = -1
         var rng = SystemRandomNumberGenerator()
         for round in 0..<20 {
-            let process = Process()
-            process.executableURL = writer
-            process.arguments = [dir.path.string, String(seed)]
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
+            let writerProcess = try ChildProcess(writer.path, [dir.path.string, String(seed)], output: .lines)
             let target = Int.random(in: 1...120, using: &rng)
-            var seen = 0
-            var pending = Data()
-            let deadline = Date().addingTimeInterval(20)
-            while seen < target && Date() < deadline {
-                let chunk = output.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
-                while let newline = pending.firstIndex(of: 10) {
-                    let line = String(decoding: pending[..<newline], as: UTF8.self)
-                    pending.removeSubrange(...newline)
-                    let fields = line.split(separator: " ")
-                    if fields.count == 3, fields[0] == "acked", let last = Int64(fields[2]) {
-                        acked = Swift.max(acked, last)
-                        seen += 1
-                    }
-                }
+            let timeout = Task {
+                try await Task.sleep(for: .seconds(20))
+                writerProcess.signal(SIGKILL)
             }
-            // Let it run a little longer so the kill lands mid-write at a random moment.
-            usleep(UInt32.random(in: 0...3000, using: &rng))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            // Acks already in the pipe count too: the child reported them after fsync.
-            pending.append(output.fileHandleForReading.readDataToEndOfFile())
-            for line in String(decoding: pending, as: UTF8.self).split(separator: "\n") {
+            // Acks count once the child reported them: it does so after the fsync.
+            func record(_ line: String) -> Bool {
                 let fields = line.split(separator: " ")
-                if fields.count == 3, fields[0] == "acked", let last = Int64(fields[2]) { acked = Swift.max(acked, last) }
+                guard fields.count == 3, fields[0] == "acked", let last = Int64(fields[2]) else { return false }
+                acked = Swift.max(acked, last)
+                return true
             }
+            var lines = writerProcess.lines.makeAsyncIterator()
+            var seen = 0
+            while seen < target, let line = await lines.next() {
+                if record(line) { seen += 1 }
+            }
+            timeout.cancel()
+            // Let it run a little longer so the kill lands mid-write at a random moment.
+            try await Task.sleep(for: .microseconds(Int.random(in: 0...3000, using: &rng)))
+            await writerProcess.stop(with: SIGKILL)
+            // Acks already in the pipe count too.
+            while let line = await lines.next() { _ = record(line) }
             try #require(acked >= 0, "round \(round): the writer acknowledged nothing")
 
             var config = LogConfig()
