@@ -51,6 +51,7 @@ let package = Package(
         // TLS listeners (FjordServer) and SCRAM's hashes and PBKDF2 (FjordSecurity).
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-crypto.git", "4.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // CRC32C kernel in C: the hardware instruction (SSE4.2 / ARMv8 CRC) with a portable fallback.
@@ -126,7 +127,14 @@ let package = Package(
         // Change data capture: PostgreSQL changes as Debezium's change events.
         .target(
             name: "FjordCDC",
-            dependencies: ["FjordPostgresReplication", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "FjordPostgresReplication", "FjordClient", "FjordProtocol",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSettings
         ),
         // SASL's server and client exchanges (SCRAM, PLAIN): pure values over swift-crypto.
@@ -226,6 +234,7 @@ let package = Package(
                 "FjordMetadataEtcd",
                 "FjordBroker",
                 "FjordClient",
+                "FjordCDC",
                 "FjordEventSourcing",
                 "FjordProtocol",
                 "FjordSecurity",
@@ -235,6 +244,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -346,7 +356,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FjordCDCTests",
-            dependencies: ["FjordCDC", "FjordPostgresReplication"],
+            dependencies: ["FjordCDC", "FjordPostgresReplication", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,18 +1,30 @@
 public import FjordPostgresReplication
 
-/// One record for the broker: topic, key and value as JSON text (nil value: a tombstone), and the
-/// LSN of the change (for deduplication after a restart).
+/// One record for the broker: topic, key and value as text (JSON for change events; nil value:
+/// a tombstone), headers, and the LSN of the change (for deduplication after a restart).
 public struct ChangeRecord: Sendable, Equatable {
+    public struct Header: Sendable, Equatable {
+        public var key: String
+        public var value: String
+
+        public init(key: String, value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+
     public var topic: String
     public var key: String?
     public var value: String?
     public var lsn: LSN
+    public var headers: [Header]
 
-    public init(topic: String, key: String?, value: String?, lsn: LSN) {
+    public init(topic: String, key: String?, value: String?, lsn: LSN, headers: [Header] = []) {
         self.topic = topic
         self.key = key
         self.value = value
         self.lsn = lsn
+        self.headers = headers
     }
 }
 

@@ -56,6 +56,9 @@ public enum PostgresBackendMessage: Sendable {
     case copyData(ByteBuffer)
     case copyDone
     case other(type: UInt8)
+    /// Not from the server: `PostgresReplicationConnection.Waker` put it in the stream so that
+    /// a reader waiting for the next message wakes up.
+    case wakeup
 
     /// Decodes one message body of `type`.
     static func decode(type: UInt8, body: inout ByteBuffer) throws(PostgresReplicationError) -> PostgresBackendMessage {

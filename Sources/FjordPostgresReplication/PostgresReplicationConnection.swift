@@ -65,11 +65,25 @@ public final class PostgresReplicationConnection {
     private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     public private(set) var serverParameters: [String: String] = [:]
     private var replicating = false
+    /// Wakes a `nextReplicationMessage` waiting on this connection, from any task.
+    public let waker: Waker
+
+    /// Makes a waiting `nextReplicationMessage` return `.wakeup` (at once if it is waiting,
+    /// else at its next call): how a streaming loop, which owns the connection, is told about a
+    /// timer or a stop request without giving up its wait for the server.
+    public struct Waker: Sendable {
+        let channel: any Channel
+
+        public func wake() {
+            channel.pipeline.fireUserInboundEventTriggered(WakeupEvent())
+        }
+    }
 
     private init(inbound: NIOAsyncChannelInboundStream<PostgresBackendMessage>.AsyncIterator,
-                 outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) {
+                 outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, waker: Waker) {
         self.inbound = inbound
         self.outbound = outbound
+        self.waker = waker
     }
 
     /// Connects, negotiates TLS, authenticates, runs `body` with the connection, then ends the
@@ -99,6 +113,7 @@ public final class PostgresReplicationConnection {
                             negotiation.succeed()
                         }
                         try sync.addHandler(ByteToMessageHandler(PostgresMessageDecoder(maxMessageSize: configuration.maxMessageSize)))
+                        try sync.addHandler(WakeupHandler())
                         return try NIOAsyncChannel<PostgresBackendMessage, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
@@ -113,7 +128,8 @@ public final class PostgresReplicationConnection {
             throw error
         }
         return try await channel.executeThenClose { inbound, outbound in
-            let connection = PostgresReplicationConnection(inbound: inbound.makeAsyncIterator(), outbound: outbound)
+            let connection = PostgresReplicationConnection(inbound: inbound.makeAsyncIterator(), outbound: outbound,
+                                                           waker: Waker(channel: channel.channel))
             try await connection.startup(configuration)
             let result = try await body(connection)
             await connection.terminate()
@@ -170,6 +186,8 @@ public final class PostgresReplicationConnection {
         case keepalive(end: LSN, serverTimeMicros: Int64, replyRequested: Bool)
         /// The server ended the stream (CopyDone), for example on shutdown.
         case end
+        /// `waker.wake()` was called.
+        case wakeup
     }
 
     /// The next replication message (suspends while there is none).
@@ -191,6 +209,7 @@ public final class PostgresReplicationConnection {
                     continue  // a message kind this client does not use
                 }
             case .copyDone: return .end
+            case .wakeup: return .wakeup
             case .error(let error): throw error
             default: continue
             }
@@ -324,6 +343,25 @@ private func hex(_ digest: some Sequence<UInt8>) -> String {
         out.append(digits[Int(byte & 0x0f)])
     }
     return String(decoding: out, as: UTF8.self)
+}
+
+/// The event `Waker.wake()` fires down the pipeline.
+struct WakeupEvent: Sendable {}
+
+/// Turns a `WakeupEvent` into a `.wakeup` message for the reader, in order with the server's.
+final class WakeupHandler: ChannelInboundHandler {
+    typealias InboundIn = PostgresBackendMessage
+    typealias InboundOut = PostgresBackendMessage
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is WakeupEvent {
+            // NIOAsyncChannel hands reads to its reader at the end of a read burst.
+            context.fireChannelRead(wrapInboundOut(.wakeup))
+            context.fireChannelReadComplete()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
 }
 
 /// Sends PostgreSQL's SSLRequest when the channel becomes active and reads the one-byte answer:

@@ -81,13 +81,7 @@ struct CLIError: Error, CustomStringConvertible {
 /// Runs a subcommand body: any error becomes `fjord <command>: <message>` on stderr and exit
 /// code 1 (usage errors stay ArgumentParser's, exit code 64).
 func reportingErrors(_ command: String, _ body: () async throws -> Void) async throws {
-    // Client logs go to stderr (stdout is for records), at warning unless $FJORD_LOG_LEVEL says otherwise.
-    let level = ProcessInfo.processInfo.environment["FJORD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
+    bootstrapLogging()
     do {
         try await body()
     } catch let exit as ExitCode {
@@ -95,6 +89,17 @@ func reportingErrors(_ command: String, _ body: () async throws -> Void) async t
     } catch {
         FileHandle.standardError.write(Data("fjord \(command): \(error)\n".utf8))
         throw ExitCode(1)
+    }
+}
+
+/// Client logs go to stderr (stdout is for records), at `defaultLevel` unless $FJORD_LOG_LEVEL
+/// says otherwise.
+func bootstrapLogging(defaultLevel: Logger.Level = .warning) {
+    let level = ProcessInfo.processInfo.environment["FJORD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? defaultLevel
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
     }
 }
 

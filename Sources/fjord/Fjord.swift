@@ -14,6 +14,6 @@ struct Fjord: AsyncParsableCommand {
             with a one-line message on stderr; 64 usage error.
             Shell completions: fjord --generate-completion-script bash|zsh|fish.
             """,
-        subcommands: [Serve.self, Produce.self, Consume.self, Topics.self, Groups.self, Users.self, Acls.self, Quotas.self, Streams.self, Bench.self]
+        subcommands: [Serve.self, Produce.self, Consume.self, Topics.self, Groups.self, Users.self, Acls.self, Quotas.self, Streams.self, CDC.self, Bench.self]
     )
 }

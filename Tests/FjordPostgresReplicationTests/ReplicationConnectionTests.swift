@@ -80,11 +80,24 @@ struct ReplicationConnectionTests {
                     messages.append(message)
                 case .keepalive(_, _, let replyRequested):
                     if replyRequested { try await connection.sendStandbyStatus(written: lastCommitEnd, flushed: lastCommitEnd, applied: lastCommitEnd) }
+                case .wakeup:
+                    Issue.record("a wakeup nobody asked for")
                 case .end:
                     Issue.record("the stream ended")
                     return
                 }
             }
+            // The stream is idle now: a reader waiting on it wakes when another task asks.
+            let waker = connection.waker
+            let wake = Task {
+                try await Task.sleep(for: .milliseconds(200))
+                waker.wake()
+            }
+            var woken = false
+            while !woken {
+                if case .wakeup = try await connection.nextReplicationMessage() { woken = true }
+            }
+            try await wake.value
             let relation = try #require(messages.compactMap { if case .relation(let r) = $0 { return r } else { return nil } }.first)
             #expect(relation.namespace == "public" && relation.name == "items" && relation.replicaIdentity == UInt8(ascii: "f"))
             #expect(relation.columns.map(\.name) == ["id", "name", "price", "note"])
