@@ -122,8 +122,9 @@ public actor ProjectionRunner {
             let projection = self.projection
             tasks.append(Task {
                 do {
-                    try await Self.follow(partition: partition, projection: projection, consumer: consumer, database: database,
-                                          caughtUp: caughtUp) { count in await self.count(count) }
+                    try await PartitionFollower.follow(partition: partition, topic: projection.topic, consumer: consumer,
+                                                       store: SQLiteProjectionStore(projection: projection, database: database),
+                                                       caughtUp: caughtUp) { count in await self.count(count) }
                 } catch is CancellationError {
                 } catch ClientError.closed {
                 } catch {
@@ -140,81 +141,6 @@ public actor ProjectionRunner {
         logger.error("projection stopped", metadata: ["projection": "\(projection.name)", "error": "\(error)"])
     }
 
-    /// Calls `action` once every partition has reached the end it saw when it started.
-    final class CaughtUp: Sendable {
-        private let state: Mutex<(remaining: Int, action: (@Sendable () async -> Void)?)>
-
-        init(remaining: Int, action: (@Sendable () async -> Void)?) {
-            state = Mutex((remaining, action))
-        }
-
-        func partitionCaughtUp() async {
-            let fire = state.withLock { s -> (@Sendable () async -> Void)? in
-                s.remaining -= 1
-                guard s.remaining == 0 else { return nil }
-                defer { s.action = nil }
-                return s.action
-            }
-            await fire?()
-        }
-    }
-
-    private static func follow(partition: Int32, projection: any Projection, consumer: KafkaConsumer, database: DatabasePool,
-                               caughtUp: CaughtUp, counted: @Sendable (Int) async -> Void) async throws {
-        let topic = projection.topic
-        let name = projection.name
-        let start = try await database.read { db in
-            try Int64.fetchOne(db, sql: "SELECT next_offset FROM fjord_projection_checkpoints WHERE projection = ? AND topic = ? AND partition = ?",
-                               arguments: [name, topic, partition])
-        }
-        let tp = TopicPartition(topic, partition)
-        try await consumer.assign([(tp, start.map { .offset(Offset($0)) } ?? .earliest)])
-        let end = try await consumer.endOffsets([tp])[tp] ?? 0
-        var reportedCaughtUp = false
-        var versions: [String: Int64] = [:]
-        while !Task.isCancelled {
-            let records = try await consumer.poll()
-            if !records.isEmpty {
-                let next = records.last!.offset.rawValue + 1
-                let known = versions
-                let touched = try await database.write { db -> [String: Int64] in
-                    var touched: [String: Int64] = [:]
-                    for record in records {
-                        guard let key = record.key else { continue }
-                        let stream = String(decoding: key.readableBytesView, as: UTF8.self)
-                        var version = touched[stream] ?? known[stream] ?? -2
-                        if version == -2 {
-                            version = try Int64.fetchOne(
-                                db.cachedStatement(sql: "SELECT version FROM fjord_projection_streams WHERE projection = ? AND stream = ?"),
-                                arguments: [name, stream]) ?? -1
-                        }
-                        version += 1
-                        touched[stream] = version
-                        let event = EventStore.recorded(headers: record.headers, value: record.value, offset: record.offset.rawValue,
-                                                             timestamp: record.timestamp, stream: stream, revision: version,
-                                                             partition: partition)
-                        try projection.apply(event, in: db)
-                    }
-                    let upsertStream = try db.cachedStatement(
-                        sql: "INSERT INTO fjord_projection_streams (projection, stream, version) VALUES (?, ?, ?) "
-                            + "ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version")
-                    for (stream, version) in touched { try upsertStream.execute(arguments: [name, stream, version]) }
-                    try db.cachedStatement(
-                        sql: "INSERT INTO fjord_projection_checkpoints (projection, topic, partition, next_offset) VALUES (?, ?, ?, ?) "
-                            + "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset")
-                        .execute(arguments: [name, topic, partition, next])
-                    return touched
-                }
-                for (stream, version) in touched { versions[stream] = version }
-                await counted(records.count)
-            }
-            if !reportedCaughtUp, (await consumer.position(topic: topic, partition: partition) ?? 0) >= end {
-                reportedCaughtUp = true
-                await caughtUp.partitionCaughtUp()
-            }
-        }
-    }
-
     /// Position and lag per partition, events applied and their rate.
     public func status() async throws -> Status {
         let name = projection.name
@@ -225,18 +151,8 @@ public actor ProjectionRunner {
         }
         var positions: [Int32: Int64] = [:]
         for (partition, offset) in rows { positions[partition] = offset }
-        let admin = try await KafkaAdmin.connect(bootstrap: bootstrap)
-        let description = try await admin.describeTopics([topic]).first
-        let partitions = description?.partitions.map(\.partition) ?? []
-        let ends = try await admin.listOffsets(topic, partitions: partitions, spec: .latest).mapValues(\.rawValue)
-        await admin.close()
-        let elapsed = startedAt.map { Double((ContinuousClock.now - $0).components.seconds) + Double((ContinuousClock.now - $0).components.attoseconds) / 1e18 } ?? 0
-        return Status(projection: name,
-                      partitions: partitions.map { p in
-                          let position = positions[p] ?? 0
-                          return PartitionStatus(partition: p, position: position, lag: Swift.max(0, (ends[p] ?? 0) - position))
-                      },
-                      eventsApplied: applied, eventsPerSecond: elapsed > 0 ? Double(applied) / elapsed : 0, rebuilding: rebuilding)
+        return try await Status.measure(projection: name, topic: topic, bootstrap: bootstrap, positions: positions, applied: applied,
+                                        startedAt: startedAt, rebuilding: rebuilding)
     }
 
     /// Rebuilds the read model from the start of the topic into a new file while the current
@@ -273,3 +189,41 @@ public actor ProjectionRunner {
     }
 }
 
+
+/// The SQLite read model of a `ProjectionRunner`: events, stream versions and checkpoint in one
+/// GRDB write transaction.
+struct SQLiteProjectionStore: ProjectionStore {
+    let projection: any Projection
+    let database: DatabasePool
+
+    func checkpoint(partition: Int32) async throws -> Int64? {
+        let name = projection.name
+        let topic = projection.topic
+        return try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT next_offset FROM fjord_projection_checkpoints WHERE projection = ? AND topic = ? AND partition = ?",
+                               arguments: [name, topic, partition])
+        }
+    }
+
+    func apply(_ records: [ConsumerRecord], partition: Int32, next: Int64, knownVersions: [String: Int64]) async throws -> [String: Int64] {
+        let projection = self.projection
+        let name = projection.name
+        let topic = projection.topic
+        return try await database.write { db -> [String: Int64] in
+            let lookup = try db.cachedStatement(sql: "SELECT version FROM fjord_projection_streams WHERE projection = ? AND stream = ?")
+            let (events, touched) = try PartitionFollower.events(records, partition: partition, known: knownVersions) { stream in
+                try Int64.fetchOne(lookup, arguments: [name, stream])
+            }
+            for event in events { try projection.apply(event, in: db) }
+            let upsertStream = try db.cachedStatement(
+                sql: "INSERT INTO fjord_projection_streams (projection, stream, version) VALUES (?, ?, ?) "
+                    + "ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version")
+            for (stream, version) in touched { try upsertStream.execute(arguments: [name, stream, version]) }
+            try db.cachedStatement(
+                sql: "INSERT INTO fjord_projection_checkpoints (projection, topic, partition, next_offset) VALUES (?, ?, ?, ?) "
+                    + "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = excluded.next_offset")
+                .execute(arguments: [name, topic, partition, next])
+            return touched
+        }
+    }
+}

@@ -41,32 +41,79 @@ final class ProjectionRunnerProcess {
 struct ProjectionCrashTests {
     typealias Balance = [String: [Int64]]  // account → [cents, events, last revision]
 
-    func balances(_ path: String) throws -> Balance {
-        let queue = try DatabaseQueue(path: path)
-        return try queue.read { db in
-            var out: Balance = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT account, cents, events, last_revision FROM balances") {
-                out[row["account"]] = [row["cents"], row["events"], row["last_revision"]]
+    /// Where the runner keeps its read model: SQLite files, or databases of a real PostgreSQL.
+    enum Store {
+        case sqlite(directory: URL)
+        case postgres(PostgresServer)
+
+        /// The runner's DB argument for the model called `name`.
+        func location(_ name: String) -> String {
+            switch self {
+            case .sqlite(let directory): return directory.appendingPathComponent("\(name).sqlite").path
+            case .postgres(let server): return server.url(database: name)
             }
-            return out
+        }
+
+        func prepare(_ name: String) async throws {
+            if case .postgres(let server) = self { try await server.sql("CREATE DATABASE \(name)") }
+        }
+
+        func balances(_ name: String) async throws -> Balance {
+            switch self {
+            case .sqlite:
+                let queue = try DatabaseQueue(path: location(name))
+                return try await queue.read { db in
+                    var out: Balance = [:]
+                    for row in try Row.fetchAll(db, sql: "SELECT account, cents, events, last_revision FROM balances") {
+                        out[row["account"]] = [row["cents"], row["events"], row["last_revision"]]
+                    }
+                    return out
+                }
+            case .postgres(let server):
+                var out: Balance = [:]
+                let text = try await server.sql("SELECT account, cents, events, last_revision FROM balances", database: name)
+                for line in text.split(separator: "\n") {
+                    let fields = line.split(separator: "|")
+                    guard fields.count == 4 else { continue }
+                    out[String(fields[0])] = fields.dropFirst().map { Int64($0) ?? -1 }
+                }
+                return out
+            }
         }
     }
 
     /// 100,000 events over 50 accounts; the projection runner, a separate process, is SIGKILLed at
-    /// five random points of its replay (a random moment after its lag passed a random mark) and
-    /// started again each time. Its read model must equal a from-scratch replay: the checkpoint
-    /// commits with the model, so no event is applied twice and none is skipped.
+    /// five random points of its replay (as soon as its lag passed a random mark) and started
+    /// again each time. Its read model must equal a from-scratch replay: the checkpoint commits
+    /// with the model, so no event is applied twice and none is skipped.
     @Test("100,000 events, the runner SIGKILLed at 5 random points: the read model equals a from-scratch replay",
           .timeLimit(.minutes(5)))
     func sigkillDuringReplay() async throws {
         let executable = BrokerProcess.productsDirectory.appendingPathComponent("fjord-projection-crash-runner")
         try #require(FileManager.default.isExecutableFile(atPath: executable.path), "build fjord-projection-crash-runner first (swift build)")
-        try await BrokerProcess.with { broker in try await sigkillDuringReplay(broker) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-projection-crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await BrokerProcess.with { broker in try await sigkillDuringReplay(broker, store: .sqlite(directory: directory), total: 100_000) }
     }
 
-    func sigkillDuringReplay(_ broker: BrokerProcess) async throws {
+    /// The same with the read model in PostgreSQL (PostgresProjectionRunner): 20,000 events,
+    /// since every event is a round trip to the server.
+    @Test("the same with a PostgreSQL read model: 20,000 events, 5 SIGKILLs, equal to a from-scratch replay",
+          .enabled(if: PostgresServer.available), .timeLimit(.minutes(5)))
+    func sigkillDuringReplayIntoPostgres() async throws {
+        let server = try await PostgresServer.start()
+        do {
+            try await BrokerProcess.with { broker in try await sigkillDuringReplay(broker, store: .postgres(server), total: 20_000) }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+
+    func sigkillDuringReplay(_ broker: BrokerProcess, store model: Store, total: Int) async throws {
         let store = try await EventStore.connect(bootstrap: broker.bootstrap, topic: "ledger", partitions: 3)
-        let total = 100_000
         let accounts = 50
         try await withThrowingTaskGroup(of: Void.self) { group in
             for account in 0..<accounts {
@@ -85,39 +132,36 @@ struct ProjectionCrashTests {
         }
         await store.close()
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fjord-projection-crash-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let crashed = directory.appendingPathComponent("crashed.sqlite").path
-        let marks = (0..<5).map { _ in Int64.random(in: 10_000...95_000) }.sorted(by: >)
+        try await model.prepare("crashed")
+        let marks = (0..<5).map { _ in Int64.random(in: Int64(total / 10)...Int64(total * 95 / 100)) }.sorted(by: >)
         var midReplayKills = 0
         for mark in marks {
-            let child = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: crashed)
+            let child = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"))
             let lag = await child.waitForLag(atMost: mark)
             #expect(lag != nil, "the runner reported its lag")
             // Killed as soon as it reports being within `mark` of the end: wherever it is in its batch.
             await child.kill()
-            let applied = (try? balances(crashed))?.values.reduce(0) { $0 + $1[1] } ?? 0
+            let applied = (try? await model.balances("crashed"))?.values.reduce(0) { $0 + $1[1] } ?? 0
             if applied < Int64(total) { midReplayKills += 1 }
         }
         // A runner may finish before its kill lands when the test's task waits for a busy
         // thread pool; the kills must still have hit replays in progress.
         #expect(midReplayKills >= 2, "\(midReplayKills) of 5 kills landed mid-replay")
-        let resumed = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: crashed)
+        let resumed = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"))
         #expect(await resumed.waitForLag(atMost: 0) == 0, "the restarted runner catches up")
         await resumed.kill()
 
-        let scratch = directory.appendingPathComponent("scratch.sqlite").path
-        let replay = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: scratch)
+        try await model.prepare("scratch")
+        let replay = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("scratch"))
         #expect(await replay.waitForLag(atMost: 0) == 0, "the from-scratch replay catches up")
         await replay.kill()
 
-        let model = try balances(crashed)
-        #expect(model == (try balances(scratch)), "the crashed-and-resumed model equals a from-scratch replay")
-        #expect(model.values.reduce(0) { $0 + $1[1] } == Int64(total), "no event applied twice, none skipped")
-        #expect(model.count == accounts && model["acct-7"]?[2] == Int64(total / accounts - 1))
+        let balances = try await model.balances("crashed")
+        #expect(balances == (try await model.balances("scratch")), "the crashed-and-resumed model equals a from-scratch replay")
+        #expect(balances.values.reduce(0) { $0 + $1[1] } == Int64(total), "no event applied twice, none skipped")
+        #expect(balances.count == accounts && balances["acct-7"]?[2] == Int64(total / accounts - 1))
         var expectedCents: Int64 = 0
         for index in 0..<total { expectedCents += Int64(index % 7 + 1) }
-        #expect(model.values.reduce(0) { $0 + $1[0] } == expectedCents)
+        #expect(balances.values.reduce(0) { $0 + $1[0] } == expectedCents)
     }
 }
