@@ -466,3 +466,49 @@ def test_bad_input_is_one_clear_error_and_creates_nothing(postgres, broker, tmp_
         assert replica.execute("SELECT pubname FROM pg_publication", "r") == []
     finally:
         replica.stop()
+
+
+# --- snapshot modes, heartbeats, stopping ----------------------------------------------------
+
+def test_snapshot_modes_heartbeats_and_slot_drop(postgres, broker, tmp_path):
+    """initial_only snapshots and exits leaving no slot; never streams without reading the
+    tables; heartbeats move an idle database's slot past WAL written elsewhere; Ctrl-C stops
+    cleanly and slot.drop.on.stop drops the slot."""
+    postgres.create_database("modes")
+    postgres.execute("CREATE TABLE things (id int PRIMARY KEY, label text); INSERT INTO things SELECT g, 'x' FROM generate_series(1, 10) g",
+                     "modes")
+    only = run_cdc("postgres", "--url", postgres.url("modes"), "--prefix", "once", "-b", broker.bootstrap,
+                   "--set", "snapshot.mode=initial_only", timeout=120)
+    assert only.returncode == 0, only.stderr
+    assert "fjord_once" not in postgres.slots(), "initial_only leaves no slot behind (it is temporary)"
+    reader = TopicReader(broker.bootstrap, ["once.public.things"])
+    try:
+        records = reader.read_until(lambda rs: len(rs) >= 10, what="10 snapshot reads")
+    finally:
+        reader.close()
+    assert sorted(json.loads(r.value)["after"]["id"] for r in records) == list(range(1, 11))
+    assert {json.loads(r.value)["op"] for r in records} == {"r"}
+
+    connector = Connector(tmp_path, postgres.url("modes"), "live", broker.bootstrap,
+                          settings={"snapshot.mode": "never", "heartbeat.interval.ms": "300", "slot.drop.on.stop": "true"}).start()
+    connector.wait_for_log("streaming changes")
+    postgres.execute("INSERT INTO things VALUES (11, 'y')", "modes")
+    reader = TopicReader(broker.bootstrap, ["live.public.things"])
+    try:
+        records = reader.read_until(lambda rs: len(rs) >= 1, what="the insert")
+    finally:
+        reader.close()
+    assert [json.loads(r.value)["op"] for r in records] == ["c"], "snapshot.mode=never reads no table"
+    # WAL written in another database: only the heartbeats can move this slot past it.
+    postgres.execute("CREATE TABLE elsewhere (n int); INSERT INTO elsewhere SELECT generate_series(1, 1000)")
+    target = postgres.execute("SELECT pg_current_wal_lsn()")[0][0]
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        moved = postgres.execute(f"SELECT confirmed_flush_lsn > '{target}'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'fjord_live'")
+        if moved and moved[0][0]:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("heartbeats did not advance the idle slot")
+    assert connector.stop(signal.SIGINT) == 0, connector.log_text()[-2000:]
+    assert "fjord_live" not in postgres.slots(), "slot.drop.on.stop dropped the slot"
