@@ -325,6 +325,7 @@ let package = Package(
                 "FjordClient", "FjordProtocol", "FjordTesting", "FjordCompression",
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

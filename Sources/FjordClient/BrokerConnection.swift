@@ -75,7 +75,10 @@ final class ResponseDispatcher: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(error)
+        // A socket's failure (ECONNRESET while a broker restarts, a TLS alert) loses the
+        // connection, which callers retry on another: it must read as `.connection`, not as a
+        // raw NIO error that no retry policy knows.
+        failAll(error as? ClientError ?? ClientError.connection("\(error)"))
         context.close(promise: nil)
     }
 

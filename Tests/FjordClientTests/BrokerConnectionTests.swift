@@ -1,6 +1,9 @@
 import FjordClient
 import FjordProtocol
 import FjordTesting
+import Glibc
+import NIOCore
+import NIOPosix
 import Testing
 
 @Suite("BrokerConnection against an in-process broker")
@@ -46,5 +49,41 @@ struct BrokerConnectionTests {
         await #expect(throws: ClientError.self) {
             _ = try await BrokerConnection.connect(host: "127.0.0.1", port: 1)
         }
+    }
+}
+
+/// A server that answers the first bytes it reads with a TCP reset (SO_LINGER 0, then close),
+/// as a broker that dies mid-request does.
+private final class ResetOnRead: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let channel = context.channel
+        guard let socket = channel as? any SocketOptionProvider else { return channel.close(promise: nil) }
+        socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@Suite("BrokerConnection's errors")
+struct BrokerConnectionErrorTests {
+    /// ECONNRESET reaches NIO as a raw `IOError`; callers decide whether to retry by
+    /// `ClientError.isRetriable`, so the connection must report it as `.connection` (a producer
+    /// once failed a record with "Connection reset by peer" during a broker restart).
+    @Test("a connection reset by the broker is a retriable connection error")
+    func resetIsConnectionError() async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ResetOnRead()) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        do {
+            _ = try await BrokerConnection.connect(host: "127.0.0.1", port: port, requestTimeout: .seconds(5))
+            Issue.record("connected to a server that resets every connection")
+        } catch let error as ClientError {
+            #expect(error.isRetriable, "\(error)")
+            guard case .connection = error else { Issue.record("not a connection error: \(error)"); return }
+        } catch {
+            Issue.record("a raw error escaped: \(error)")
+        }
+        try await server.close()
     }
 }
