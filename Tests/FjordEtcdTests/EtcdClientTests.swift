@@ -74,17 +74,17 @@ struct EtcdClientTests {
         try await withEtcd { _, etcd in
             let keeper = EtcdLeaseKeeper(client: etcd, logger: logger)
             defer { keeper.close() }
-            // An 8 s TTL: the suite runs this beside CPU-bound tests on two cores, whose
-            // synchronous bodies can hold both threads of the cooperative pool for seconds; a
-            // keepalive starved past a 4 s TTL lost the lease (etcd expires it, rightly).
-            let kept = try await etcd.grantLease(ttlSeconds: 8)
-            let dropped = try await etcd.grantLease(ttlSeconds: 8)
+            // A 15 s TTL: the suite runs this beside every other suite on two cores, and the
+            // keeper's timer and stream run on the same saturated cooperative pool; keepalives
+            // were seen starved past 4 s and 8 s TTLs (etcd then expires the lease, rightly).
+            let kept = try await etcd.grantLease(ttlSeconds: 15)
+            let dropped = try await etcd.grantLease(ttlSeconds: 15)
             try await etcd.put("/l/kept", [1], lease: kept)
             try await etcd.put("/l/dropped", [1], lease: dropped)
             let (lostStream, lost) = AsyncStream.makeStream(of: Int64.self)
-            keeper.keepAlive(kept, ttlSeconds: 8) { lost.yield($0) }
+            keeper.keepAlive(kept, ttlSeconds: 15) { lost.yield($0) }
             // Both leases' TTL passes: only the kept one's key is left.
-            try await Task.sleep(for: .seconds(11))
+            try await Task.sleep(for: .seconds(18))
             #expect(try await etcd.get("/l/kept") != nil)
             #expect(try await etcd.get("/l/dropped") == nil)
             // Revoked behind the keeper's back: the next keepalive answer says so.
