@@ -35,6 +35,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private let logger: Logger
     private let maxQueuedBytes: Int
     private let sendsFileRegions: Bool
+    /// How much of a file slice is read and encrypted at a time behind TLS.
+    static let tlsChunkBytes = 64 * 1024
     /// Requests read and not yet started, each with when it was read (request queue time).
     private var queue: [(frame: ByteBuffer, receivedAt: ContinuousClock.Instant)] = []
     private var queuedBytes = 0
@@ -180,9 +182,18 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             case .bytes(let bytes):
                 context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
             case .file(let slice) where !sendsFileRegions:
+                // Behind TLS: read, encrypt and send the slice a chunk at a time, each flushed,
+                // so the client decrypts the first chunks while this broker encrypts the next
+                // (a whole megabyte read, then encrypted, then sent, left the two in turn).
                 do {
-                    let bytes = try slice.readBytes(allocator: context.channel.allocator)
-                    context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+                    var offset = 0
+                    repeat {
+                        let chunk = try slice.readBytes(from: offset, count: Self.tlsChunkBytes, allocator: context.channel.allocator)
+                        offset += chunk.readableBytes
+                        let last = offset >= slice.length
+                        context.write(wrapOutboundOut(.byteBuffer(chunk)), promise: last ? promise : nil)
+                        if !last { context.flush() }
+                    } while offset < slice.length
                 } catch {
                     logger.error("cannot read records; closing connection", metadata: ["error": "\(error)"])
                     completion?.fail(error)

@@ -128,6 +128,14 @@ public struct FileSlice: Sendable {
         return buffer
     }
 
+    /// The slice's bytes from `offset` on, `count` of them at most, copied into memory.
+    public func readBytes(from offset: Int, count: Int, allocator: ByteBufferAllocator) throws(StorageError) -> ByteBuffer {
+        let count = Swift.max(0, Swift.min(count, length - offset))
+        var buffer = allocator.buffer(capacity: count)
+        _ = try file.read(at: position + Int64(offset), count: count, into: &buffer)
+        return buffer
+    }
+
     /// The slice as a NIO `FileRegion` for `sendfile`, over a descriptor of its own: NIO's
     /// `NIOFileHandle` allows one access at a time (since SwiftNIO 2.77), so concurrent sends of
     /// one segment on different event loops each need their own handle, and the region's handle
