@@ -10,6 +10,7 @@ import NIOPosix
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// `fjord serve`: runs a broker until SIGTERM or SIGINT, then shuts down cleanly.
@@ -131,6 +132,55 @@ struct BrokerService: Service {
     let registry: PrometheusCollectorRegistry
 
     func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        // The metrics endpoint answers from the start: `/health` at once, `/ready` 503 while the
+        // logs load and, in a cluster, until this broker is registered and leads what it should.
+        let serving = Mutex<KafkaAPIs?>(nil)
+        var metricsServer: MetricsServer? = nil
+        if let listener = config.metricsListener {
+            do {
+                metricsServer = try await MetricsServer.start(host: listener.host, port: listener.port, group: group, logger: logger,
+                                                              render: { registry.emitToBuffer() },
+                                                              ready: { serving.withLock { $0 }?.isReady ?? false })
+            } catch {
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
+        let started: (broker: Broker, store: EtcdMetadataStore?, server: KafkaServer)
+        do {
+            started = try await startBroker(group: group)
+        } catch {
+            await metricsServer?.stop()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let (broker, store, server) = started
+        serving.withLock { $0 = broker.apis }
+        logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
+        // SIGHUP reloads the TLS listeners' certificates (a renewed certificate without a restart).
+        let reloads = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) { server.reloadCertificates() }
+        }
+        defer { reloads.cancel() }
+        try? await gracefulShutdown()
+        logger.info("shutting down")
+        if let store {
+            // Controlled shutdown: leaderships move to other ISR members before the broker stops.
+            await store.controlledShutdown(maxWait: .milliseconds(config.controlledShutdownMaxWaitMs))
+        }
+        await server.stop()
+        await metricsServer?.stop()
+        // Give requests already being handled a moment to complete.
+        try? await Task.sleep(for: .milliseconds(200))
+        try await broker.shutdown()
+        await store?.close()
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    /// Opens the logs (joining the cluster first, when there is one) and starts the Kafka listeners.
+    private func startBroker(group: MultiThreadedEventLoopGroup) async throws -> (broker: Broker, store: EtcdMetadataStore?, server: KafkaServer) {
         var store: EtcdMetadataStore? = nil
         let broker: Broker
         if let cluster = config.cluster {
@@ -153,46 +203,12 @@ struct BrokerService: Service {
         } else {
             broker = try await Broker.start(config: config, logger: logger)
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let server: KafkaServer
         do {
-            server = try await KafkaServer.start(broker: broker, group: group, logger: logger)
+            return (broker, store, try await KafkaServer.start(broker: broker, group: group, logger: logger))
         } catch {
             try? await broker.shutdown()
-            try? await group.shutdownGracefully()
+            await store?.close()
             throw error
         }
-        var metricsServer: MetricsServer? = nil
-        if let listener = config.metricsListener {
-            do {
-                metricsServer = try await MetricsServer.start(host: listener.host, port: listener.port, group: group, logger: logger,
-                                                              render: { registry.emitToBuffer() }, ready: { [apis = broker.apis] in apis.isReady })
-            } catch {
-                await server.stop()
-                try? await broker.shutdown()
-                try? await group.shutdownGracefully()
-                throw error
-            }
-        }
-        logger.info("fjord broker started", metadata: ["node.id": "\(config.nodeID)", "log.dirs": "\(config.logDirs.joined(separator: ","))"])
-        // SIGHUP reloads the TLS listeners' certificates (a renewed certificate without a restart).
-        let reloads = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sighup) { server.reloadCertificates() }
-        }
-        defer { reloads.cancel() }
-        try? await gracefulShutdown()
-        logger.info("shutting down")
-        if let store {
-            // Controlled shutdown: leaderships move to other ISR members before the broker stops.
-            await store.controlledShutdown(maxWait: .milliseconds(config.controlledShutdownMaxWaitMs))
-        }
-        await server.stop()
-        await metricsServer?.stop()
-        // Give requests already being handled a moment to complete.
-        try? await Task.sleep(for: .milliseconds(200))
-        try await broker.shutdown()
-        await store?.close()
-        try? await group.shutdownGracefully()
-        logger.info("stopped")
     }
 }

@@ -135,3 +135,51 @@ def test_consumer_lag_per_group_and_partition(broker_factory):
             break
         time.sleep(0.5)
     assert lag == 60
+
+
+def status_of(port: int, path: str) -> int | None:
+    """The HTTP status of `path`, or None while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def test_ready_flips_once_the_broker_has_joined_its_cluster(tmp_path):
+    """`/health` answers as soon as the process runs; `/ready` says 503 while the broker cannot
+    serve (here: its cluster's etcd is not up yet, so it cannot register) and 200 once it has
+    joined and leads what the metadata says it leads."""
+    import subprocess
+
+    from cluster import Etcd
+    from conftest import FJORD_BIN
+
+    etcd = Etcd(tmp_path / "etcd")  # ports chosen, not started yet
+    port, metrics = free_port(), free_port()
+    log = open(tmp_path / "broker.log", "ab")
+    broker = subprocess.Popen([FJORD_BIN, "serve", "--data-dir", str(tmp_path / "data"), "--node-id", "1", "--cluster", etcd.endpoint,
+                               "--listeners", f"PLAINTEXT://127.0.0.1:{port}", "--set", f"metrics.listener=http://127.0.0.1:{metrics}",
+                               "--set", "offsets.topic.replication.factor=1", "--set", "default.replication.factor=1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 30
+        while status_of(metrics, "/health") != 200:
+            assert broker.poll() is None and time.time() < deadline, (tmp_path / "broker.log").read_text()[-2000:]
+            time.sleep(0.1)
+        for _ in range(10):  # a second of not being ready while etcd is away
+            assert status_of(metrics, "/ready") == 503
+            time.sleep(0.1)
+        etcd.start()
+        deadline = time.time() + 60
+        while status_of(metrics, "/ready") != 200:
+            assert broker.poll() is None and time.time() < deadline, (tmp_path / "broker.log").read_text()[-2000:]
+            time.sleep(0.1)
+        assert status_of(metrics, "/health") == 200
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+        log.close()
+        etcd.stop()
