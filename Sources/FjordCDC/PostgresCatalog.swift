@@ -222,6 +222,8 @@ final class PostgresCatalog: Sendable {
             }
         } catch let error as CDCError {
             throw error
+        } catch let stop as StopRequested {
+            throw stop
         } catch {
             throw CDCError.database("reading \(relation.namespace).\(relation.name): \(Self.message(error))")
         }

@@ -512,3 +512,40 @@ def test_snapshot_modes_heartbeats_and_slot_drop(postgres, broker, tmp_path):
         raise AssertionError("heartbeats did not advance the idle slot")
     assert connector.stop(signal.SIGINT) == 0, connector.log_text()[-2000:]
     assert "fjord_live" not in postgres.slots(), "slot.drop.on.stop dropped the slot"
+
+
+def test_a_stop_during_the_snapshot_is_clean_and_the_next_start_takes_it_again(postgres, broker, tmp_path):
+    postgres.create_database("interrupted")
+    postgres.execute("""
+        CREATE TABLE rows (id int PRIMARY KEY, payload text NOT NULL);
+        INSERT INTO rows SELECT g, repeat('p', 200) FROM generate_series(1, 100000) g;
+        ANALYZE rows;
+        """, "interrupted")
+    connector = Connector(tmp_path, postgres.url("interrupted"), "cut", broker.bootstrap).start()
+    connector.wait_for_log("snapshot: reading")
+    time.sleep(0.5)
+    assert connector.stop() == 0, connector.log_text()[-2000:]
+    assert "stopped during the snapshot" in connector.log_text()
+    connector.start()
+    connector.wait_for_log("the previous snapshot did not complete", timeout=60)
+    connector.wait_for_log("snapshot complete", timeout=180)
+    connector.wait_for_log("streaming changes")
+    postgres.execute("DELETE FROM rows WHERE id = 1", "interrupted")
+    reader = TopicReader(broker.bootstrap, ["cut.public.rows"])
+
+    def folded(records):
+        state = {}
+        for record in records:
+            key = json.loads(record.key)["id"]
+            value = envelope(record)
+            if value is None or value["op"] == "d":
+                state.pop(key, None)
+            else:
+                state[key] = True
+        return state
+
+    try:
+        reader.read_until(lambda rs: len(folded(rs)) == 99_999 and 1 not in folded(rs), what="every row but the deleted one")
+    finally:
+        reader.close()
+    assert connector.stop() == 0
