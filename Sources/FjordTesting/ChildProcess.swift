@@ -54,8 +54,12 @@ public final class ChildProcess: Sendable {
     }
 
     /// Spawns `executable` (a path) with `arguments`; `environment` entries are added to this
-    /// process's environment.
-    public convenience init(_ executable: String, _ arguments: [String], output: Output = .discard, environment: [String: String] = [:]) throws {
+    /// process's environment. With `.lines` output, `signalWhen` (a signal and a predicate) is
+    /// checked on the reader thread for every line, and the signal sent at the first match: a
+    /// kill that lands the moment the child reports something, whatever the test's own task is
+    /// waiting for (a busy cooperative pool can delay that task by seconds).
+    public convenience init(_ executable: String, _ arguments: [String], output: Output = .discard, environment: [String: String] = [:],
+                            signalWhen: (signal: Int32, line: @Sendable (String) -> Bool)? = nil) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -74,15 +78,17 @@ public final class ChildProcess: Sendable {
             if case .linesWithErrors = output { posix_spawn_file_actions_adddup2(&actions, ends[1], 2) }
             posix_spawn_file_actions_addclose(&actions, ends[1])
             defer { close(ends[1]) }
-            try self.init(spawning: executable, arguments, environment: environment, actions: &actions, readEnd: readEnd)
+            try self.init(spawning: executable, arguments, environment: environment, actions: &actions, readEnd: readEnd,
+                          signalWhen: signalWhen)
             return
         }
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        try self.init(spawning: executable, arguments, environment: environment, actions: &actions, readEnd: readEnd)
+        try self.init(spawning: executable, arguments, environment: environment, actions: &actions, readEnd: readEnd, signalWhen: nil)
     }
 
     private init(spawning executable: String, _ arguments: [String], environment: [String: String],
-                 actions: inout posix_spawn_file_actions_t, readEnd: Int32) throws {
+                 actions: inout posix_spawn_file_actions_t, readEnd: Int32,
+                 signalWhen: (signal: Int32, line: @Sendable (String) -> Bool)?) throws {
         GNUExtensions.closeFrom(3, in: &actions)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -111,7 +117,17 @@ public final class ChildProcess: Sendable {
         lines = AsyncStream { continuation = $0 }
         if readEnd >= 0 {
             let sink = continuation!
-            Thread { Self.readLines(from: readEnd, into: sink) }.start()
+            Thread { [self] in
+                var fired = false
+                Self.readLines(from: readEnd) { line in
+                    if !fired, let (number, matches) = signalWhen, matches(line) {
+                        fired = true
+                        signal(number)
+                    }
+                    sink.yield(line)
+                }
+                sink.finish()
+            }.start()
         } else {
             continuation.finish()
         }
@@ -178,9 +194,9 @@ public final class ChildProcess: Sendable {
         for waiter in waiters { waiter.resume(returning: status) }
     }
 
-    /// The reader thread of `.lines`: yields each line (without its newline) until end of file.
-    private static func readLines(from fd: Int32, into sink: AsyncStream<String>.Continuation) {
-        defer { close(fd); sink.finish() }
+    /// The reader thread of `.lines`: hands over each line (without its newline) until end of file.
+    private static func readLines(from fd: Int32, _ deliver: (String) -> Void) {
+        defer { close(fd) }
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -190,12 +206,12 @@ public final class ChildProcess: Sendable {
             pending.append(contentsOf: buffer[..<count])
             var start = 0
             while let newline = pending[start...].firstIndex(of: 10) {
-                sink.yield(String(decoding: pending[start..<newline], as: UTF8.self))
+                deliver(String(decoding: pending[start..<newline], as: UTF8.self))
                 start = newline + 1
             }
             pending.removeFirst(start)
         }
-        if !pending.isEmpty { sink.yield(String(decoding: pending, as: UTF8.self)) }
+        if !pending.isEmpty { deliver(String(decoding: pending, as: UTF8.self)) }
     }
 }
 

@@ -5,35 +5,41 @@ import GRDB
 import NIOCore
 import Testing
 
-/// A `fjord-projection-crash-runner` child: its "lag L applied N" lines, read as they come.
+/// A `fjord-projection-crash-runner` child, SIGKILLed by its output reader the moment it
+/// reports a lag of at most `killAtLag` (its "lag L applied N" lines come every 20 ms), so the
+/// kill lands mid-replay however late the test's own task gets to run.
 final class ProjectionRunnerProcess {
     let child: ChildProcess
-    private var lines: AsyncStream<String>.Iterator
+    let mark: Int64
 
-    init(bootstrap: String, topic: String, database: String) throws {
+    init(bootstrap: String, topic: String, database: String, killAtLag mark: Int64) throws {
+        self.mark = mark
         child = try ChildProcess(BrokerProcess.productsDirectory.appendingPathComponent("fjord-projection-crash-runner").path,
-                                 [bootstrap, topic, database], output: .lines)
-        lines = child.lines.makeAsyncIterator()
+                                 [bootstrap, topic, database], output: .lines,
+                                 signalWhen: (SIGKILL, { line in (Self.lag(line) ?? .max) <= mark }))
     }
 
-    /// Reads lines until one reports a lag ≤ `lag` and returns it; nil if the child exited or
-    /// `seconds` passed (then the child is killed, which ends its output).
-    func waitForLag(atMost lag: Int64, seconds: Int = 120) async -> Int64? {
+    static func lag(_ line: String) -> Int64? {
+        let fields = line.split(separator: " ")
+        guard fields.count == 4, fields[0] == "lag" else { return nil }
+        return Int64(fields[1])
+    }
+
+    /// Waits until the child is gone (killed at the mark, or by a watchdog after `seconds`);
+    /// returns the lag it reported when it reached the mark, nil if it never did.
+    func waitForKill(seconds: Int = 120) async -> Int64? {
         let child = self.child
         let watchdog = Task {
             try await Task.sleep(for: .seconds(seconds))
             child.signal(SIGKILL)
         }
         defer { watchdog.cancel() }
-        while let line = await lines.next() {  // the child writes every 20 ms
-            let fields = line.split(separator: " ")
-            if fields.count == 4, fields[0] == "lag", let reported = Int64(fields[1]), reported <= lag { return reported }
+        var reached: Int64? = nil
+        for await line in child.lines {
+            if reached == nil, let lag = Self.lag(line), lag <= mark { reached = lag }
         }
-        return nil
-    }
-
-    func kill() async {
-        await child.stop(with: SIGKILL)
+        await child.waitForExit()
+        return reached
     }
 }
 
@@ -136,25 +142,20 @@ struct ProjectionCrashTests {
         let marks = (0..<5).map { _ in Int64.random(in: Int64(total / 10)...Int64(total * 95 / 100)) }.sorted(by: >)
         var midReplayKills = 0
         for mark in marks {
-            let child = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"))
-            let lag = await child.waitForLag(atMost: mark)
-            #expect(lag != nil, "the runner reported its lag")
             // Killed as soon as it reports being within `mark` of the end: wherever it is in its batch.
-            await child.kill()
+            let child = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"),
+                                                    killAtLag: mark)
+            #expect(await child.waitForKill() != nil, "the runner reported its lag")
             let applied = (try? await model.balances("crashed"))?.values.reduce(0) { $0 + $1[1] } ?? 0
             if applied < Int64(total) { midReplayKills += 1 }
         }
-        // A runner may finish before its kill lands when the test's task waits for a busy
-        // thread pool; the kills must still have hit replays in progress.
-        #expect(midReplayKills >= 2, "\(midReplayKills) of 5 kills landed mid-replay")
-        let resumed = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"))
-        #expect(await resumed.waitForLag(atMost: 0) == 0, "the restarted runner catches up")
-        await resumed.kill()
+        #expect(midReplayKills == 5, "\(midReplayKills) of 5 kills landed mid-replay")
+        let resumed = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("crashed"), killAtLag: 0)
+        #expect(await resumed.waitForKill() == 0, "the restarted runner catches up")
 
         try await model.prepare("scratch")
-        let replay = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("scratch"))
-        #expect(await replay.waitForLag(atMost: 0) == 0, "the from-scratch replay catches up")
-        await replay.kill()
+        let replay = try ProjectionRunnerProcess(bootstrap: broker.bootstrap, topic: "ledger", database: model.location("scratch"), killAtLag: 0)
+        #expect(await replay.waitForKill() == 0, "the from-scratch replay catches up")
 
         let balances = try await model.balances("crashed")
         #expect(balances == (try await model.balances("scratch")), "the crashed-and-resumed model equals a from-scratch replay")
