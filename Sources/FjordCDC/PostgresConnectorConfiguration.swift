@@ -4,8 +4,9 @@ public import FjordPostgresReplication
 /// What a `PostgresConnector` captures and how, with Debezium's PostgreSQL connector property
 /// names where a property has one (`snapshot.mode`, `slot.name`, `publication.name`,
 /// `publication.autocreate.mode`, `heartbeat.interval.ms`, `tombstones.on.delete`,
-/// `slot.drop.on.stop`, `decimal.handling.mode`, `snapshot.fetch.size`,
-/// `status.update.interval.ms`), so a Debezium configuration carries over.
+/// `slot.drop.on.stop`, `decimal.handling.mode`, `status.update.interval.ms`), so a Debezium
+/// configuration carries over. (A snapshot's rows stream with postgres-nio's back-pressure, so
+/// Debezium's `snapshot.fetch.size` has nothing to tune here and is refused as unknown.)
 public struct PostgresConnectorConfiguration: Sendable {
     /// `snapshot.mode`: whether the tables' current rows are read before streaming.
     public enum SnapshotMode: String, Sendable {
@@ -43,8 +44,6 @@ public struct PostgresConnectorConfiguration: Sendable {
     /// `slot.drop.on.stop`: drop the slot on a clean stop (the next start snapshots again).
     public var slotDropOnStop: Bool
     public var decimalHandling: DebeziumValueMapper.DecimalHandling
-    /// `snapshot.fetch.size`: rows read per round trip during the snapshot.
-    public var snapshotFetchSize: Int
     /// `status.update.interval.ms`: the longest time between standby status updates.
     public var statusUpdateIntervalMs: Int
     /// Tables (`schema.table`) routed as Debezium's outbox event router does instead of as
@@ -79,7 +78,6 @@ public struct PostgresConnectorConfiguration: Sendable {
         tombstonesOnDelete = true
         slotDropOnStop = false
         decimalHandling = .string
-        snapshotFetchSize = 10_240
         statusUpdateIntervalMs = 10_000
         outboxTables = []
         offsetsTopic = "__fjord_cdc_offsets"
@@ -125,7 +123,6 @@ public struct PostgresConnectorConfiguration: Sendable {
                 throw .configuration("decimal.handling.mode=\(value): expected string or double")
             }
             decimalHandling = mode
-        case "snapshot.fetch.size": snapshotFetchSize = try int(1)
         case "status.update.interval.ms": statusUpdateIntervalMs = try int(100)
         case "outbox.tables":
             outboxTables = Set(value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

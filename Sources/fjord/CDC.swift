@@ -23,7 +23,7 @@ struct CDC: AsyncParsableCommand {
 
         @Option(name: .customLong("set"), help: ArgumentHelp(
             "A connector property, Debezium's name (repeatable): snapshot.mode, slot.name, publication.name, publication.autocreate.mode, "
-                + "heartbeat.interval.ms, tombstones.on.delete, slot.drop.on.stop, decimal.handling.mode, snapshot.fetch.size, "
+                + "heartbeat.interval.ms, tombstones.on.delete, slot.drop.on.stop, decimal.handling.mode, "
                 + "status.update.interval.ms, outbox.tables, offset.storage.topic.", valueName: "key=value"))
         var settings: [String] = []
 
@@ -42,10 +42,10 @@ struct CDC: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Stream a PostgreSQL database's changes into topics until SIGTERM or SIGINT.",
             discussion: """
-                Needs wal_level=logical and a user with REPLICATION (and SELECT on the tables). Creates the
-                publication and the replication slot when missing, snapshots the tables once, then streams
-                every committed change as a Debezium envelope; the slot advances only past changes the broker
-                acknowledged (acks=all, idempotent), so a restart resumes without loss. The slot stays when
+                Needs wal_level=logical and a user with REPLICATION (and SELECT on the tables). Creates the \
+                publication and the replication slot when missing, snapshots the tables once, then streams \
+                every committed change as a Debezium envelope; the slot advances only past changes the broker \
+                acknowledged (acks=all, idempotent), so a restart resumes without loss. The slot stays when \
                 the connector stops (slot.drop.on.stop=true drops it).
                 """)
 
