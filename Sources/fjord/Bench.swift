@@ -11,12 +11,12 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure produce, consume and end-to-end throughput and latency.",
-        discussion: """
+        discussion: prose("""
             Latencies are recorded in an HdrHistogram (3 significant digits) and reported as
             p50/p90/p99/p99.9/max in milliseconds: produce = send → acknowledgement, consume = one
             poll that returned records, e2e = send → received by a consumer in the same process.
             A progress line is shown on a terminal; --json prints one JSON object for machines.
-            """,
+            """),
         subcommands: [ProduceBench.self, ConsumeBench.self, EndToEndBench.self])
 
     struct Common: ParsableArguments {

@@ -41,13 +41,13 @@ struct CDC: AsyncParsableCommand {
     struct Postgres: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Stream a PostgreSQL database's changes into topics until SIGTERM or SIGINT.",
-            discussion: """
-                Needs wal_level=logical and a user with REPLICATION (and SELECT on the tables). Creates the \
-                publication and the replication slot when missing, snapshots the tables once, then streams \
-                every committed change as a Debezium envelope; the slot advances only past changes the broker \
-                acknowledged (acks=all, idempotent), so a restart resumes without loss. The slot stays when \
+            discussion: prose("""
+                Needs wal_level=logical and a user with REPLICATION (and SELECT on the tables). Creates the
+                publication and the replication slot when missing, snapshots the tables once, then streams
+                every committed change as a Debezium envelope; the slot advances only past changes the broker
+                acknowledged (acks=all, idempotent), so a restart resumes without loss. The slot stays when
                 the connector stops (slot.drop.on.stop=true drops it).
-                """)
+                """))
 
         @OptionGroup var connector: ConnectorOptions
         @Option(help: "Tables to capture, schema.table[,schema.table…] (default: every table of the database).")

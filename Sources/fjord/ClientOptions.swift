@@ -92,6 +92,14 @@ func reportingErrors(_ command: String, _ body: () async throws -> Void) async t
     }
 }
 
+/// Help text as paragraphs: each blank-line-separated paragraph's lines joined with spaces, so
+/// ArgumentParser wraps it to the terminal instead of breaking at the source's line ends.
+func prose(_ text: String) -> String {
+    text.components(separatedBy: "\n\n")
+        .map { paragraph in paragraph.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ") }
+        .joined(separator: "\n\n")
+}
+
 /// Client logs go to stderr (stdout is for records), at `defaultLevel` unless $FJORD_LOG_LEVEL
 /// says otherwise.
 func bootstrapLogging(defaultLevel: Logger.Level = .warning) {

@@ -9,7 +9,7 @@ import Synchronization
 struct Consume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Consume records and print them, one per line.",
-        discussion: """
+        discussion: prose("""
             Without --group, every partition (or the given ones) is read from the end, or from
             --from-beginning / --offset / --from-time. With --group, the group assigns partitions and
             committed offsets are the start (else --from-beginning decides, as in Kafka's console consumer).
@@ -18,7 +18,7 @@ struct Consume: AsyncParsableCommand {
             %S value size, %K key size, %h headers (k=v,…), %T timestamp (ms), %% a percent sign,
             \\n \\t \\\\ escapes. Default: "%s\\n". --json prints one object per record; keys, values and header
             values are UTF-8 strings, or *_base64 fields when not valid UTF-8.
-            """)
+            """))
 
     enum CommitMode: String, ExpressibleByArgument, CaseIterable {
         case auto, sync, none

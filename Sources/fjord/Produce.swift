@@ -9,11 +9,11 @@ import Synchronization
 struct Produce: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Produce records to a topic, one per line of stdin (or of the given files).",
-        discussion: """
+        discussion: prose("""
             With --key-separator, each line is split at the first separator into key and value.
             A record that fails is reported on stderr with its line number; the exit code is 1 if
             any record failed. Idempotence is on, as in Kafka's producer.
-            """)
+            """))
 
     @OptionGroup var client: ClientOptions
 

@@ -17,11 +17,11 @@ import UnixSignals
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a broker.",
-        discussion: """
+        discussion: prose("""
             Configuration uses Kafka's server.properties keys (log.dirs, listeners, advertised.listeners,
             num.partitions, log.retention.hours, log.segment.bytes, auto.create.topics.enable, node.id, ...).
             Later sources win: --config FILE, then --set, then --data-dir/--listeners.
-            """
+            """)
     )
 
     @Option(name: .long, help: "A server.properties file.")

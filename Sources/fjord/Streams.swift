@@ -33,10 +33,10 @@ struct Streams: AsyncParsableCommand {
     struct Read: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a stream's events.",
-            discussion: """
+            discussion: prose("""
                 One line per event: "<revision> <type> <data>", or with --json one object per event
                 (stream, revision, partition, offset, timestamp, id, type, data or data_base64, metadata).
-                """)
+                """))
 
         @OptionGroup var client: ClientOptions
         @Argument(help: "The stream topic.") var topic: String
@@ -76,10 +76,10 @@ struct Streams: AsyncParsableCommand {
     struct Append: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Append events to a stream, all or none, if it is at the expected version; prints the new version.",
-            discussion: """
+            discussion: prose("""
                 Each DATA argument is one event (or each line of stdin when there is none). A stream that
                 moved on is refused: exit code 1 and "wrong expected version" with its actual version.
-                """)
+                """))
 
         @OptionGroup var client: ClientOptions
         @Argument(help: "The stream topic.") var topic: String
