@@ -222,13 +222,29 @@ public actor KafkaConsumer {
     }
 
     /// The log end offset of each partition (the last stable offset with read_committed).
+    /// Retriable errors (a partition of a topic just created has no leader yet, a leader moved)
+    /// are retried with backoff for up to `request.timeout.ms`, as Java's consumer retries
+    /// them within its API timeout.
     public func endOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Offset] {
-        try await listOffsets(partitions.map { ($0, -1) }).mapValues { Offset($0) }
+        try await retryingListOffsets(partitions.map { ($0, -1) }).mapValues { Offset($0) }
     }
 
-    /// The log start offset of each partition.
+    /// The log start offset of each partition (retried as `endOffsets` is).
     public func beginningOffsets(_ partitions: [TopicPartition]) async throws -> [TopicPartition: Offset] {
-        try await listOffsets(partitions.map { ($0, -2) }).mapValues { Offset($0) }
+        try await retryingListOffsets(partitions.map { ($0, -2) }).mapValues { Offset($0) }
+    }
+
+    private func retryingListOffsets(_ wanted: [(TopicPartition, Int64)]) async throws -> [TopicPartition: Int64] {
+        let deadline = ContinuousClock.now + .milliseconds(configuration.client.requestTimeoutMs)
+        var backoff = configuration.client.retryBackoffMs
+        while true {
+            do {
+                return try await listOffsets(wanted)
+            } catch let error as ClientError where error.isRetriable && ContinuousClock.now + .milliseconds(backoff) < deadline {
+                try await Task.sleep(for: .milliseconds(backoff))
+                backoff = Swift.min(backoff * 2, configuration.client.retryBackoffMaxMs)
+            }
+        }
     }
 
     /// The partitions of a topic (from cluster metadata).
