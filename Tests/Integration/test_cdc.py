@@ -253,8 +253,12 @@ def test_sigkilled_connector_loses_no_committed_change(postgres, broker, tmp_pat
 
     writer = threading.Thread(target=write)
     writer.start()
-    # SIGKILLed at random points of the writer's run, each time once it streams again.
-    for mark in sorted(random.Random().sample(range(200, 1_800), 3)):
+    # SIGKILLed at random points of the writer's run (one in each third of it), each time once
+    # the previous restart streams again: a kill that came before it (two marks a few
+    # transactions apart) would not test streaming.
+    marks = [random.Random().randint(low, low + 400) for low in (200, 800, 1_400)]
+    for kill, mark in enumerate(marks):
+        connector.wait_for_log("streaming changes", occurrences=kill + 1)
         with progress_changed:
             progress_changed.wait_for(lambda: progress["done"] >= mark or not writer.is_alive(), timeout=120)
         connector.kill()
