@@ -28,14 +28,23 @@ final class EtcdServer: Sendable {
                                                   "--initial-cluster", "fjord-test=\(peer)"],
                                      output: .file(directory.appendingPathComponent("etcd.log").path))
         process.withLock { $0 = child }
-        // Ready when the client port accepts connections.
-        let deadline = ContinuousClock.now + .seconds(20)
+        // Ready when the client port accepts connections. The deadline is generous: this starts
+        // while every other suite starts too, on two cores (a CI run once saw more than 20 s).
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if BrokerProcess.accepts(port: clientPort) { return }
-            if let status = child.exitStatus { throw ChildProcess.Failure(description: "etcd exited with \(status)") }
+            if let status = child.exitStatus {
+                throw ChildProcess.Failure(description: "etcd exited with \(status); its log ends:\n\(logTail())")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw POSIXError(.ETIMEDOUT)
+        throw ChildProcess.Failure(description: "etcd did not accept on port \(clientPort) within 60 s; its log ends:\n\(logTail())")
+    }
+
+    /// The last lines etcd wrote, for a failure message.
+    func logTail(bytes: Int = 3000) -> String {
+        guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent("etcd.log").path) else { return "(no log)" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self)
     }
 
     /// Stops etcd with SIGTERM and waits for it to exit.
