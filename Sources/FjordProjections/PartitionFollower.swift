@@ -43,6 +43,57 @@ enum PartitionFollower {
         }
     }
 
+    /// Starts following every partition of `topic`: one consumer and one task each, the task
+    /// applying into the store `store(partition)` returns. A task ends quietly when cancelled or
+    /// its consumer is closed, and reports any other error to `failed` before ending with it.
+    /// When a partition cannot be set up, the consumers opened so far are closed and the tasks
+    /// cancelled before the error is thrown.
+    static func startAll<Store: ProjectionStore>(
+        bootstrap: String, projection name: String, topic: String, onCaughtUp: (@Sendable () async -> Void)?,
+        store: (Int32) async throws -> Store, counted: @escaping @Sendable (Int) async -> Void,
+        failed: @escaping @Sendable (any Error) async -> Void
+    ) async throws -> (consumers: [KafkaConsumer], tasks: [Task<Void, any Error>]) {
+        let probe = try await KafkaConsumer.connect(ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection"))
+        let partitions: [Int32]
+        do {
+            partitions = try await probe.partitions(of: topic)
+            await probe.close()
+        } catch {
+            await probe.close()
+            throw error
+        }
+        let caughtUp = CaughtUp(remaining: partitions.count, action: onCaughtUp)
+        var consumers: [KafkaConsumer] = []
+        var tasks: [Task<Void, any Error>] = []
+        do {
+            for partition in partitions {
+                var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection-\(name)")
+                settings.enableAutoCommit = false
+                settings.fetchMaxWaitMs = 200
+                settings.maxPollRecords = 5_000
+                let consumer = try await KafkaConsumer.connect(settings)
+                consumers.append(consumer)
+                let partitionStore = try await store(partition)
+                tasks.append(Task {
+                    do {
+                        try await follow(partition: partition, topic: topic, consumer: consumer, store: partitionStore,
+                                         caughtUp: caughtUp, counted: counted)
+                    } catch is CancellationError {
+                    } catch ClientError.closed {
+                    } catch {
+                        await failed(error)
+                        throw error
+                    }
+                })
+            }
+        } catch {
+            for task in tasks { task.cancel() }
+            for consumer in consumers { await consumer.close() }
+            throw error
+        }
+        return (consumers, tasks)
+    }
+
     /// The streams (record keys) of `records`.
     static func streams(_ records: [ConsumerRecord]) -> Set<String> {
         Set(records.compactMap { $0.key.map { String(decoding: $0.readableBytesView, as: UTF8.self) } })

@@ -65,31 +65,12 @@ public actor PostgresProjectionRunner {
             """, logger: logger)
         try await projection.setUp(setup, logger: logger)
 
-        let probe = try await KafkaConsumer.connect(ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection"))
-        let partitions = try await probe.partitions(of: projection.topic)
-        await probe.close()
-        let caughtUp = CaughtUp(remaining: partitions.count, action: nil)
-        for partition in partitions {
-            var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection-\(projection.name)")
-            settings.enableAutoCommit = false
-            settings.fetchMaxWaitMs = 200
-            settings.maxPollRecords = 5_000
-            let consumer = try await KafkaConsumer.connect(settings)
-            consumers.append(consumer)
-            let store = PostgresProjectionStore(projection: projection, connection: try await connect(), logger: logger)
-            let topic = projection.topic
-            tasks.append(Task {
-                do {
-                    try await PartitionFollower.follow(partition: partition, topic: topic, consumer: consumer, store: store,
-                                                       caughtUp: caughtUp) { count in await self.count(count) }
-                } catch is CancellationError {
-                } catch ClientError.closed {
-                } catch {
-                    self.recordFailure(error)
-                    throw error
-                }
-            })
-        }
+        let started = try await PartitionFollower.startAll(
+            bootstrap: bootstrap, projection: projection.name, topic: projection.topic, onCaughtUp: nil,
+            store: { _ in PostgresProjectionStore(projection: projection, connection: try await connect(), logger: logger) },
+            counted: { count in await self.count(count) }, failed: { error in await self.recordFailure(error) })
+        consumers = started.consumers
+        tasks = started.tasks
     }
 
     /// Stops the tasks and closes the connections (the checkpoint is the last committed one).

@@ -108,31 +108,13 @@ public actor ProjectionRunner {
     public func lastError() -> (any Error)? { failure }
 
     private func run(on database: DatabasePool, onCaughtUp: (@Sendable () async -> Void)?) async throws {
-        let probe = try await KafkaConsumer.connect(ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection"))
-        let partitions = try await probe.partitions(of: projection.topic)
-        await probe.close()
-        let caughtUp = CaughtUp(remaining: partitions.count, action: onCaughtUp)
-        for partition in partitions {
-            var settings = ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection-\(projection.name)")
-            settings.enableAutoCommit = false
-            settings.fetchMaxWaitMs = 200
-            settings.maxPollRecords = 5_000
-            let consumer = try await KafkaConsumer.connect(settings)
-            consumers.append(consumer)
-            let projection = self.projection
-            tasks.append(Task {
-                do {
-                    try await PartitionFollower.follow(partition: partition, topic: projection.topic, consumer: consumer,
-                                                       store: SQLiteProjectionStore(projection: projection, database: database),
-                                                       caughtUp: caughtUp) { count in await self.count(count) }
-                } catch is CancellationError {
-                } catch ClientError.closed {
-                } catch {
-                    self.recordFailure(error)
-                    throw error
-                }
-            })
-        }
+        let projection = self.projection
+        let started = try await PartitionFollower.startAll(
+            bootstrap: bootstrap, projection: projection.name, topic: projection.topic, onCaughtUp: onCaughtUp,
+            store: { _ in SQLiteProjectionStore(projection: projection, database: database) },
+            counted: { count in await self.count(count) }, failed: { error in await self.recordFailure(error) })
+        consumers += started.consumers
+        tasks += started.tasks
     }
 
     private func count(_ events: Int) { applied += events }
