@@ -258,9 +258,11 @@ def test_a_frozen_leader_is_fenced_truncates_and_rejoins(cluster):
     old = before["leader"]
     history = History()
     # A frozen broker keeps its connections open: the client's request timeout is what moves
-    # the in-flight batches to the new leader (as against a frozen Kafka broker).
+    # the in-flight batches to the new leader (as against a frozen Kafka broker). librdkafka
+    # times a ProduceRequest out after socket.timeout.ms (60 s by default); request.timeout.ms
+    # is only the acks timeout it asks the broker for.
     producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "enable.idempotence": True,
-                         "request.timeout.ms": 5000, "message.timeout.ms": 120_000})
+                         "request.timeout.ms": 5000, "socket.timeout.ms": 5000, "message.timeout.ms": 120_000})
     for i in range(500):
         value = f"p0-{i:07d}".encode()
         history.write(value)
