@@ -50,7 +50,7 @@ enum PartitionFollower {
     /// cancelled before the error is thrown.
     static func startAll<Store: ProjectionStore>(
         bootstrap: String, projection name: String, topic: String, onCaughtUp: (@Sendable () async -> Void)?,
-        store: (Int32) async throws -> Store, counted: @escaping @Sendable (Int) async -> Void,
+        store: @Sendable (Int32) async throws -> Store, counted: @escaping @Sendable (Int) async -> Void,
         failed: @escaping @Sendable (any Error) async -> Void
     ) async throws -> (consumers: [KafkaConsumer], tasks: [Task<Void, any Error>]) {
         let probe = try await KafkaConsumer.connect(ConsumerConfiguration(bootstrap: bootstrap, clientID: "fjord-projection"))

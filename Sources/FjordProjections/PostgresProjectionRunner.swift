@@ -67,7 +67,7 @@ public actor PostgresProjectionRunner {
 
         let started = try await PartitionFollower.startAll(
             bootstrap: bootstrap, projection: projection.name, topic: projection.topic, onCaughtUp: nil,
-            store: { _ in PostgresProjectionStore(projection: projection, connection: try await connect(), logger: logger) },
+            store: { [projection, logger] _ in PostgresProjectionStore(projection: projection, connection: try await self.connect(), logger: logger) },
             counted: { count in await self.count(count) }, failed: { error in await self.recordFailure(error) })
         consumers = started.consumers
         tasks = started.tasks
