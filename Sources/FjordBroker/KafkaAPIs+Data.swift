@@ -14,7 +14,7 @@ extension KafkaAPIs {
     /// `DelayedProduce`) or `timeout_ms` passes. With `log.flush.on.ack`, acks≠0 also waits for a
     /// group-commit fsync before answering.
     func handleProduce(_ request: ProduceRequest, version: Int16, listener: String, access: Access = .unrestricted,
-                       requestBytes: Int = 0) async -> ProduceResponse? {
+                       requestBytes: Int = 0, admitNext: (@Sendable () -> Void)? = nil) async -> ProduceResponse? {
         var response = ProduceResponse()
         let now = clock()
         let image = metadata.image
@@ -114,6 +114,10 @@ extension KafkaAPIs {
         }
         // producer_byte_rate: the whole request counts, as Kafka's `request.sizeInBytes`.
         recordBytes(.producerByteRate, requestBytes)
+        // Every record of this request is in its log, in request order: the connection may start
+        // its next request while this one waits for replication or an fsync. Not under quotas,
+        // where this request's throttle must mute the connection before the next one starts.
+        if RequestQuotaScope.current == nil { admitNext?() }
         guard request.acks != 0 else { return nil }
         if !replicationWaits.isEmpty {
             let timeoutMs = Int64(request.timeoutMs)

@@ -8,6 +8,9 @@ struct RequestContext: Sendable {
     let connection: ClientConnection
     /// What the connection's principal may do (everything without an authorizer).
     let access: Access
+    /// Lets the connection start its next request before this one is answered (see
+    /// `KafkaAPIs.handle`); nil when there is no connection to pipeline.
+    var admitNext: (@Sendable () -> Void)? = nil
     var version: Int16 { frame.apiVersion }
     var clientHost: String { connection.clientHost }
     var listener: String { connection.listenerName }
@@ -113,7 +116,7 @@ extension KafkaAPIs {
         // Data
         t.serve(ProduceRequest.self, 0...11) { apis, r, c in
             guard let response = await apis.handleProduce(r, version: c.version, listener: c.listener, access: c.access,
-                                                          requestBytes: c.frame.body.readableBytes) else {
+                                                          requestBytes: c.frame.body.readableBytes, admitNext: c.admitNext) else {
                 return .noResponse
             }
             return apis.encode(response, c)

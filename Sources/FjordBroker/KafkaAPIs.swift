@@ -204,8 +204,11 @@ public final class KafkaAPIs: Sendable {
     }
 
     /// Handles one request frame (the bytes after the size prefix) of `connection`, read at
-    /// `receivedAt` (for the request-queue-time metric).
-    public func handle(_ frame: ByteBuffer, connection: ClientConnection, receivedAt: ContinuousClock.Instant? = nil) async -> BrokerReply {
+    /// `receivedAt` (for the request-queue-time metric). `admitNext`, when given, is called
+    /// once the connection may start its next request before this one is answered: a Produce
+    /// calls it when its records are appended, before waiting for replication or an fsync.
+    public func handle(_ frame: ByteBuffer, connection: ClientConnection, receivedAt: ContinuousClock.Instant? = nil,
+                       admitNext: (@Sendable () -> Void)? = nil) async -> BrokerReply {
         if connection.securityProtocol.usesSASL, case .reply(let reply) = await saslGate(frame, connection) {
             return reply
         }
@@ -227,7 +230,7 @@ public final class KafkaAPIs: Sendable {
             return unsupported(request, why: "\(request.apiKey.name) v\(version) is not supported (supported: \(handler.versions))")
         }
         let started = ContinuousClock.now
-        let context = RequestContext(frame: request, connection: connection, access: access(connection))
+        let context = RequestContext(frame: request, connection: connection, access: access(connection), admitNext: admitNext)
         let reply = await withQuotas(context) { await handler.handle(self, context) }
         let elapsed = started.duration(to: .now).components
         let queued = receivedAt.map { $0.duration(to: started).components }

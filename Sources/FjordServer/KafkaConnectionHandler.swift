@@ -5,11 +5,20 @@ import Logging
 import NIOCore
 
 /// One connection (Kafka's per-connection `Processor` state): requests are answered strictly in
-/// order, one at a time, and the connection applies back-pressure both ways.
+/// order and the connection applies back-pressure both ways.
 ///
-/// Invariants, all on the channel's event loop: at most one request is in flight; responses are
-/// written in request order; a malformed frame or an undecodable request closes this
-/// connection only (the decoder throws, or the broker answers `closeConnection`).
+/// Invariants, all on the channel's event loop: requests start one at a time, in order, each
+/// once the previous one has *admitted* the next; responses are written in request order; a
+/// malformed frame or an undecodable request closes this connection only (the decoder throws,
+/// or the broker answers `closeConnection`).
+///
+/// Admission: a request admits the next when it completes, except a Produce, which admits it
+/// as soon as its records are appended, before it waits for `acks=all` replication or an
+/// fsync (as Redpanda pipelines produce). The log order is still the request order and the
+/// answers still come in order; what changes is that a producer's next batch is appended while
+/// the previous one replicates, instead of the connection idling for a follower round trip
+/// (Kafka mutes the connection until the answer is out). At most `maxStarted` requests are
+/// started and unanswered at a time.
 ///
 /// Back-pressure: reading stops (`autoRead` off) while the queued request bytes exceed
 /// `maxQueuedBytes` (a fast producer cannot make the broker buffer without bound) or while the
@@ -40,15 +49,18 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Requests read and not yet started, each with when it was read (request queue time).
     private var queue: [(frame: ByteBuffer, receivedAt: ContinuousClock.Instant)] = []
     private var queuedBytes = 0
-    private var busy = false
+    /// Started requests not answered yet, in request order, each with its reply once it has one.
+    private var started: [(id: UInt64, task: Task<Void, Never>?, reply: BrokerReply?)] = []
+    private var nextID: UInt64 = 0
+    /// The started request that has not admitted the next yet, if any.
+    private var admitting: UInt64? = nil
+    /// Started, unanswered requests at most (pipelined produce requests).
+    static let maxStarted = 8
     private var readingPaused = false
     private var inReadLoop = false
     private var flushPending = false
     /// Whether the connection is muted for a quota throttle.
     private var muted = false
-    /// The request being handled; cancelled when the connection closes, so a long poll or a
-    /// waiting JoinGroup of a gone client does not linger.
-    private var inFlight: Task<Void, Never>? = nil
 
     /// Open client connections (Kafka's `connection-count`).
     private static let connections = Meter(label: "kafka_server_socketservermetrics_connection_count")
@@ -98,59 +110,91 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
+    /// Starts the next queued request once the previous one admitted it. Started requests are
+    /// cancelled when the connection closes, so a long poll or a waiting JoinGroup of a gone
+    /// client does not linger.
     private func processNext(context: ChannelHandlerContext) {
-        guard !busy, !muted, !queue.isEmpty, context.channel.isWritable else { return }
-        busy = true
+        guard admitting == nil, !muted, !queue.isEmpty, started.count < Self.maxStarted, context.channel.isWritable else { return }
         let (frame, receivedAt) = queue.removeFirst()
         queuedBytes -= frame.readableBytes
+        nextID &+= 1
+        let id = nextID
+        admitting = id
+        started.append((id, nil, nil))
         let apis = self.apis
         let connection = self.connection
         let channel = context.channel
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        inFlight = Task {
-            let reply = await apis.handle(frame, connection: connection, receivedAt: receivedAt)
+        let task = Task {
+            let reply = await apis.handle(frame, connection: connection, receivedAt: receivedAt) {
+                eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.admitted(id, context: context)
+                }
+            }
             // A closed connection (or a stopped server) has nobody to answer.
             guard !Task.isCancelled, channel.isActive else { return }
             eventLoop.execute {
                 let (handler, context) = loopBound.value
-                handler.inFlight = nil
                 guard channel.isActive else { return }
-                handler.write(reply, context: context)
+                handler.completed(id, reply, context: context)
             }
         }
+        if let index = started.firstIndex(where: { $0.id == id }) { started[index].task = task }
     }
 
-    private func write(_ reply: BrokerReply, context: ChannelHandlerContext) {
+    /// Request `id` lets the next one start (its records are appended).
+    private func admitted(_ id: UInt64, context: ChannelHandlerContext) {
+        guard admitting == id else { return }
+        admitting = nil
+        updateReading(context: context)
+        processNext(context: context)
+    }
+
+    /// Request `id` has its reply: the replies at the head of the line go out, in order.
+    private func completed(_ id: UInt64, _ reply: BrokerReply, context: ChannelHandlerContext) {
+        guard let index = started.firstIndex(where: { $0.id == id }) else { return }
+        started[index].reply = reply
+        started[index].task = nil
+        if admitting == id { admitting = nil }
+        while let head = started.first, let ready = head.reply {
+            started.removeFirst()
+            guard write(ready, context: context) else { return }
+        }
+        updateReading(context: context)
+        processNext(context: context)
+    }
+
+    /// Writes one reply; false when it closed the connection instead (or as well).
+    private func write(_ reply: BrokerReply, context: ChannelHandlerContext) -> Bool {
         switch reply {
         case .throttled(let inner, let ms):
             mute(for: ms, context: context)
-            write(inner, context: context)
-            return
+            return write(inner, context: context)
         case .noResponse:
-            break
+            return true
         case .closeConnection(let reason):
             logger.warning("closing connection", metadata: ["remote": "\(context.channel.remoteAddress?.description ?? "?")", "reason": "\(reason)"])
             context.close(promise: nil)
-            return
+            return false
         case .responseThenClose(let parts, let reason):
             logger.info("closing connection after its answer", metadata: [
                 "remote": "\(context.channel.remoteAddress?.description ?? "?")", "reason": "\(reason)",
             ])
             queue.removeAll()
             queuedBytes = 0
+            for entry in started { entry.task?.cancel() }
+            started.removeAll()
             // Closed once the answer is out (a close fails writes still pending).
             let channel = context.channel
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.whenComplete { _ in channel.close(promise: nil) }
             writeResponse(parts, context: context, completion: written)
-            return
+            return false
         case .response(let parts):
-            guard writeResponse(parts, context: context) else { return }
+            return writeResponse(parts, context: context)
         }
-        busy = false
-        updateReading(context: context)
-        processNext(context: context)
     }
 
     /// Starts no request for `ms`, then resumes with the queued ones.
@@ -227,8 +271,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelInactive(context: ChannelHandlerContext) {
         Self.connections.decrement()
-        inFlight?.cancel()
-        inFlight = nil
+        for entry in started { entry.task?.cancel() }
+        started.removeAll()
         queue.removeAll()
         context.fireChannelInactive()
     }
