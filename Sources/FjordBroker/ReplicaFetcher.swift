@@ -125,11 +125,27 @@ final class ReplicaFetcher: Sendable {
         var phase: Phase = .truncating
         /// Skipped by fetches until then (after an error), ms.
         var delayedUntilMs: Int64 = 0
+        /// The leader's refusals in a row (see `refused`).
+        var refusals = 0
     }
+
+    /// The first wait after the leader refuses a partition; each further refusal in a row
+    /// doubles it, up to `replica.fetch.backoff.ms`.
+    static let firstRefusalBackoffMs: Int64 = 20
 
     let leaderID: Int32
     private let manager: ReplicaFetcherManager
-    private let state = Mutex<(partitions: [TopicPartition: PartitionState], stopped: Bool, task: Task<Void, Never>?)>(([:], false, nil))
+    private struct State {
+        var partitions: [TopicPartition: PartitionState] = [:]
+        var stopped = false
+        var task: Task<Void, Never>? = nil
+        /// Counts `add` calls, so the loop sees a partition added while it decided to sleep.
+        var additions = 0
+        /// The loop's wait while every partition is delayed; `add` ends it early.
+        var sleeper: Task<Void, Never>? = nil
+    }
+
+    private let state = Mutex(State())
 
     init(leaderID: Int32, manager: ReplicaFetcherManager) {
         self.leaderID = leaderID
@@ -142,6 +158,9 @@ final class ReplicaFetcher: Sendable {
         let start = state.withLock { s -> Bool in
             guard !s.stopped else { return false }
             s.partitions[partition.topicPartition] = PartitionState(partition: partition, epoch: epoch)
+            s.additions += 1
+            // A loop waiting out other partitions' delays fetches the new one at once.
+            s.sleeper?.cancel()
             return s.task == nil
         }
         guard start else { return }
@@ -175,12 +194,12 @@ final class ReplicaFetcher: Sendable {
         defer { if let endpoint { Task { await endpoint.close() } } }
         while !Task.isCancelled {
             let now = manager.clock()
-            let partitions = state.withLock { s in s.stopped ? [:] : s.partitions }
+            let (partitions, additions) = state.withLock { s in (s.stopped ? [:] : s.partitions, s.additions) }
             if partitions.isEmpty { return }
             let ready = partitions.filter { $0.value.delayedUntilMs <= now }
             if ready.isEmpty {
                 let wake = partitions.values.map(\.delayedUntilMs).min() ?? now + 100
-                try? await Task.sleep(for: .milliseconds(Swift.max(10, Swift.min(wake - now, manager.settings.backoffMs))))
+                await sleep(milliseconds: Swift.max(10, Swift.min(wake - now, manager.settings.backoffMs)), unless: additions)
                 continue
             }
             if endpoint == nil {
@@ -224,6 +243,23 @@ final class ReplicaFetcher: Sendable {
         }
     }
 
+    /// Waits `milliseconds`, or less when a partition is added (or was, since `additions`) or
+    /// the loop is cancelled.
+    private func sleep(milliseconds: Int64, unless additions: Int) async {
+        let sleeper = Task<Void, Never> { try? await Task.sleep(for: .milliseconds(milliseconds)) }
+        let armed = state.withLock { s -> Bool in
+            guard s.additions == additions else { return false }
+            s.sleeper = sleeper
+            return true
+        }
+        guard armed else {
+            sleeper.cancel()
+            return
+        }
+        await withTaskCancellationHandler { await sleeper.value } onCancel: { sleeper.cancel() }
+        state.withLock { s in if s.sleeper == sleeper { s.sleeper = nil } }
+    }
+
     /// Updates one partition's fetch state if it is still the one the request was built from.
     private func update(_ tp: TopicPartition, epoch: LeaderEpoch, _ body: (inout PartitionState) -> Void) {
         state.withLock { s in
@@ -236,6 +272,22 @@ final class ReplicaFetcher: Sendable {
     private func delay(_ tp: TopicPartition, epoch: LeaderEpoch) {
         let until = manager.clock() + manager.settings.backoffMs
         update(tp, epoch: epoch) { $0.delayedUntilMs = until }
+    }
+
+    /// The leader refused the partition (NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH,
+    /// UNKNOWN_TOPIC_OR_PARTITION, …). Mostly that is a leader which has not applied the metadata
+    /// this follower acts on yet (a new topic, a new epoch): it will in milliseconds, so the wait
+    /// starts at `firstRefusalBackoffMs` and doubles up to `replica.fetch.backoff.ms`, where
+    /// Kafka waits the whole backoff at once. Every acks=all produce waits for this follower
+    /// meanwhile, so a second's wait was a second's stall right after a topic was created.
+    private func refused(_ tp: TopicPartition, epoch: LeaderEpoch) {
+        let now = manager.clock()
+        let ceiling = manager.settings.backoffMs
+        update(tp, epoch: epoch) { entry in
+            let wait = Swift.min(ceiling, Self.firstRefusalBackoffMs << Swift.min(entry.refusals, 16))
+            entry.refusals += 1
+            entry.delayedUntilMs = now + wait
+        }
     }
 
     // MARK: Truncation (KIP-101, KIP-279)
@@ -275,7 +327,7 @@ final class ReplicaFetcher: Sendable {
                 let error = KafkaError(code: answer.errorCode)
                 guard error == .noError else {
                     logger.debug("OffsetsForLeaderEpoch refused", metadata: ["partition": "\(tp)", "error": "\(error)"])
-                    delay(tp, epoch: entry.epoch)
+                    refused(tp, epoch: entry.epoch)
                     continue
                 }
                 let log = entry.partition.log
@@ -293,7 +345,7 @@ final class ReplicaFetcher: Sendable {
                     target = Swift.min(answer.endOffset, ours < 0 ? logEnd : ours, logEnd)
                 }
                 truncateLog(entry, to: target, reason: "leader epoch \(answer.leaderEpoch) ends at \(answer.endOffset)")
-                update(tp, epoch: entry.epoch) { $0.phase = .fetching }
+                update(tp, epoch: entry.epoch) { $0.phase = .fetching; $0.refusals = 0 }
             }
         }
     }
@@ -366,6 +418,7 @@ final class ReplicaFetcher: Sendable {
         let log = partition.log
         switch KafkaError(code: data.errorCode) {
         case .noError:
+            if entry.refusals > 0 { update(tp, epoch: entry.epoch) { $0.refusals = 0 } }
             guard let records = data.records, records.readableBytes > 0 else {
                 partition.followerHighWatermark(data.highWatermark)
                 return
@@ -405,7 +458,7 @@ final class ReplicaFetcher: Sendable {
             // FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER…: the metadata
             // image brings the new leader or epoch; until then, back off.
             logger.debug("replica fetch refused", metadata: ["partition": "\(tp)", "error": "\(error)"])
-            delay(tp, epoch: entry.epoch)
+            refused(tp, epoch: entry.epoch)
         }
     }
 
