@@ -30,6 +30,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+# The process id of each broker `broker_process` runs, by its bootstrap address.
+BROKER_PIDS = {}
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used so far, in seconds (from /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fjord_bench(fjord, mode, bootstrap, topic, records, size, extra=()):
+    """`fjord bench produce|consume` (the Swift client) with --json: its result object, checked
+    for failures and for the whole count."""
+    out = subprocess.run([fjord, "bench", mode, "-b", bootstrap, "-t", topic, "-n", str(records), "-s", str(size),
+                          "--json", *extra], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"fjord bench {mode} exited {out.returncode}: {out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["failures"] != 0 or result["records"] < records:
+        raise RuntimeError(f"fjord bench {mode}: {result}")
+    return result
+
+
 @contextlib.contextmanager
 def broker_process(fjord, settings=None, extra_listeners=None):
     """A release `fjord serve` on a free port and a temporary data directory, for one benchmark;
@@ -42,6 +66,7 @@ def broker_process(fjord, settings=None, extra_listeners=None):
     for key, value in (settings or {}).items():
         args += ["--set", f"{key}={value}"]
     broker = subprocess.Popen(args)
+    BROKER_PIDS[f"127.0.0.1:{port}"] = broker.pid
     try:
         deadline = time.time() + 30
         while True:
@@ -57,6 +82,21 @@ def broker_process(fjord, settings=None, extra_listeners=None):
         broker.send_signal(signal.SIGTERM)
         broker.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+# A deleted topic's files go at the next maintenance pass instead of a minute later (Kafka's
+# default delay), so a benchmark that deletes each run's topic does not write its next run beside
+# the previous runs' gigabytes of page cache.
+PROMPT_DELETES = {"log.segment.delete.delay.ms": "0", "log.retention.check.interval.ms": "500"}
+
+
+def settle():
+    """Between runs of a broker started with PROMPT_DELETES, after deleting the run's topic: lets
+    the broker remove its files and writes the dirty page cache back, so no run pays for its
+    predecessors (page-cache writes on these VMs slow from 3 GB/s to 0.3 as the cache grows by
+    gigabytes, and move whole runs by 3x)."""
+    time.sleep(2)
+    os.sync()
 
 
 def bench_arguments(doc, records=1_000_000):

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,13 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "benchmarks"))
 sys.path.insert(0, str(ROOT / "Tests" / "Integration"))
 
-from e2e import broker_process, peer, produce  # noqa: E402
+from e2e import PROMPT_DELETES, broker_process, fjord_bench, peer, produce, settle  # noqa: E402
 
 SIZE = 1024
 SETTINGS = ["-X", "linger.ms=5", "-X", "batch.size=1000000"]
-# A deleted topic's files go at the next maintenance pass instead of a minute later (Kafka's
-# default delay), so no run writes beside its predecessors' gigabytes of page cache.
-BROKER_SETTINGS = {"log.segment.delete.delay.ms": "0", "log.retention.check.interval.ms": "500"}
+
 
 
 def arguments() -> argparse.Namespace:
@@ -85,27 +82,12 @@ class Generator:
 
     def swift(self, bootstrap: str, topic: str, acks: int, records: int, extra: tuple = ()) -> dict:
         idempotence = ["-X", "enable.idempotence=true"] if acks == -1 else []
-        out = subprocess.run([self.fjord, "bench", "produce", "-b", bootstrap, "-t", topic, "-n", str(records),
-                              "-s", str(SIZE), "--acks", "all" if acks == -1 else str(acks), "--json",
-                              *SETTINGS, *idempotence, *extra], capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise RuntimeError(f"fjord bench produce exited {out.returncode}: {out.stderr[-2000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        if result["failures"] != 0 or result["records"] != records:
-            raise RuntimeError(f"fjord bench produce: {result}")
-        return result
+        return fjord_bench(self.fjord, "produce", bootstrap, topic, records, SIZE,
+                           ["--acks", "all" if acks == -1 else str(acks), *SETTINGS, *idempotence, *extra])
 
 
 def topics(fjord: str, bootstrap: str, command: str, topic: str, *extra: str) -> None:
     subprocess.run([fjord, "topics", command, topic, "-b", bootstrap, *extra], capture_output=True, check=True, timeout=60)
-
-
-def settle() -> None:
-    """Lets the brokers remove a deleted topic's files and writes the dirty page cache back, so
-    no run pays for its predecessors (on this VM page-cache writes slow from 3 GB/s to 0.3 as
-    the cache grows by gigabytes)."""
-    time.sleep(2)
-    os.sync()
 
 
 def main() -> None:
@@ -117,8 +99,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="fjord-bench-rf3-"))
     results: dict = {"record_size": SIZE, "records_per_run": args.records, "generators": {}}
     with ExitStack() as stack:
-        single = stack.enter_context(broker_process(args.fjord, settings=BROKER_SETTINGS))
-        cluster = Cluster(root, settings={"min.insync.replicas": "2", **BROKER_SETTINGS})
+        single = stack.enter_context(broker_process(args.fjord, settings=PROMPT_DELETES))
+        cluster = Cluster(root, settings={"min.insync.replicas": "2", **PROMPT_DELETES})
         stack.callback(shutil.rmtree, root, ignore_errors=True)
         stack.callback(cluster.stop)
         cluster.start()
