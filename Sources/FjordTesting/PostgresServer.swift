@@ -109,7 +109,9 @@ public final class PostgresServer: Sendable {
 
     @discardableResult
     private func runAsServer(_ program: String, _ arguments: [String], capture: Bool = true) async throws -> String {
-        asPostgres ? try await run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments, capture: capture)
+        // From `/`: PostgreSQL's programs warn on stderr (which `sql` returns with the output)
+        // when the postgres user cannot enter the current directory, as in a 0700 mktemp clone.
+        asPostgres ? try await run("/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/env", "-C", "/", program] + arguments, capture: capture)
             : try await run(program, arguments, capture: capture)
     }
 

@@ -65,7 +65,9 @@ fsync = off
 
     def _run(self, *args: str, capture: bool = True) -> str:
         command = ["runuser", "-u", "postgres", "--", *args] if self.as_postgres else list(args)
-        result = subprocess.run(command, stdin=subprocess.DEVNULL,
+        # From `/`: PostgreSQL's programs warn when the postgres user cannot enter the current
+        # directory (a 0700 mktemp clone), and the warning would be read as output.
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, cwd="/",
                                 stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT if capture else subprocess.DEVNULL, text=True, timeout=120)
         if result.returncode != 0:
