@@ -58,8 +58,8 @@ enum CoordinatorRecordSerde {
         return try encode(key, version: offsetCommitKeyVersion, what: "offset commit key of \(group)")
     }
 
-    static func offsetCommitValue(_ value: OffsetCommitValue) throws(CoordinatorRecordError) -> ByteBuffer {
-        try encode(value, version: offsetCommitValueVersion, what: "offset commit value")
+    static func offsetCommitValue(_ value: OffsetCommitValue, version: Int16 = offsetCommitValueVersion) throws(CoordinatorRecordError) -> ByteBuffer {
+        try encode(value, version: version, what: "offset commit value")
     }
 
     static func groupMetadataKey(group: String) throws(CoordinatorRecordError) -> ByteBuffer {

@@ -13,6 +13,9 @@ extension GroupCoordinator {
         var leaderEpoch: Int32
         var metadata: String
         var commitTimestamp: Int64
+        /// When the offset expires, set by OffsetCommit v2–v4's `retention_time_ms`; nil for
+        /// `offsets.retention.minutes` (KIP-211), as Kafka's `OffsetAndMetadata.expireTimestamp`.
+        var expireTimestamp: Int64? = nil
     }
 
     static func offsetKey(group: String, tp: TopicPartition) throws(CoordinatorRecordError) -> ByteBuffer {
@@ -25,7 +28,11 @@ extension GroupCoordinator {
         value.leaderEpoch = offset.leaderEpoch
         value.metadata = offset.metadata
         value.commitTimestamp = offset.commitTimestamp
-        return try CoordinatorRecordSerde.offsetCommitValue(value)
+        // Only value version 1 has the expire timestamp (and no leader epoch), so Kafka writes
+        // that version exactly when a commit sets one.
+        guard let expire = offset.expireTimestamp else { return try CoordinatorRecordSerde.offsetCommitValue(value) }
+        value.expireTimestamp = expire
+        return try CoordinatorRecordSerde.offsetCommitValue(value, version: 1)
     }
 
     /// Replays an OffsetCommitValue; a tombstone deletes that partition's offset.
@@ -36,17 +43,23 @@ extension GroupCoordinator {
             group.offsets[tp] = nil
             return
         }
-        group.offsets[tp] = CommittedOffset(offset: v.offset, leaderEpoch: v.leaderEpoch, metadata: v.metadata, commitTimestamp: v.commitTimestamp)
+        group.offsets[tp] = CommittedOffset(offset: v.offset, leaderEpoch: v.leaderEpoch, metadata: v.metadata, commitTimestamp: v.commitTimestamp,
+                                            expireTimestamp: v.expireTimestamp >= 0 ? v.expireTimestamp : nil)
     }
 
     /// `offsets.retention.minutes` (KIP-211): offsets of a group that uses the group protocol
     /// expire once the group has been empty that long; offsets committed outside the protocol
-    /// (assign() consumers) expire that long after their commit. An empty group left without
-    /// offsets is deleted.
+    /// (assign() consumers) expire that long after their commit. An offset committed with a
+    /// `retention_time_ms` (OffsetCommit v2–v4) expires at its own time instead, once its group
+    /// is empty. An empty group left without offsets is deleted.
     func expireOffsets(now: Int64) {
         for group in Array(groups.values) where group.state == .empty && group.members.isEmpty {
             var expired: [TopicPartition] = []
             for (tp, offset) in group.offsets {
+                if let expire = offset.expireTimestamp {
+                    if now >= expire { expired.append(tp) }
+                    continue
+                }
                 let base = group.protocolType == nil ? offset.commitTimestamp : Swift.max(group.stateTimestamp, offset.commitTimestamp)
                 let (age, overflow) = now.subtractingReportingOverflow(base)  // base may come from a replayed record
                 if overflow || age > settings.offsetsRetentionMs { expired.append(tp) }

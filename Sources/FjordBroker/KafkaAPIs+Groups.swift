@@ -209,11 +209,17 @@ extension KafkaAPIs {
         let now = clock()
         let groupAllowed = access.allows(.read, group: request.groupId)
         var offsets: [(TopicPartition, GroupCoordinator.CommittedOffset)] = []
+        // v2–v4's retention_time_ms sets when these offsets expire (-1: offsets.retention.minutes);
+        // v1's per-partition commit_timestamp replaces the broker's time (-1: now), as in Kafka.
+        let expire = (2...4).contains(version) && request.retentionTimeMs >= 0
+            ? { let (sum, overflow) = now.addingReportingOverflow(request.retentionTimeMs); return overflow ? Int64.max : sum }() : nil
         for topic in request.topics where groupAllowed && access.allows(.read, topic: topic.name) {
             for partition in topic.partitions {
+                let committedAt = version == 1 && partition.commitTimestamp != -1 ? partition.commitTimestamp : now
                 offsets.append((TopicPartition(topic: topic.name, partition: partition.partitionIndex),
                                 GroupCoordinator.CommittedOffset(offset: partition.committedOffset, leaderEpoch: partition.committedLeaderEpoch,
-                                                                 metadata: partition.committedMetadata ?? "", commitTimestamp: now)))
+                                                                 metadata: partition.committedMetadata ?? "", commitTimestamp: committedAt,
+                                                                 expireTimestamp: expire)))
             }
         }
         let (groupError, results) = !groupAllowed ? (KafkaError.groupAuthorizationFailed, [])

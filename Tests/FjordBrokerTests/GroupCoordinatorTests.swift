@@ -181,5 +181,72 @@ struct GroupCoordinatorTests {
             #expect(await coordinator.describe("four")?.state == "Stable")
         }
     }
-}
 
+    // MARK: Offset retention
+
+    static func commitOutsideGroup(_ core: BrokerCore, _ group: String, offset: Int64, version: Int16,
+                                   retentionTimeMs: Int64 = -1) async -> Int16? {
+        var request = OffsetCommitRequest()
+        request.groupId = group
+        request.generationIdOrMemberEpoch = -1
+        request.retentionTimeMs = retentionTimeMs
+        var topic = OffsetCommitRequest.OffsetCommitRequestTopic()
+        topic.name = "t"
+        var partition = OffsetCommitRequest.OffsetCommitRequestPartition()
+        partition.partitionIndex = 0
+        partition.committedOffset = offset
+        topic.partitions = [partition]
+        request.topics = [topic]
+        return await core.apis.handleOffsetCommit(request, version: version).topics.first?.partitions.first?.errorCode
+    }
+
+    static func committed(_ core: BrokerCore, _ group: String) async -> Int64? {
+        await core.coordinator.committed(groupID: group, partitions: [TopicPartition(topic: "t", partition: 0)]).first?.1?.offset
+    }
+
+    @Test("offsets.retention.minutes: an offset committed outside the group protocol expires that long after its commit")
+    func offsetsRetention() async throws {
+        try await withBrokerCore(["offsets.retention.minutes": "1"]) { core in
+            _ = await core.createTopic("t")
+            #expect(await Self.commitOutsideGroup(core, "g", offset: 7, version: 8) == 0)
+            core.clock.advance(by: 59_000)
+            await core.coordinator.expireOffsets(now: core.clock.milliseconds)
+            #expect(await Self.committed(core, "g") == 7, "within the retention")
+            core.clock.advance(by: 2_000)
+            await core.coordinator.expireOffsets(now: core.clock.milliseconds)
+            #expect(await Self.committed(core, "g") == nil)
+        }
+    }
+
+    @Test("OffsetCommit v2's retention_time_ms sets the offset's own expiry, kept in its record (value version 1)")
+    func retentionTimeMs() async throws {
+        try await withBrokerCore(["offsets.retention.minutes": "1"]) { core in
+            _ = await core.createTopic("t")
+            #expect(await Self.commitOutsideGroup(core, "short", offset: 3, version: 2, retentionTimeMs: 5_000) == 0)
+            #expect(await Self.commitOutsideGroup(core, "default", offset: 4, version: 2) == 0)
+            // A version without the field ignores a value set in the request.
+            #expect(await Self.commitOutsideGroup(core, "newer", offset: 5, version: 8, retentionTimeMs: 5_000) == 0)
+            let stored = await core.coordinator.committed(groupID: "short", partitions: [TopicPartition(topic: "t", partition: 0)]).first?.1
+            let expire = try #require(stored?.expireTimestamp)
+            #expect(expire == core.clock.milliseconds + 5_000)
+            // The record keeps it: value version 1 decodes to the same expiry, and replays it.
+            let value = try GroupCoordinator.offsetValue(try #require(stored))
+            #expect(value.getInteger(at: value.readerIndex, as: Int16.self) == 1)
+            guard case .offsetCommit(_, _, let decoded?) = try CoordinatorRecordSerde.decode(
+                key: try GroupCoordinator.offsetKey(group: "short", tp: TopicPartition(topic: "t", partition: 0)), value: value) else {
+                Issue.record("not an offset commit record")
+                return
+            }
+            #expect(decoded.expireTimestamp == expire && decoded.offset == 3)
+
+            core.clock.advance(by: 4_999)
+            await core.coordinator.expireOffsets(now: core.clock.milliseconds)
+            #expect(await Self.committed(core, "short") == 3)
+            core.clock.advance(by: 1)
+            await core.coordinator.expireOffsets(now: core.clock.milliseconds)
+            #expect(await Self.committed(core, "short") == nil, "expired at its own time")
+            #expect(await Self.committed(core, "default") == 4, "offsets.retention.minutes still applies to the others")
+            #expect(await Self.committed(core, "newer") == 5)
+        }
+    }
+}
