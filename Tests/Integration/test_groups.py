@@ -114,9 +114,10 @@ def test_three_members_share_partitions_and_hand_over(group_broker, strategy):
     wait_for(lambda: sorted(p for m in members for p in m.assignment) == list(range(6))
              and all(len(m.assignment) == 2 for m in members),
              what=lambda: f"6 partitions owned once, 2 each: {[m.assignment for m in members]} errors {[m.error for m in members]}")
-    # One member leaves cleanly; its partitions move to the others.
+    # One member leaves cleanly; its partitions move to the others, which then read every record
+    # produced after it left. (The first 30,000 are often all read by the first member to join,
+    # before the others are assigned anything.)
     leaving = members.pop()
-    wait_for(lambda: len(leaving.seen) > 0 or True)
     leaving.close()
     wait_for(lambda: sorted(p for m in members for p in m.assignment) == list(range(6)), timeout=20, what="handover")
     produce(bootstrap, topic, 30_000, start=30_000)
