@@ -30,6 +30,17 @@ public enum BrokerReply: Sendable {
     indirect case throttled(BrokerReply, ms: Int64)
 }
 
+extension BrokerReply {
+    /// Whether the connection closes with this reply (then nothing after it is read or started).
+    public var closesConnection: Bool {
+        switch self {
+        case .closeConnection, .responseThenClose: true
+        case .throttled(let inner, _): inner.closesConnection
+        case .response, .noResponse: false
+        }
+    }
+}
+
 extension Array where Element == ResponsePart {
     /// The total length of the parts: the frame's size prefix.
     public var totalLength: Int { reduce(0) { $0 + $1.length } }

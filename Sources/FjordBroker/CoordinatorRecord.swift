@@ -40,7 +40,8 @@ enum CoordinatorRecordError: Error, CustomStringConvertible {
 /// Encodes and decodes `__consumer_offsets` records (Kafka's `CoordinatorRecordSerde`): a
 /// big-endian int16 version, then the schema's fields in that version. Pure: no I/O.
 ///
-/// Writers use OffsetCommitKey v1 / OffsetCommitValue v3 and GroupMetadataKey v2 /
+/// Writers use OffsetCommitKey v1 / OffsetCommitValue v3 (v1 for an offset committed with a
+/// `retention_time_ms`, the only version with an expire timestamp) and GroupMetadataKey v2 /
 /// GroupMetadataValue v3, as Kafka's classic coordinator does, so Kafka's own tools read them.
 enum CoordinatorRecordSerde {
     static let offsetCommitKeyVersion: Int16 = 1

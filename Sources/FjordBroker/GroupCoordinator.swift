@@ -17,8 +17,8 @@ import NIOCore
 /// KIP-345) that rejoins a stable group gets its old assignment back without a rebalance.
 ///
 /// Committed offsets and group metadata are appended to the group's `__consumer_offsets`
-/// partition with Kafka's own record schemas (OffsetCommitKey v1 / OffsetCommitValue v3,
-/// GroupMetadataKey v2 / GroupMetadataValue v3), and replayed from it at start
+/// partition with Kafka's own record schemas (OffsetCommitKey v1 / OffsetCommitValue v3, or v1
+/// for an offset with its own expiry; GroupMetadataKey v2 / GroupMetadataValue v3), and replayed from it at start
 /// (`CoordinatorLoader`; a record that does not decode is skipped, never taken for a deletion).
 ///
 /// One actor, one isolation domain, in files by concern: this file holds the state, the

@@ -209,16 +209,17 @@ extension KafkaAPIs {
         let now = clock()
         let groupAllowed = access.allows(.read, group: request.groupId)
         var offsets: [(TopicPartition, GroupCoordinator.CommittedOffset)] = []
-        // v2–v4's retention_time_ms sets when these offsets expire (-1: offsets.retention.minutes);
-        // v1's per-partition commit_timestamp replaces the broker's time (-1: now), as in Kafka.
-        let expire = (2...4).contains(version) && request.retentionTimeMs >= 0
-            ? { let (sum, overflow) = now.addingReportingOverflow(request.retentionTimeMs); return overflow ? Int64.max : sum }() : nil
+        // v2–v4's retention_time_ms sets when these offsets expire; -1 leaves them to
+        // offsets.retention.minutes (any other value counts, as in Kafka: a negative one expires
+        // them at the next pass).
+        let expire = (2...4).contains(version) && request.retentionTimeMs != -1
+            ? { let (sum, overflow) = now.addingReportingOverflow(request.retentionTimeMs)
+                return overflow ? (request.retentionTimeMs > 0 ? Int64.max : Int64.min) : sum }() : nil
         for topic in request.topics where groupAllowed && access.allows(.read, topic: topic.name) {
             for partition in topic.partitions {
-                let committedAt = version == 1 && partition.commitTimestamp != -1 ? partition.commitTimestamp : now
                 offsets.append((TopicPartition(topic: topic.name, partition: partition.partitionIndex),
                                 GroupCoordinator.CommittedOffset(offset: partition.committedOffset, leaderEpoch: partition.committedLeaderEpoch,
-                                                                 metadata: partition.committedMetadata ?? "", commitTimestamp: committedAt,
+                                                                 metadata: partition.committedMetadata ?? "", commitTimestamp: now,
                                                                  expireTimestamp: expire)))
             }
         }

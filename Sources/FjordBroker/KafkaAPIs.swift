@@ -203,6 +203,13 @@ public final class KafkaAPIs: Sendable {
         await handle(frame, connection: ClientConnection(listener: config.listeners[0], clientHost: ""))
     }
 
+    /// Whether the request in `frame` may start while earlier requests of its connection that
+    /// admitted it early (see `handle`) still wait for their answers: only a Produce does, so
+    /// produce requests pipeline with each other and every other request sees what came before.
+    public static func joinsProducePipeline(_ frame: ByteBuffer) -> Bool {
+        frame.getInteger(at: frame.readerIndex, as: Int16.self) == APIKey.produce.rawValue
+    }
+
     /// Handles one request frame (the bytes after the size prefix) of `connection`, read at
     /// `receivedAt` (for the request-queue-time metric). `admitNext`, when given, is called
     /// once the connection may start its next request before this one is answered: a Produce

@@ -12,13 +12,14 @@ import NIOCore
 /// malformed frame or an undecodable request closes this connection only (the decoder throws,
 /// or the broker answers `closeConnection`).
 ///
-/// Admission: a request admits the next when it completes, except a Produce, which admits it
-/// as soon as its records are appended, before it waits for `acks=all` replication or an
-/// fsync (as Redpanda pipelines produce). The log order is still the request order and the
-/// answers still come in order; what changes is that a producer's next batch is appended while
-/// the previous one replicates, instead of the connection idling for a follower round trip
-/// (Kafka mutes the connection until the answer is out). At most `maxStarted` requests are
-/// started and unanswered at a time.
+/// Admission: a request admits the next when it completes, except a Produce, which admits a
+/// following Produce as soon as its records are appended, before it waits for `acks=all`
+/// replication or an fsync (as Redpanda pipelines produce). The log order is still the request
+/// order and the answers still come in order; what changes is that a producer's next batch is
+/// appended while the previous one replicates, instead of the connection idling for a follower
+/// round trip (Kafka mutes the connection until the answer is out). Any other request starts
+/// only once everything before it is answered, and nothing starts after a request whose answer
+/// closes the connection. At most `maxStarted` requests are started and unanswered at a time.
 ///
 /// Back-pressure: reading stops (`autoRead` off) while the queued request bytes exceed
 /// `maxQueuedBytes` (a fast producer cannot make the broker buffer without bound) or while the
@@ -61,6 +62,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var flushPending = false
     /// Whether the connection is muted for a quota throttle.
     private var muted = false
+    /// Set once a started request answered by closing the connection: nothing after it is
+    /// started (or read), as Kafka reads no request after one it closes the connection for.
+    private var closing = false
 
     /// Open client connections (Kafka's `connection-count`).
     private static let connections = Meter(label: "kafka_server_socketservermetrics_connection_count")
@@ -75,6 +79,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadLoop = true
+        guard !closing else { return }
         let frame = unwrapInboundIn(data)
         queue.append((frame, .now))
         queuedBytes += frame.readableBytes
@@ -99,6 +104,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Reading runs only while the queue is within its limit and the client reads its responses.
     private func updateReading(context: ChannelHandlerContext) {
+        guard !closing else { return }
         let writable = context.channel.isWritable
         if !readingPaused && (queuedBytes > maxQueuedBytes || !writable) {
             readingPaused = true
@@ -114,7 +120,12 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// cancelled when the connection closes, so a long poll or a waiting JoinGroup of a gone
     /// client does not linger.
     private func processNext(context: ChannelHandlerContext) {
-        guard admitting == nil, !muted, !queue.isEmpty, started.count < Self.maxStarted, context.channel.isWritable else { return }
+        guard admitting == nil, !closing, !muted, let next = queue.first, started.count < Self.maxStarted,
+              context.channel.isWritable else { return }
+        // Only a Produce joins produce requests still waiting for their answers: any other
+        // request (a Fetch, an OffsetCommit, …) starts once everything before it is answered,
+        // as on Kafka, so it sees their effects.
+        if started.contains(where: { $0.reply == nil }), !KafkaAPIs.joinsProducePipeline(next.frame) { return }
         let (frame, receivedAt) = queue.removeFirst()
         queuedBytes -= frame.readableBytes
         nextID &+= 1
@@ -158,6 +169,16 @@ final class KafkaConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         started[index].reply = reply
         started[index].task = nil
         if admitting == id { admitting = nil }
+        if reply.closesConnection && !closing {
+            // Answered in its turn, after the requests before it; none after it starts.
+            closing = true
+            queue.removeAll()
+            queuedBytes = 0
+            if !readingPaused {
+                readingPaused = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            }
+        }
         while let head = started.first, let ready = head.reply {
             started.removeFirst()
             guard write(ready, context: context) else { return }

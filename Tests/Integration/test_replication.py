@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Cluster
 from conftest import FJORD_BIN, read_exactly
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 TOPIC = "replicated"
 
@@ -276,6 +277,84 @@ def test_acks_all_to_a_new_topic_does_not_wait_out_the_followers_backoff(slow_ba
         producer.produce(topic, value=b"first", on_delivery=lambda err, msg: delivered.append(err))
         producer.flush(10)
         assert delivered == [None], f"{topic}: the first acks=all record was not acknowledged within 10 s ({delivered})"
+
+
+def raw_produce(topic: str, value: bytes, correlation_id: int) -> bytes:
+    """A size-prefixed Produce v3 (acks=all, 30 s timeout) of one record to partition 0."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    builder.append(0, timestamp=int(time.time() * 1000), key=None, value=value, headers=[])
+    batch = bytes(builder.build())
+    name = topic.encode()
+    body = struct.pack(">hhi", -1, -1, 30_000) + struct.pack(">ih", 1, len(name)) + name
+    body += struct.pack(">iii", 1, 0, len(batch)) + batch
+    frame = struct.pack(">hhih", 0, 3, correlation_id, 3) + b"raw" + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def raw_list_latest(topic: str, correlation_id: int) -> bytes:
+    """A size-prefixed ListOffsets v1 for partition 0's latest offset."""
+    name = topic.encode()
+    body = struct.pack(">i", -1) + struct.pack(">ih", 1, len(name)) + name + struct.pack(">iiq", 1, 0, -1)
+    frame = struct.pack(">hhih", 2, 1, correlation_id, 3) + b"raw" + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+def read_response(conn: socket.socket) -> bytes | None:
+    """The next response frame, or None when the broker closed the connection instead."""
+    head = b""
+    while len(head) < 4:
+        chunk = conn.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    return read_exactly(conn, struct.unpack(">i", head)[0])
+
+
+def test_pipelined_produce_keeps_the_connections_order_and_its_close(cluster):
+    """A leader appends a connection's next Produce while the previous one waits for acks=all
+    (here for a frozen follower to leave the ISR). Any other request still waits for the answers
+    before it: a ListOffsets after a Produce sees that Produce committed. And nothing after a
+    request that closes the connection runs, even when that request came in while a Produce was
+    waiting: the Produce behind a malformed one is never appended."""
+    topic = "pipelined"
+    create_topic(cluster.bootstrap(), topic, 1)
+    wait_in_sync(cluster, topic, 1)
+    leader = cluster.registration(topic, 0)["leader"]
+    follower = next(n for n in cluster.brokers if n != leader)
+    port = cluster.brokers[leader].port
+
+    # A Produce, a malformed request that claims to be one, and a Produce behind it.
+    malformed = struct.pack(">hhih", 0, 3, 2, 3) + b"raw" + b"\x00\x01"
+    cluster.brokers[follower].process.send_signal(signal.SIGSTOP)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=40) as conn:
+            conn.sendall(raw_produce(topic, b"a", 1) + struct.pack(">i", len(malformed)) + malformed + raw_produce(topic, b"c", 3))
+            first = read_response(conn)
+            assert first is not None and struct.unpack_from(">i", first)[0] == 1
+            assert read_response(conn) is None, "the connection closes after the first answer"
+    finally:
+        cluster.brokers[follower].process.send_signal(signal.SIGCONT)
+    wait_in_sync(cluster, topic, 1)
+
+    # A Produce, then a ListOffsets: the latest offset covers the Produce.
+    cluster.brokers[follower].process.send_signal(signal.SIGSTOP)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=40) as conn:
+            conn.sendall(raw_produce(topic, b"b", 4) + raw_list_latest(topic, 5))
+            produced = read_response(conn)
+            listed = read_response(conn)
+    finally:
+        cluster.brokers[follower].process.send_signal(signal.SIGCONT)
+    assert produced is not None and struct.unpack_from(">i", produced)[0] == 4
+    assert listed is not None and struct.unpack_from(">i", listed)[0] == 5
+    # correlation id, [topics: name, [partitions: index, error, timestamp, offset]]
+    (name_length,) = struct.unpack_from(">h", listed, 8)
+    _, index, error, _, latest = struct.unpack_from(">iihqq", listed, 10 + name_length)
+    assert (index, error) == (0, 0)
+    assert latest == 2, "ListOffsets ran after the Produce before it was committed"
+    values = [v for _, v in read_all(cluster.bootstrap(), topic, 1)[0]]
+    assert values == [b"a", b"b"], "the Produce behind the malformed request was never appended"
 
 
 def test_a_frozen_leader_is_fenced_truncates_and_rejoins(cluster):
