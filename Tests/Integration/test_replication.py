@@ -300,6 +300,12 @@ def raw_list_latest(topic: str, correlation_id: int) -> bytes:
     return struct.pack(">i", len(frame)) + frame
 
 
+def produce_error(response: bytes) -> int:
+    """The partition's error code in a Produce v3 response."""
+    (name_length,) = struct.unpack_from(">h", response, 8)
+    return struct.unpack_from(">h", response, 10 + name_length + 4 + 4)[0]
+
+
 def read_response(conn: socket.socket) -> bytes | None:
     """The next response frame, or None when the broker closed the connection instead."""
     head = b""
@@ -319,6 +325,10 @@ def test_pipelined_produce_keeps_the_connections_order_and_its_close(cluster):
     waiting: the Produce behind a malformed one is never appended."""
     topic = "pipelined"
     create_topic(cluster.bootstrap(), topic, 1)
+    # A first record through a real client: the partition's leader serves it by then.
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all"})
+    producer.produce(topic, value=b"first", partition=0)
+    assert producer.flush(30) == 0
     wait_in_sync(cluster, topic, 1)
     leader = cluster.registration(topic, 0)["leader"]
     follower = next(n for n in cluster.brokers if n != leader)
@@ -332,6 +342,7 @@ def test_pipelined_produce_keeps_the_connections_order_and_its_close(cluster):
             conn.sendall(raw_produce(topic, b"a", 1) + struct.pack(">i", len(malformed)) + malformed + raw_produce(topic, b"c", 3))
             first = read_response(conn)
             assert first is not None and struct.unpack_from(">i", first)[0] == 1
+            assert produce_error(first) == 0
             assert read_response(conn) is None, "the connection closes after the first answer"
     finally:
         cluster.brokers[follower].process.send_signal(signal.SIGCONT)
@@ -347,14 +358,15 @@ def test_pipelined_produce_keeps_the_connections_order_and_its_close(cluster):
     finally:
         cluster.brokers[follower].process.send_signal(signal.SIGCONT)
     assert produced is not None and struct.unpack_from(">i", produced)[0] == 4
+    assert produce_error(produced) == 0
     assert listed is not None and struct.unpack_from(">i", listed)[0] == 5
     # correlation id, [topics: name, [partitions: index, error, timestamp, offset]]
     (name_length,) = struct.unpack_from(">h", listed, 8)
     _, index, error, _, latest = struct.unpack_from(">iihqq", listed, 10 + name_length)
     assert (index, error) == (0, 0)
-    assert latest == 2, "ListOffsets ran after the Produce before it was committed"
+    assert latest == 3, "ListOffsets ran after the Produce before it was committed"
     values = [v for _, v in read_all(cluster.bootstrap(), topic, 1)[0]]
-    assert values == [b"a", b"b"], "the Produce behind the malformed request was never appended"
+    assert values == [b"first", b"a", b"b"], "the Produce behind the malformed request was never appended"
 
 
 def test_a_frozen_leader_is_fenced_truncates_and_rejoins(cluster):
